@@ -1,0 +1,79 @@
+/* dense.c -- fused dense + activation, forward/backward pairs (shapes as torch nn.Linear).
+ *
+ *   x  (B, K)   input rows            w  (N, K)  weight (out, in)      b (N,) or NULL
+ *   y  (B, N)   y = act(x @ w^T + b)  -- bias and activation in the GEMM epilogue
+ *
+ * backward, from dy (B, N) and the saved OUTPUT y (B, N):
+ *   dz = dy * act'(y)            one pass over dy and y, with db reduced in the same pass
+ *   dw = dz^T @ x    (N, K)      GEMM with A = dz read transposed through packing
+ *   db = sum_b dz    (N,)
+ *   dx = dz @ w      (B, K)      skipped when dx == NULL
+ * accumulate != 0 adds into dx, dw, db (a layer feeding two branches sums both dx).
+ *
+ * Determinism: db is reduced per column in row order by whichever thread owns the column,
+ * and the GEMMs never split K; so the results do not depend on the thread count.
+ */
+#include "pb_internal.h"
+
+#define PB_DZ_COLS 64 /* columns per work item of the dz/db pass */
+
+#define PB_DEFINE_DENSE(T, SFX)                                                            \
+    int pb_dense_forward_##SFX(T *y, const T *x, const T *w, const T *b, ptrdiff_t B,     \
+                               ptrdiff_t K, ptrdiff_t N, int act, T slope) {              \
+        if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS)    \
+            return PB_ERR_ARG;                                                             \
+        const pb_epi_##SFX##_t epi = {b, act, slope};                                      \
+        /* C = y (B x N);  A = x (row stride K);  B(p, j) = w[j*K + p] */                  \
+        return pb_gemm_epi_##SFX(y, N, x, K, 1, w, 1, K, B, N, K, 0, &epi);               \
+    }                                                                                      \
+                                                                                           \
+    /* dz = dy * act'(y) over columns [j0, j1), and db += / = the column sums of dz. */    \
+    static void dz_db_##SFX(T *dz, T *db, const T *dy, const T *y, ptrdiff_t B,            \
+                            ptrdiff_t N, ptrdiff_t j0, ptrdiff_t j1, int act, T slope,     \
+                            int accumulate) {                                              \
+        T sum[PB_DZ_COLS] = {0};                                                           \
+        for (ptrdiff_t r = 0; r < B; ++r) {                                                \
+            const ptrdiff_t o = r * N;                                                     \
+            for (ptrdiff_t j = j0; j < j1; ++j) {                                          \
+                const T g = pb_dact_##SFX(dy[o + j], y[o + j], act, slope);               \
+                if (dz != NULL) dz[o + j] = g;                                             \
+                sum[j - j0] += g;                                                          \
+            }                                                                              \
+        }                                                                                  \
+        if (db != NULL)                                                                    \
+            for (ptrdiff_t j = j0; j < j1; ++j)                                            \
+                db[j] = accumulate ? db[j] + sum[j - j0] : sum[j - j0];                    \
+    }                                                                                      \
+                                                                                           \
+    int pb_dense_backward_##SFX(T *dx, T *dw, T *db, const T *dy, const T *x, const T *w, \
+                                const T *y, ptrdiff_t B, ptrdiff_t K, ptrdiff_t N,         \
+                                int act, T slope, int accumulate) {                        \
+        if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS)    \
+            return PB_ERR_ARG;                                                             \
+        const int beta = accumulate ? 1 : 0;                                               \
+        /* identity: dz is dy itself, no copy */                                           \
+        T *dzbuf = NULL;                                                                   \
+        if (act != PB_ACT_IDENTITY && B > 0 && N > 0) {                                    \
+            dzbuf = pb_alloc(sizeof(T) * (size_t)B * (size_t)N);                           \
+            if (dzbuf == NULL) return PB_ERR_NOMEM;                                        \
+        }                                                                                  \
+        if (dzbuf != NULL || db != NULL) {                                                 \
+            const ptrdiff_t nblk = (N + PB_DZ_COLS - 1) / PB_DZ_COLS;                      \
+            const int nt = B * N >= 32768 ? pb_threads() : 1;                              \
+            (void)nt; /* unused without OpenMP */                                          \
+            _Pragma("omp parallel for schedule(static) num_threads(nt) if (nt > 1)")       \
+            for (ptrdiff_t jb = 0; jb < nblk; ++jb)                                        \
+                dz_db_##SFX(dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,                       \
+                            PB_MIN(N, (jb + 1) * PB_DZ_COLS), act, slope, accumulate);     \
+        }                                                                                  \
+        const T *dz = dzbuf != NULL ? dzbuf : dy;                                          \
+        /* dw (N x K) = dz^T @ x: A(i=n, p=r) = dz[r*N + n], B(p=r, j) = x[r*K + j] */     \
+        int st = dw != NULL ? pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta) : PB_OK; \
+        /* dx (B x K) = dz @ w: A(i=r, p=n) = dz[r*N + n], B(p=n, j) = w[n*K + j] */       \
+        if (st == PB_OK && dx != NULL) st = pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta); \
+        pb_free(dzbuf);                                                                    \
+        return st;                                                                         \
+    }
+
+PB_DEFINE_DENSE(float, f32)
+PB_DEFINE_DENSE(double, f64)

@@ -1,0 +1,84 @@
+/* gemm_avx2.c -- AVX2+FMA micro-kernels and the "avx2" kernel table.
+ *
+ * Per-function target attributes only (see gemm_avx512.c). 16 ymm registers:
+ * f32: 6 x 16 tile (6 rows x 2 ymm), 12 accumulators; f64: 6 x 8 (6 rows x 2 ymm).
+ */
+#include "pb_internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#define TARGET "avx2,fma"
+#define MR 6
+#define NV 2
+
+/* ---- float32 ---- */
+#define T float
+#define SFX f32
+#define EPI_T pb_epi_f32_t
+#define UKR_NAME pb_gemm_ukr_f32_avx2_6x16
+#define VL 8
+#define VEC __m256
+#define VZERO() _mm256_setzero_ps()
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps(p, v)
+#define VSET1(x) _mm256_set1_ps(x)
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VADD(a, b) _mm256_add_ps(a, b)
+#define MASK_T __m256i
+#define VMASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define VLOADM(p, mk) _mm256_maskload_ps(p, mk)
+#define VSTOREM(p, mk, v) _mm256_maskstore_ps(p, mk, v)
+#define VRELU(v) _mm256_max_ps(_mm256_setzero_ps(), v)
+#define VLEAKY(v, s) \
+    _mm256_blendv_ps(v, _mm256_mul_ps(v, s), _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ))
+#include "ukr_simd.inc"
+#undef T
+#undef SFX
+#undef EPI_T
+#undef UKR_NAME
+#undef VL
+#undef VEC
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VSET1
+#undef VFMA
+#undef VADD
+#undef MASK_T
+#undef VMASK
+#undef VLOADM
+#undef VSTOREM
+#undef VRELU
+#undef VLEAKY
+
+/* ---- float64 ---- */
+#define T double
+#define SFX f64
+#define EPI_T pb_epi_f64_t
+#define UKR_NAME pb_gemm_ukr_f64_avx2_6x8
+#define VL 4
+#define VEC __m256d
+#define VZERO() _mm256_setzero_pd()
+#define VLOAD(p) _mm256_loadu_pd(p)
+#define VSTORE(p, v) _mm256_storeu_pd(p, v)
+#define VSET1(x) _mm256_set1_pd(x)
+#define VFMA(a, b, c) _mm256_fmadd_pd(a, b, c)
+#define VADD(a, b) _mm256_add_pd(a, b)
+#define MASK_T __m256i
+#define VMASK(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
+#define VLOADM(p, mk) _mm256_maskload_pd(p, mk)
+#define VSTOREM(p, mk, v) _mm256_maskstore_pd(p, mk, v)
+#define VRELU(v) _mm256_max_pd(_mm256_setzero_pd(), v)
+#define VLEAKY(v, s) \
+    _mm256_blendv_pd(v, _mm256_mul_pd(v, s), _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LT_OQ))
+#include "ukr_simd.inc"
+
+const pb_arch_t pb_arch_avx2 = {
+    .name = "avx2",
+    .blk_f32 = {.mr = MR, .nr = 16, .mc = 144, .kc = 256, .nc = 4096},
+    .blk_f64 = {.mr = MR, .nr = 8, .mc = 96, .kc = 256, .nc = 4096},
+    .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
+    .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
+};
+#endif

@@ -1,0 +1,87 @@
+/* gemm_avx512.c -- AVX-512F micro-kernels and the "avx512" kernel table.
+ *
+ * Compiled with per-function target attributes only, so this file builds on any x86-64
+ * compiler and its code runs only after dispatch.c has checked the CPU.
+ * f32: 12 x 32 tile (12 rows x 2 zmm), 24 accumulators; f64: 12 x 16 (12 rows x 2 zmm).
+ * Blocks (Sapphire Rapids: 48 KiB L1d, 2 MiB L2 per core): KC=256 keeps the 32 KiB B
+ * micro-panel (f32) in L1, MC=384 an A block of 384 KiB in L2.
+ */
+#include "pb_internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#define TARGET "avx512f,avx512dq,avx512bw,avx512vl,fma"
+#define MR 12
+#define NV 2
+
+/* ---- float32 ---- */
+#define T float
+#define SFX f32
+#define EPI_T pb_epi_f32_t
+#define UKR_NAME pb_gemm_ukr_f32_avx512_12x32
+#define VL 16
+#define VEC __m512
+#define VZERO() _mm512_setzero_ps()
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#define VSET1(x) _mm512_set1_ps(x)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VADD(a, b) _mm512_add_ps(a, b)
+#define MASK_T __mmask16
+#define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
+#define VLOADM(p, mk) _mm512_maskz_loadu_ps(mk, p)
+#define VSTOREM(p, mk, v) _mm512_mask_storeu_ps(p, mk, v)
+#define VRELU(v) _mm512_max_ps(_mm512_setzero_ps(), v)
+#define VLEAKY(v, s) \
+    _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v, s)
+#include "ukr_simd.inc"
+#undef T
+#undef SFX
+#undef EPI_T
+#undef UKR_NAME
+#undef VL
+#undef VEC
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VSET1
+#undef VFMA
+#undef VADD
+#undef MASK_T
+#undef VMASK
+#undef VLOADM
+#undef VSTOREM
+#undef VRELU
+#undef VLEAKY
+
+/* ---- float64 ---- */
+#define T double
+#define SFX f64
+#define EPI_T pb_epi_f64_t
+#define UKR_NAME pb_gemm_ukr_f64_avx512_12x16
+#define VL 8
+#define VEC __m512d
+#define VZERO() _mm512_setzero_pd()
+#define VLOAD(p) _mm512_loadu_pd(p)
+#define VSTORE(p, v) _mm512_storeu_pd(p, v)
+#define VSET1(x) _mm512_set1_pd(x)
+#define VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
+#define VADD(a, b) _mm512_add_pd(a, b)
+#define MASK_T __mmask8
+#define VMASK(n) ((__mmask8)((1u << (n)) - 1u))
+#define VLOADM(p, mk) _mm512_maskz_loadu_pd(mk, p)
+#define VSTOREM(p, mk, v) _mm512_mask_storeu_pd(p, mk, v)
+#define VRELU(v) _mm512_max_pd(_mm512_setzero_pd(), v)
+#define VLEAKY(v, s) \
+    _mm512_mask_mul_pd(v, _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ), v, s)
+#include "ukr_simd.inc"
+
+const pb_arch_t pb_arch_avx512 = {
+    .name = "avx512",
+    .blk_f32 = {.mr = MR, .nr = 32, .mc = 384, .kc = 256, .nc = 4096},
+    .blk_f64 = {.mr = MR, .nr = 16, .mc = 192, .kc = 256, .nc = 4096},
+    .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
+    .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
+};
+#endif

@@ -1,0 +1,132 @@
+/* pb_internal.h -- what the C sources share and the Python layer never sees.
+ *
+ * Holds the GEMM layer contracts (BLIS style: packing, macro-kernel, micro-kernel), the
+ * per-ISA kernel table filled once by dispatch.c, the scalar activation functions that
+ * every path must agree with, and the OpenMP shims. Not part of the public contract.
+ */
+#ifndef PB_INTERNAL_H
+#define PB_INTERNAL_H
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pybackprop.h"
+
+#ifndef PB_NO_OPENMP
+#include <omp.h>
+#define PB_OMP 1
+#else
+#define PB_OMP 0
+#endif
+
+#define PB_ALIGN 64
+#define PB_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PB_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define PB_CAT_(a, b) a##b
+#define PB_CAT(a, b) PB_CAT_(a, b)
+
+/* ---- micro-kernel contract ----------------------------------------------------------------
+ * One register tile of C (MR x NR, row-major with row stride ldc):
+ *     C[i, j] = beta * C[i, j] + sum_{p<k} Ap[p*MR + i] * Bp[p*NR + j]
+ * for 0 <= i < m <= MR and 0 <= j < n <= NR; the rest of the tile is neither read nor
+ * written. Ap is a packed A micro-panel (k columns of MR values, zero-padded past m), Bp a
+ * packed B micro-panel (k rows of NR values, zero-padded past n); both PB_ALIGN-aligned.
+ * beta is 0 or 1, and beta == 0 never reads C (C may hold NaN or garbage). k may be 0.
+ * epi == NULL: plain store. epi != NULL (only on the last K panel): before the one store,
+ * add epi->bias[j] (if bias != NULL; bias points at the tile's first column) and apply
+ * epi->act with epi->slope, in registers, with the scalar semantics of pb_act_*() below.
+ */
+typedef struct {
+    const float *bias;
+    int act;
+    float slope;
+} pb_epi_f32_t;
+typedef struct {
+    const double *bias;
+    int act;
+    double slope;
+} pb_epi_f64_t;
+
+typedef void (*pb_ukr_f32_t)(ptrdiff_t k, const float *ap, const float *bp, float *c,
+                             ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
+                             const pb_epi_f32_t *epi);
+typedef void (*pb_ukr_f64_t)(ptrdiff_t k, const double *ap, const double *bp, double *c,
+                             ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
+                             const pb_epi_f64_t *epi);
+
+/* Block sizes of one ISA path: register tile MR x NR, cache blocks MC (A block rows, L2),
+ * KC (panel depth, B micro-panel in L1), NC (B panel columns, L3). MC is a multiple of MR,
+ * NC of NR. */
+typedef struct {
+    int mr, nr;
+    ptrdiff_t mc, kc, nc;
+} pb_blocks_t;
+
+/* The kernel table of one ISA path. dispatch.c starts every entry from the _ref kernels and
+ * overrides what the CPU supports; exactly one table is active at a time. */
+typedef struct {
+    const char *name;
+    pb_blocks_t blk_f32, blk_f64;
+    pb_ukr_f32_t ukr_f32;
+    pb_ukr_f64_t ukr_f64;
+} pb_arch_t;
+
+const pb_arch_t *pb_arch(void);      /* the active table */
+int pb_threads(void);                /* threads a kernel may use */
+
+/* Per-ISA tables (defined in gemm_ref.c, gemm_avx2.c, gemm_avx512.c). */
+extern const pb_arch_t pb_arch_ref;
+extern const pb_arch_t pb_arch_avx2;
+extern const pb_arch_t pb_arch_avx512;
+
+/* Aligned workspace; NULL on failure (callers return PB_ERR_NOMEM). */
+void *pb_alloc(size_t bytes);
+void pb_free(void *p);
+
+/* GEMM drivers (gemm.c): the operation of pb_gemm_* with an optional fused epilogue
+ * applied on the last K panel. bias (length n) may be NULL. */
+int pb_gemm_epi_f32(float *c, ptrdiff_t ldc, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
+                    const float *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
+                    ptrdiff_t k, int beta, const pb_epi_f32_t *epi);
+int pb_gemm_epi_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, ptrdiff_t csa,
+                    const double *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
+                    ptrdiff_t k, int beta, const pb_epi_f64_t *epi);
+
+/* ---- scalar activations: the semantics every path reproduces -------------------------------
+ * relu(z) = z < 0 ? 0 : z keeps NaN (as PyTorch) and maps -0 to -0, exactly what
+ * max(0, z) does in SIMD (maxps returns its second operand on NaN or equality).
+ * sigmoid and softplus are written so that no exp() argument is positive: no overflow for
+ * any |z|. Derivatives take the OUTPUT y:
+ *   relu' = y > 0 (exactly 0 elsewhere, whatever dy is, as PyTorch's threshold_backward);  leaky' = y > 0 ? 1 : slope (slope >= 0, so y > 0 iff z > 0);
+ *   sigmoid' = y (1 - y);  tanh' = 1 - y^2;  softplus' = sigmoid(z) = 1 - e^{-y} = -expm1(-y).
+ */
+#define PB_DEFINE_ACT(T, SFX, EXP, LOG1P, TANH, EXPM1)                                       \
+    static inline T pb_act_##SFX(T z, int act, T slope) {                                  \
+        switch (act) {                                                                      \
+        case PB_ACT_RELU: return z < (T)0 ? (T)0 : z;                                       \
+        case PB_ACT_LEAKY_RELU: return z < (T)0 ? slope * z : z;                            \
+        case PB_ACT_SIGMOID: {                                                              \
+            T e = EXP(-(z < (T)0 ? -z : z));                                                \
+            return z >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);                          \
+        }                                                                                   \
+        case PB_ACT_TANH: return TANH(z);                                                   \
+        case PB_ACT_SOFTPLUS:                                                               \
+            return (z > (T)0 ? z : (T)0) + LOG1P(EXP(-(z < (T)0 ? -z : z)));                \
+        default: return z;                                                                  \
+        }                                                                                   \
+    }                                                                                       \
+    static inline T pb_dact_##SFX(T dy, T y, int act, T slope) {                           \
+        switch (act) {                                                                      \
+        case PB_ACT_RELU: return y > (T)0 ? dy : (T)0;                                        \
+        case PB_ACT_LEAKY_RELU: return y > (T)0 ? dy : slope * dy;                          \
+        case PB_ACT_SIGMOID: return dy * (y * ((T)1 - y));                                  \
+        case PB_ACT_TANH: return dy * ((T)1 - y * y);                                       \
+        case PB_ACT_SOFTPLUS: return dy * -EXPM1(-y);                                       \
+        default: return dy;                                                                 \
+        }                                                                                   \
+    }
+
+PB_DEFINE_ACT(float, f32, expf, log1pf, tanhf, expm1f)
+PB_DEFINE_ACT(double, f64, exp, log1p, tanh, expm1)
+
+#endif /* PB_INTERNAL_H */

@@ -1,0 +1,24 @@
+"""pybackprop: C-accelerated kernels for backpropagation on the CPU.
+
+Fused dense + activation forward/backward (float32 and float64) behind a small numpy API;
+every kernel has a plain-numpy specification in :mod:`pybackprop.reference`.
+"""
+from ._version import __version__
+from ._runtime import (available_archs, build_info, get_arch, get_num_threads, set_arch,
+                       set_num_threads)
+from .dense import ACTIVATIONS, activation, activation_backward, dense_backward, dense_forward
+
+__all__ = [
+    "__version__",
+    "ACTIVATIONS",
+    "dense_forward",
+    "dense_backward",
+    "activation",
+    "activation_backward",
+    "set_num_threads",
+    "get_num_threads",
+    "set_arch",
+    "get_arch",
+    "available_archs",
+    "build_info",
+]

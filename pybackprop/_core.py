@@ -1,0 +1,144 @@
+"""Private plumbing shared by the public modules: the compiled core, dtype resolution,
+input conversion, strict ``out=`` checks, cffi pointers and status -> exception.
+
+The rule of the Python layer: validate, allocate, call. Inputs are converted only when they
+must be (dtype-less array-likes, non-contiguous or unaligned arrays); output buffers are
+never converted, only checked, and are handed to C only after every check has passed.
+"""
+import numpy as np
+
+from ._native import ffi, lib
+
+F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
+FLOAT_DTYPES = (F32, F64)
+_CTYPE = {F32: "float[]", F64: "double[]"}
+_NULL = ffi.NULL
+
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
+_ACT_CODE = {
+    "identity": lib.PB_ACT_IDENTITY,
+    None: lib.PB_ACT_IDENTITY,
+    "relu": lib.PB_ACT_RELU,
+    "leaky_relu": lib.PB_ACT_LEAKY_RELU,
+    "sigmoid": lib.PB_ACT_SIGMOID,
+    "tanh": lib.PB_ACT_TANH,
+    "softplus": lib.PB_ACT_SOFTPLUS,
+}
+
+
+def describe(a):
+    """'shape (3, 4) and dtype float32' for error messages."""
+    return f"shape {tuple(np.shape(a))} and dtype {getattr(a, 'dtype', type(a).__name__)}"
+
+
+def act_code(activation, negative_slope):
+    """Map an activation name and slope to the C enum and a validated float slope."""
+    try:
+        code = _ACT_CODE[activation]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"activation must be one of {ACTIVATIONS}, got {activation!r}") from None
+    slope = float(negative_slope)
+    if not slope >= 0.0 or slope == float("inf"):
+        raise ValueError(f"negative_slope must be finite and >= 0, got {negative_slope!r}")
+    return code, slope
+
+
+def result_dtype(**inputs):
+    """The float dtype of a call: that of its ndarray inputs (float32 or float64, all the
+    same); array-likes without a dtype of their own (lists, scalars) follow it, and a call
+    with none defaults to float64. Raises TypeError naming the offending argument."""
+    found = None
+    for name, a in inputs.items():
+        if a is None:
+            continue
+        dt = getattr(a, "dtype", None)
+        if dt is None or not isinstance(a, (np.ndarray, np.generic)):
+            dt = np.asarray(a).dtype
+            if dt.kind in "biuf":
+                continue  # dtype-less: follows the others
+        if dt not in FLOAT_DTYPES:
+            if dt.kind in "biu":  # integer/bool arrays: converted like lists
+                continue
+            raise TypeError(
+                f"{name} has dtype {dt}; pybackprop computes in float32 or float64 "
+                "(integer arrays and lists are converted)")
+        if found is None:
+            found = (name, dt)
+        elif dt != found[1]:
+            raise TypeError(
+                f"{found[0]} has dtype {found[1]} but {name} has dtype {dt}; "
+                "pass all arrays of one call in the same float dtype")
+    return found[1] if found is not None else F64
+
+
+def as_input(name, a, dtype):
+    """``a`` as an aligned, C-contiguous ndarray of ``dtype`` (a copy only when needed)."""
+    if (type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous
+            and a.flags.aligned):
+        return a
+    try:
+        arr = np.asarray(a)
+    except Exception as e:  # ragged lists, unconvertible objects
+        raise TypeError(f"{name} cannot be converted to an array: {e}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {arr.dtype}; expected float32 or float64")
+    return np.require(arr, dtype=dtype, requirements=["C", "A"])
+
+
+def check_out(name, out, shape, dtype, inputs=(), allow_alias=()):
+    """Strict check of a caller-provided output buffer (never converted): an ndarray of
+    exactly ``shape`` and ``dtype``, C-contiguous, aligned, writeable, overlapping none of
+    ``inputs`` (pairs of name and array) unless it is exactly one of ``allow_alias``."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise ValueError(f"{name} has {describe(out)}; expected dtype {dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has {describe(out)}; expected shape {tuple(shape)}")
+    if not (out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError(f"{name} must be C-contiguous and aligned ({describe(out)})")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only ({describe(out)})")
+    for iname, a in inputs:
+        if isinstance(a, np.ndarray) and a.size and out.size and np.may_share_memory(out, a):
+            if any(_same_view(a, b) and _same_view(out, b) for b in allow_alias):
+                continue
+            raise ValueError(f"{name} overlaps the memory of {iname}; "
+                             "pass a separate output buffer")
+    return out
+
+
+def _same_view(a, b):
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+
+
+def ptr(a):
+    """A cffi pointer to the data of a C-contiguous float32/float64 array (no copy); the
+    caller keeps ``a`` referenced while C runs. None gives NULL."""
+    if a is None:
+        return _NULL
+    return ffi.from_buffer(_CTYPE[a.dtype], a, require_writable=False)
+
+
+class PybackpropError(RuntimeError):
+    """A failure reported by the C core that is neither bad memory nor a bad argument."""
+
+
+def check_status(status):
+    """Turn a non-zero status of the C core into an exception."""
+    if status == 0:
+        return
+    msg = ffi.string(lib.pb_strerror(status)).decode()
+    if status == lib.PB_ERR_NOMEM:
+        raise MemoryError(msg)
+    if status == lib.PB_ERR_ARG:
+        raise ValueError(msg)
+    raise PybackpropError(msg)
+
+
+def kernel(stem, dtype):
+    """The C function ``pb_<stem>_f32`` or ``pb_<stem>_f64`` for ``dtype``."""
+    return getattr(lib, f"pb_{stem}_{'f32' if dtype == F32 else 'f64'}")

@@ -1,0 +1,59 @@
+"""cffi build script: compiles csrc/*.c into the private module ``pybackprop._native``.
+
+The cdefs are the public header ``csrc/pybackprop.h`` with its preprocessor lines removed
+(the header is written to be cdef-safe otherwise). Per-ISA sources carry their own target
+attributes, so no global -march flag is used and the module imports on any x86-64.
+
+Environment:
+  PYBACKPROP_NO_OPENMP=1      build without OpenMP (single-threaded kernels)
+  PYBACKPROP_EXTRA_CFLAGS=... extra compiler flags (e.g. sanitizers)
+"""
+import glob
+import os
+import shlex
+import sys
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(os.path.dirname(HERE), "csrc")
+
+
+def _cdef_text(header_path):
+    with open(header_path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+
+
+def _flags():
+    cflags = ["-std=c11", "-O3", "-Wall", "-Wextra", "-fno-math-errno"]
+    ldflags = []
+    if os.environ.get("PYBACKPROP_NO_OPENMP", "") not in ("", "0"):
+        cflags += ["-DPB_NO_OPENMP", "-Wno-unknown-pragmas"]
+    else:
+        cflags.append("-fopenmp")
+        ldflags.append("-fopenmp")
+    extra = shlex.split(os.environ.get("PYBACKPROP_EXTRA_CFLAGS", ""))
+    cflags += extra
+    ldflags += [f for f in extra if f.startswith("-fsanitize") or f.startswith("-fno-sanitize")]
+    cflags.append('-DPB_CFLAGS="%s"' % " ".join(
+        f for f in cflags if not f.startswith("-D")).replace('"', ""))
+    return cflags, ldflags
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(_cdef_text(os.path.join(CSRC, "pybackprop.h")))
+_cflags, _ldflags = _flags()
+ffibuilder.set_source(
+    "pybackprop._native",
+    '#include "pybackprop.h"',
+    sources=sorted(glob.glob(os.path.join(CSRC, "*.c"))),
+    include_dirs=[CSRC],
+    extra_compile_args=_cflags,
+    extra_link_args=_ldflags + ["-lm"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=os.path.join(os.path.dirname(HERE), "build", "cffi"),
+                       verbose=True)
+    sys.exit(0)

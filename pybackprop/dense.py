@@ -1,0 +1,160 @@
+"""Fused dense + activation layers: ``y = act(x @ w.T + b)`` and its gradients.
+
+Shapes follow ``torch.nn.Linear``: ``x`` is ``(B, K)`` (or ``(K,)``), ``w`` is ``(N, K)``
+(out, in), ``b`` is ``(N,)``, ``y`` is ``(B, N)`` (or ``(N,)``). The activation runs in the
+GEMM's epilogue, on each output tile before its single store; the backward forms
+``dz = dy * act'(y)`` from the saved output once, reducing ``db`` in the same pass.
+The specification of every function here is its namesake in :mod:`pybackprop.reference`.
+"""
+import numpy as np
+
+from ._core import (ACTIVATIONS, act_code, as_input, check_out, check_status, describe,
+                    kernel, ptr, result_dtype)
+
+__all__ = ["ACTIVATIONS", "dense_forward", "dense_backward", "activation",
+           "activation_backward"]
+
+
+def _dense_shapes(x, w):
+    if x.ndim not in (1, 2):
+        raise ValueError(f"x must be 1-D (K,) or 2-D (B, K); got {describe(x)}")
+    if w.ndim != 2:
+        raise ValueError(f"w must be 2-D (N, K); got {describe(w)}")
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(
+            f"x has shape {x.shape} and w has shape {w.shape}: the last dimension of x "
+            f"({x.shape[-1]}) must equal w.shape[1] ({w.shape[1]})")
+    B = x.shape[0] if x.ndim == 2 else 1
+    return B, w.shape[1], w.shape[0]
+
+
+def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=None):
+    """Fused dense layer: ``y = act(x @ w.T + b)``.
+
+    Parameters
+    ----------
+    x : (B, K) or (K,) array_like
+    w : (N, K) array_like, the weight as ``(out_features, in_features)``
+    b : (N,) array_like or None
+    activation : {"identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus"}
+    negative_slope : float >= 0, slope of ``leaky_relu`` for negative inputs
+    out : ndarray of shape (B, N) (or (N,) for 1-D x), optional
+        C-contiguous, of the result dtype, not overlapping an input; written only when
+        every check has passed.
+
+    Returns
+    -------
+    y : ndarray (B, N) or (N,), float32 if the inputs are float32, else float64.
+    """
+    act, slope = act_code(activation, negative_slope)
+    dtype = result_dtype(x=x, w=w, b=b)
+    xa, wa = as_input("x", x, dtype), as_input("w", w, dtype)
+    B, K, N = _dense_shapes(xa, wa)
+    ba = None
+    if b is not None:
+        ba = as_input("b", b, dtype)
+        if ba.shape != (N,):
+            raise ValueError(f"b has shape {ba.shape}; expected ({N},) to match w of shape "
+                             f"{wa.shape}")
+    shape = (B, N) if xa.ndim == 2 else (N,)
+    if out is None:
+        y = np.empty(shape, dtype)
+    else:
+        y = check_out("out", out, shape, dtype, (("x", x), ("w", w), ("b", b)))
+    check_status(kernel("dense_forward", dtype)(ptr(y), ptr(xa), ptr(wa), ptr(ba),
+                                                B, K, N, act, slope))
+    return y
+
+
+def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_dx=True,
+                   dx=None, dw=None, db=None, accumulate=False):
+    """Gradients of the fused dense layer from the upstream gradient and the saved output.
+
+    ``dz = dy * act'(y)`` (computed from the OUTPUT ``y``, so the pre-activation need not be
+    kept), ``dw = dz.T @ x``, ``db = dz.sum(0)``, ``dx = dz @ w``.
+
+    Parameters
+    ----------
+    dy : (B, N) or (N,) array_like, gradient of the loss with respect to ``y``
+    x : (B, K) or (K,) array_like, the layer's input
+    w : (N, K) array_like
+    y : (B, N) or (N,) array_like, the layer's output (as returned by ``dense_forward``)
+    activation, negative_slope : as in ``dense_forward``
+    need_dx : bool, compute ``dx`` (False for a first layer); ``dx`` is None then
+    dx, dw, db : ndarray, optional output buffers of shapes x.shape, (N, K), (N,)
+    accumulate : bool
+        Add the gradients into ``dx``/``dw``/``db`` instead of overwriting them (a buffer
+        not given starts at zero).
+
+    Returns
+    -------
+    (dx, dw, db) : ndarrays (dx is None when ``need_dx`` is False)
+    """
+    act, slope = act_code(activation, negative_slope)
+    dtype = result_dtype(dy=dy, x=x, w=w, y=y)
+    dya, xa, wa, ya = (as_input("dy", dy, dtype), as_input("x", x, dtype),
+                       as_input("w", w, dtype), as_input("y", y, dtype))
+    B, K, N = _dense_shapes(xa, wa)
+    yshape = (B, N) if xa.ndim == 2 else (N,)
+    if ya.shape != yshape:
+        raise ValueError(f"y has shape {ya.shape}; expected {yshape} for x of shape "
+                         f"{xa.shape} and w of shape {wa.shape}")
+    if dya.shape != yshape:
+        raise ValueError(f"dy has shape {dya.shape}; expected {yshape} (the shape of y)")
+    if not need_dx and dx is not None:
+        raise ValueError("dx was given but need_dx=False")
+    inputs = (("dy", dy), ("x", x), ("w", w), ("y", y))
+    bufs = []
+    for name, buf, shape, on in (("dx", dx, xa.shape, need_dx), ("dw", dw, (N, K), True),
+                                 ("db", db, (N,), True)):
+        if not on:
+            bufs.append(None)
+        elif buf is None:
+            bufs.append(np.zeros(shape, dtype) if accumulate else np.empty(shape, dtype))
+        else:
+            others = tuple((n, b) for n, b in (("dx", dx), ("dw", dw), ("db", db))
+                           if n != name and b is not None)
+            bufs.append(check_out(name, buf, shape, dtype, inputs + others))
+    dxo, dwo, dbo = bufs
+    check_status(kernel("dense_backward", dtype)(
+        ptr(dxo), ptr(dwo), ptr(dbo), ptr(dya), ptr(xa), ptr(wa), ptr(ya),
+        B, K, N, act, slope, 1 if accumulate else 0))
+    return dxo, dwo, dbo
+
+
+def activation(z, kind="relu", *, negative_slope=0.01, out=None):
+    """Elementwise activation ``act(z)`` of any shape (``out=z`` is allowed: in place).
+
+    Conventions as PyTorch: ``relu(nan) = nan``; sigmoid and softplus are evaluated without
+    overflow for any ``|z|``.
+    """
+    act, slope = act_code(kind, negative_slope)
+    dtype = result_dtype(z=z)
+    za = as_input("z", z, dtype)
+    if out is None:
+        y = np.empty(za.shape, dtype)
+    else:
+        y = check_out("out", out, za.shape, dtype, (("z", z),), allow_alias=(za,))
+    check_status(kernel("activation_forward", dtype)(ptr(y), ptr(za), za.size, act, slope))
+    return y
+
+
+def activation_backward(dy, y, kind="relu", *, negative_slope=0.01, out=None):
+    """``dz = dy * act'(.)`` evaluated from the activation's OUTPUT ``y`` (same shapes).
+
+    ``relu'(0) = 0`` and ``leaky_relu'(0) = negative_slope`` as in PyTorch; ``out=dy`` is
+    allowed (in place).
+    """
+    act, slope = act_code(kind, negative_slope)
+    dtype = result_dtype(dy=dy, y=y)
+    dya, ya = as_input("dy", dy, dtype), as_input("y", y, dtype)
+    if dya.shape != ya.shape:
+        raise ValueError(f"dy has shape {dya.shape} but y has shape {ya.shape}")
+    if out is None:
+        dz = np.empty(ya.shape, dtype)
+    else:
+        dz = check_out("out", out, ya.shape, dtype, (("dy", dy), ("y", y)),
+                       allow_alias=(dya, ya))
+    check_status(kernel("activation_backward", dtype)(ptr(dz), ptr(dya), ptr(ya), ya.size,
+                                                      act, slope))
+    return dz
