@@ -12,6 +12,35 @@
 
 #include "pb_internal.h"
 
+/* ---- the kernel tables: every ISA path in one place ---------------------------------------
+ * Block sizes (Sapphire Rapids: 48 KiB L1d, 2 MiB L2 per core): KC keeps the B micro-panel
+ * in L1, MC*KC the A block in L2, NC*KC the B panel in L3. */
+const pb_arch_t pb_arch_ref = {
+    .name = "ref",
+    .blk_f32 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F32, .mc = 128, .kc = 256, .nc = 2048},
+    .blk_f64 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F64, .mc = 128, .kc = 256, .nc = 2048},
+    .ukr_f32 = pb_gemm_ukr_f32_ref,
+    .ukr_f64 = pb_gemm_ukr_f64_ref,
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+const pb_arch_t pb_arch_avx2 = {
+    .name = "avx2",
+    .blk_f32 = {.mr = 6, .nr = 16, .mc = 144, .kc = 256, .nc = 4096},
+    .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096},
+    .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
+    .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
+};
+
+const pb_arch_t pb_arch_avx512 = {
+    .name = "avx512",
+    .blk_f32 = {.mr = 12, .nr = 32, .mc = 384, .kc = 256, .nc = 4096},
+    .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 256, .nc = 4096},
+    .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
+    .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
+};
+#endif
+
 static _Atomic(const pb_arch_t *) g_arch = NULL;
 static atomic_int g_threads = 0; /* 0: default */
 

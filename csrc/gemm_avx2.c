@@ -1,4 +1,4 @@
-/* gemm_avx2.c -- AVX2+FMA micro-kernels and the "avx2" kernel table.
+/* gemm_avx2.c -- AVX2+FMA micro-kernels.
  *
  * Per-function target attributes only (see gemm_avx512.c). 16 ymm registers:
  * f32: 6 x 16 tile (6 rows x 2 ymm), 12 accumulators; f64: 6 x 8 (6 rows x 2 ymm).
@@ -74,11 +74,4 @@
     _mm256_blendv_pd(v, _mm256_mul_pd(v, s), _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LT_OQ))
 #include "ukr_simd.inc"
 
-const pb_arch_t pb_arch_avx2 = {
-    .name = "avx2",
-    .blk_f32 = {.mr = MR, .nr = 16, .mc = 144, .kc = 256, .nc = 4096},
-    .blk_f64 = {.mr = MR, .nr = 8, .mc = 96, .kc = 256, .nc = 4096},
-    .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
-    .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
-};
 #endif

@@ -1,4 +1,4 @@
-/* gemm_avx512.c -- AVX-512F micro-kernels and the "avx512" kernel table.
+/* gemm_avx512.c -- AVX-512F micro-kernels.
  *
  * Compiled with per-function target attributes only, so this file builds on any x86-64
  * compiler and its code runs only after dispatch.c has checked the CPU.
@@ -77,11 +77,4 @@
     _mm512_mask_mul_pd(v, _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ), v, s)
 #include "ukr_simd.inc"
 
-const pb_arch_t pb_arch_avx512 = {
-    .name = "avx512",
-    .blk_f32 = {.mr = MR, .nr = 32, .mc = 384, .kc = 256, .nc = 4096},
-    .blk_f64 = {.mr = MR, .nr = 16, .mc = 192, .kc = 256, .nc = 4096},
-    .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
-    .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
-};
 #endif

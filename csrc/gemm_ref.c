@@ -1,4 +1,4 @@
-/* gemm_ref.c -- portable micro-kernels (plain C, any CPU) and the "ref" kernel table.
+/* gemm_ref.c -- portable micro-kernels (plain C, any CPU).
  *
  * The contract is the one written in pb_internal.h. The tile is accumulated in a local
  * array with constant bounds so the compiler can vectorise it for whatever baseline the
@@ -6,18 +6,15 @@
  */
 #include "pb_internal.h"
 
-#define REF_MR 4
-#define REF_NR_F32 16
-#define REF_NR_F64 8
 
 #define PB_REF_UKR(T, SFX, NR)                                                              \
-    static void pb_gemm_ukr_##SFX##_ref(ptrdiff_t k, const T *ap, const T *bp, T *c,        \
+    void pb_gemm_ukr_##SFX##_ref(ptrdiff_t k, const T *ap, const T *bp, T *c,        \
                                         ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,  \
                                         const pb_epi_##SFX##_t *epi) {                      \
-        T acc[REF_MR][NR] = {{0}};                                                          \
+        T acc[PB_REF_MR][NR] = {{0}};                                                          \
         for (ptrdiff_t p = 0; p < k; ++p)                                                   \
-            for (int i = 0; i < REF_MR; ++i) {                                              \
-                const T a = ap[p * REF_MR + i];                                             \
+            for (int i = 0; i < PB_REF_MR; ++i) {                                              \
+                const T a = ap[p * PB_REF_MR + i];                                             \
                 for (int j = 0; j < NR; ++j) acc[i][j] += a * bp[p * NR + j];               \
             }                                                                               \
         for (ptrdiff_t i = 0; i < m; ++i)                                                   \
@@ -32,13 +29,6 @@
             }                                                                               \
     }
 
-PB_REF_UKR(float, f32, REF_NR_F32)
-PB_REF_UKR(double, f64, REF_NR_F64)
+PB_REF_UKR(float, f32, PB_REF_NR_F32)
+PB_REF_UKR(double, f64, PB_REF_NR_F64)
 
-const pb_arch_t pb_arch_ref = {
-    .name = "ref",
-    .blk_f32 = {.mr = REF_MR, .nr = REF_NR_F32, .mc = 128, .kc = 256, .nc = 2048},
-    .blk_f64 = {.mr = REF_MR, .nr = REF_NR_F64, .mc = 128, .kc = 256, .nc = 2048},
-    .ukr_f32 = pb_gemm_ukr_f32_ref,
-    .ukr_f64 = pb_gemm_ukr_f64_ref,
-};

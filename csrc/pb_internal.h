@@ -74,10 +74,35 @@ typedef struct {
 const pb_arch_t *pb_arch(void);      /* the active table */
 int pb_threads(void);                /* threads a kernel may use */
 
-/* Per-ISA tables (defined in gemm_ref.c, gemm_avx2.c, gemm_avx512.c). */
+/* The per-ISA tables, defined together in dispatch.c. */
 extern const pb_arch_t pb_arch_ref;
 extern const pb_arch_t pb_arch_avx2;
 extern const pb_arch_t pb_arch_avx512;
+
+/* Kernels the tables point at (one source file per ISA). */
+#define PB_REF_MR 4
+#define PB_REF_NR_F32 16
+#define PB_REF_NR_F64 8
+void pb_gemm_ukr_f32_ref(ptrdiff_t k, const float *ap, const float *bp, float *c,
+                         ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
+                         const pb_epi_f32_t *epi);
+void pb_gemm_ukr_f64_ref(ptrdiff_t k, const double *ap, const double *bp, double *c,
+                         ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
+                         const pb_epi_f64_t *epi);
+#if defined(__x86_64__) || defined(__i386__)
+void pb_gemm_ukr_f32_avx2_6x16(ptrdiff_t k, const float *ap, const float *bp, float *c,
+                               ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
+                               const pb_epi_f32_t *epi);
+void pb_gemm_ukr_f64_avx2_6x8(ptrdiff_t k, const double *ap, const double *bp, double *c,
+                              ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
+                              const pb_epi_f64_t *epi);
+void pb_gemm_ukr_f32_avx512_12x32(ptrdiff_t k, const float *ap, const float *bp, float *c,
+                                  ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
+                                  const pb_epi_f32_t *epi);
+void pb_gemm_ukr_f64_avx512_12x16(ptrdiff_t k, const double *ap, const double *bp,
+                                  double *c, ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n,
+                                  int beta, const pb_epi_f64_t *epi);
+#endif
 
 /* Aligned workspace; NULL on failure (callers return PB_ERR_NOMEM). */
 void *pb_alloc(size_t bytes);

@@ -16,7 +16,10 @@ import sys
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CSRC = os.path.join(os.path.dirname(HERE), "csrc")
+ROOT = os.path.dirname(HERE)
+CSRC = os.path.join(ROOT, "csrc")
+# setuptools wants source paths relative to setup.py's folder (its working directory).
+CSRC_REL = os.path.relpath(CSRC, ROOT)
 
 
 def _cdef_text(header_path):
@@ -47,13 +50,15 @@ _cflags, _ldflags = _flags()
 ffibuilder.set_source(
     "pybackprop._native",
     '#include "pybackprop.h"',
-    sources=sorted(glob.glob(os.path.join(CSRC, "*.c"))),
-    include_dirs=[CSRC],
+    sources=sorted(os.path.join(CSRC_REL, os.path.basename(p))
+                   for p in glob.glob(os.path.join(CSRC, "*.c"))),
+    include_dirs=[CSRC_REL],
     extra_compile_args=_cflags,
     extra_link_args=_ldflags + ["-lm"],
 )
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # a quick build in place, for C work: python pybackprop/_ffi_build.py
+    os.chdir(ROOT)
     ffibuilder.compile(tmpdir=os.path.join(os.path.dirname(HERE), "build", "cffi"),
                        verbose=True)
     sys.exit(0)
