@@ -1,0 +1,229 @@
+"""Pure-numpy reference implementations: the specification of every pybackprop kernel.
+
+Each function here has the same name and the same signature as the public C-accelerated
+kernel it specifies, minus the buffer arguments (``out=``, ``dx=``/``dw=``/``db=``,
+``accumulate=``), which are plumbing rather than mathematics; the tests emulate them.
+These functions are the oracle of the test suite and a teaching aid, so they are written to
+be obviously correct, not fast: one numpy expression per formula, no blocking, no threads.
+
+Assumptions: inputs are array_like of a floating dtype (anything else becomes float64) and
+the result keeps that dtype (float32 in, float32 out). Input validation is limited to what
+keeps the maths well defined (known activation, ``negative_slope >= 0``, matching shapes);
+the strict dtype and buffer checks of the C-backed API are not repeated here.
+
+Shapes follow PyTorch's ``nn.Linear``. Dimension letters:
+    B  batch rows          x  : (B, K)   or (K,) for a single row
+    K  input features      w  : (N, K)
+    N  output features     b  : (N,)
+                           y  : (B, N)   or (N,)
+
+Activations and their derivatives follow PyTorch's conventions (``torch.nn.functional``):
+relu'(0) = 0, leaky_relu'(0) = negative_slope, and every derivative is computed from the
+activation's OUTPUT ``y``, so a caller never has to keep the pre-activation ``z``.
+"""
+import numpy as np
+
+__all__ = [
+    "ACTIVATIONS",
+    "activation",
+    "activation_backward",
+    "dense_forward",
+    "dense_backward",
+]
+
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
+
+
+def _as_float(a):
+    """Return ``a`` as an ndarray of a floating dtype (non-floating input becomes float64)."""
+    a = np.asarray(a)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    return a
+
+
+def _check_kind(kind, negative_slope):
+    if kind not in ACTIVATIONS:
+        raise ValueError("unknown activation %r; expected one of %s" % (kind, ACTIVATIONS))
+    if not negative_slope >= 0:
+        raise ValueError("negative_slope must be >= 0, got %r" % (negative_slope,))
+
+
+# ---- activations ---------------------------------------------------------------------------
+
+
+def _act(z, kind, slope):
+    """y = act(z), elementwise, in the dtype of z. ``slope`` is already of that dtype."""
+    if kind == "identity":
+        return z.copy()
+    if kind == "relu":
+        # z < 0 ? 0 : z  -- NaN is kept (NaN < 0 is false) and -0 stays -0, as in PyTorch.
+        return np.where(z < 0, z.dtype.type(0), z)
+    if kind == "leaky_relu":
+        # z < 0 ? slope*z : z  (torch.nn.functional.leaky_relu)
+        return np.where(z < 0, slope * z, z)
+    if kind == "sigmoid":
+        # 1 / (1 + e^-z), written so that exp() never sees a positive argument:
+        #   z >= 0:  1 / (1 + e)      z < 0:  e / (1 + e),     e = e^-|z| in (0, 1].
+        # No overflow for any z; for very negative z, e underflows to 0 and so does sigmoid.
+        with np.errstate(under="ignore"):
+            e = np.exp(-np.abs(z))
+            return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    if kind == "tanh":
+        return np.tanh(z)
+    if kind == "softplus":
+        # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): again exp() only sees -|z| <= 0.
+        # (torch's softplus with beta=1, minus its linear-above-threshold shortcut.)
+        with np.errstate(under="ignore"):
+            return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+    raise AssertionError(kind)  # unreachable: kind was checked
+
+
+def _act_backward(dy, y, kind, slope):
+    """dz = dy * act'(z), with act' written in terms of the OUTPUT y = act(z)."""
+    if kind == "identity":
+        return dy.copy()
+    if kind == "relu":
+        # relu' = 1 where y > 0, else exactly 0 whatever dy is (even NaN or inf), which is
+        # what PyTorch's threshold_backward does; relu'(0) = 0.
+        return np.where(y > 0, dy, dy.dtype.type(0))
+    if kind == "leaky_relu":
+        # slope >= 0, so y > 0 exactly when z > 0; leaky_relu'(0) = slope.
+        return np.where(y > 0, dy, slope * dy)
+    if kind == "sigmoid":
+        # sigma'(z) = sigma(z) (1 - sigma(z)) = y (1 - y)
+        return dy * (y * (1 - y))
+    if kind == "tanh":
+        # tanh'(z) = 1 - tanh(z)^2 = 1 - y^2
+        return dy * (1 - y * y)
+    if kind == "softplus":
+        # softplus'(z) = sigma(z); from y = log(1 + e^z):  e^-y = 1 / (1 + e^z) = 1 - sigma(z),
+        # so sigma(z) = 1 - e^-y = -expm1(-y), accurate also when y is tiny.
+        return dy * -np.expm1(-y)
+    raise AssertionError(kind)  # unreachable: kind was checked
+
+
+def activation(z, kind="relu", *, negative_slope=0.01):
+    """Elementwise activation ``y = act(z)``.
+
+    Parameters
+    ----------
+    z : array_like, any shape, float32 or float64
+    kind : one of ``ACTIVATIONS``
+    negative_slope : float >= 0, slope of ``leaky_relu`` for z < 0
+
+    Returns
+    -------
+    y : ndarray, same shape and dtype as ``z``
+    """
+    _check_kind(kind, negative_slope)
+    z = _as_float(z)
+    return _act(z, kind, z.dtype.type(negative_slope))
+
+
+def activation_backward(dy, y, kind="relu", *, negative_slope=0.01):
+    """Gradient through an activation, from its output: ``dz = dy * act'(z)``, ``y = act(z)``.
+
+    Parameters
+    ----------
+    dy : array_like, gradient of the loss with respect to ``y``
+    y : array_like, same shape as ``dy``: the saved output of ``activation(z, kind)``
+    kind, negative_slope : as in ``activation``
+
+    Returns
+    -------
+    dz : ndarray, same shape and dtype as ``dy``
+    """
+    _check_kind(kind, negative_slope)
+    dy = _as_float(dy)
+    y = _as_float(y)
+    if dy.shape != y.shape:
+        raise ValueError("dy has shape %s but y has shape %s" % (dy.shape, y.shape))
+    return _act_backward(dy, y, kind, dy.dtype.type(negative_slope))
+
+
+# ---- dense + activation --------------------------------------------------------------------
+
+
+def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01):
+    """Fully connected layer with activation: ``y = act(x @ w.T + b)`` (``nn.Linear`` layout).
+
+    Parameters
+    ----------
+    x : (B, K) or (K,) array_like
+    w : (N, K) array_like
+    b : (N,) array_like or None (no bias)
+    activation : one of ``ACTIVATIONS``
+    negative_slope : float >= 0, used by ``leaky_relu``
+
+    Returns
+    -------
+    y : (B, N) ndarray, or (N,) when ``x`` is 1-D; dtype of the inputs
+    """
+    _check_kind(activation, negative_slope)
+    x, w = _as_float(x), _as_float(w)
+    one_row = x.ndim == 1
+    x2 = x.reshape(1, -1) if one_row else x
+    if x2.ndim != 2 or w.ndim != 2 or x2.shape[1] != w.shape[1]:
+        raise ValueError("x has shape %s but w has shape %s; expected (B, K) and (N, K)"
+                         % (x.shape, w.shape))
+    z = x2 @ w.T                                          # z[B,N] = sum_k x[B,k] w[N,k]
+    if b is not None:
+        b = _as_float(b)
+        if b.shape != (w.shape[0],):
+            raise ValueError("b has shape %s but w has shape %s; expected b of shape (%d,)"
+                             % (b.shape, w.shape, w.shape[0]))
+        z = z + b                                         # bias broadcast over rows
+    y = _act(z, activation, z.dtype.type(negative_slope))
+    return y[0] if one_row else y
+
+
+def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_dx=True):
+    """Backward pass of ``dense_forward``, from the saved input ``x`` and OUTPUT ``y``.
+
+    With ``z = x @ w.T + b`` and ``y = act(z)`` (see ``dense_forward``)::
+
+        dz = dy * act'(z)      computed from y  (activation_backward)
+        dw = dz.T @ x          dL/dw[n,k] = sum_b dz[b,n] x[b,k]
+        db = dz.sum(0)         dL/db[n]   = sum_b dz[b,n]
+        dx = dz @ w            dL/dx[b,k] = sum_n dz[b,n] w[n,k]
+
+    Parameters
+    ----------
+    dy : (B, N) or (N,) array_like, gradient of the loss with respect to ``y``
+    x : (B, K) or (K,) array_like, the forward input
+    w : (N, K) array_like, the weights
+    y : (B, N) or (N,) array_like, the forward output
+    activation, negative_slope : as in ``dense_forward``
+    need_dx : bool, compute ``dx`` (False for a first layer, whose input needs no gradient)
+
+    Returns
+    -------
+    dx : (B, K) ndarray, (K,) when ``x`` is 1-D, or None when ``need_dx`` is False
+    dw : (N, K) ndarray
+    db : (N,) ndarray (zeros when B == 0)
+    """
+    _check_kind(activation, negative_slope)
+    dy, x, w, y = _as_float(dy), _as_float(x), _as_float(w), _as_float(y)
+    one_row = x.ndim == 1
+    # A single row is a batch of one.
+    x2 = x.reshape(1, -1) if one_row else x
+    dy2 = dy.reshape(1, -1) if dy.ndim == 1 else dy
+    y2 = y.reshape(1, -1) if y.ndim == 1 else y
+    if x2.ndim != 2 or w.ndim != 2 or x2.shape[1] != w.shape[1]:
+        raise ValueError("x has shape %s but w has shape %s; expected (B, K) and (N, K)"
+                         % (x.shape, w.shape))
+    expected = (x2.shape[0], w.shape[0])
+    for name, a, a2 in (("dy", dy, dy2), ("y", y, y2)):
+        if a2.shape != expected:
+            raise ValueError("%s has shape %s but x and w (shapes %s, %s) give y of shape %s"
+                             % (name, a.shape, x.shape, w.shape, expected))
+    dz = _act_backward(dy2, y2, activation, dy2.dtype.type(negative_slope))  # (B, N)
+    dw = dz.T @ x2                                                           # (N, K)
+    db = dz.sum(axis=0)                                                      # (N,)
+    dx = None
+    if need_dx:
+        dx = dz @ w                                                          # (B, K)
+        if one_row:
+            dx = dx[0]
+    return dx, dw, db
