@@ -100,6 +100,19 @@ const pb_arch_t *pb_arch(void) {
 
 const char *pb_get_arch(void) { return pb_arch()->name; }
 
+int pb_gemm_blocks(ptrdiff_t *blk, const char *arch, int elem_bytes) {
+    const pb_arch_t *a = arch_by_name(arch);
+    if (a == NULL) return PB_ERR_ARCH;
+    if (elem_bytes != 4 && elem_bytes != 8) return PB_ERR_ARG;
+    const pb_blocks_t *b = elem_bytes == 4 ? &a->blk_f32 : &a->blk_f64;
+    blk[0] = b->mr;
+    blk[1] = b->nr;
+    blk[2] = b->mc;
+    blk[3] = b->kc;
+    blk[4] = b->nc;
+    return PB_OK;
+}
+
 int pb_set_arch(const char *name) {
     if (!pb_arch_supported(name)) return PB_ERR_ARCH;
     atomic_store_explicit(&g_arch, arch_by_name(name), memory_order_release);

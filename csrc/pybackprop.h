@@ -90,6 +90,9 @@ int pb_gemm_f32(float *c, ptrdiff_t ldc, const float *a, ptrdiff_t rsa, ptrdiff_
 int pb_gemm_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, ptrdiff_t csa,
                 const double *bm, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
                 ptrdiff_t k, int beta);
+/* The block sizes of the GEMM on SIMD path `arch` for elements of `elem_bytes` (4 or 8):
+ * blk[0..4] = MR, NR (register tile), MC, KC, NC (cache blocks). PB_ERR_ARCH if unknown. */
+int pb_gemm_blocks(ptrdiff_t *blk, const char *arch, int elem_bytes);
 
 /* ---- machine probes (bench/) ---------------------------------------------------------------
  * Peak FMA throughput of the current SIMD path with the current thread count, measured by a

@@ -1,0 +1,54 @@
+"""Private access to the C core's general GEMM, for tests of its edge logic.
+
+``gemm(c, a, b, beta)`` computes ``c[...] = beta * c + a @ b`` in place through
+``pb_gemm_f32/f64``. Unlike the public modules it accepts strided views, so that tests can
+reach every packing case (row- or column-major operands, a ``c`` that is a window of a larger
+buffer): ``a`` and ``b`` may have any non-negative element strides, ``c`` must have unit
+column stride. Not part of the public API; it does no conversion.
+"""
+import numpy as np
+
+from ._core import F32, F64, check_status, ffi, lib
+
+_PTR = {F32: "float *", F64: "double *"}
+
+
+def _addr(a):
+    return a.__array_interface__["data"][0]
+
+
+def _strides(name, a):
+    s0, s1 = a.strides
+    isz = a.itemsize
+    if s0 < 0 or s1 < 0 or s0 % isz or s1 % isz:
+        raise ValueError(f"{name} needs non-negative strides in whole elements, got {a.strides}")
+    return s0 // isz, s1 // isz
+
+
+def gemm(c, a, b, beta=0):
+    """``c = beta * c + a @ b`` for 2-D float32/float64 arrays (``c``: unit column stride,
+    writeable); returns ``c``. beta is 0 (``c`` is never read) or 1."""
+    dtype = c.dtype
+    if dtype not in (F32, F64) or a.dtype != dtype or b.dtype != dtype:
+        raise TypeError(f"c, a, b must share a float dtype, got {c.dtype}, {a.dtype}, {b.dtype}")
+    m, n = c.shape
+    if a.shape[0] != m or b.shape[1] != n or a.shape[1] != b.shape[0]:
+        raise ValueError(f"shapes c {c.shape}, a {a.shape}, b {b.shape} do not match")
+    ldc, one = _strides("c", c)
+    if n > 1 and one != 1 or not c.flags.writeable:
+        raise ValueError("c must be writeable with unit column stride")
+    rsa, csa = _strides("a", a)
+    rsb, csb = _strides("b", b)
+    t = _PTR[dtype]
+    fn = lib.pb_gemm_f32 if dtype == F32 else lib.pb_gemm_f64
+    check_status(fn(ffi.cast(t, _addr(c)), ldc, ffi.cast(t, _addr(a)), rsa, csa,
+                    ffi.cast(t, _addr(b)), rsb, csb, m, n, a.shape[1], beta))
+    return c
+
+
+def blocks(arch, dtype):
+    """Block sizes of the GEMM on SIMD path ``arch`` for ``dtype``: a dict with the register
+    tile ``mr``, ``nr`` and the cache blocks ``mc``, ``kc``, ``nc``."""
+    blk = ffi.new("ptrdiff_t[5]")
+    check_status(lib.pb_gemm_blocks(blk, arch.encode(), np.dtype(dtype).itemsize))
+    return dict(zip(("mr", "nr", "mc", "kc", "nc"), list(blk)))

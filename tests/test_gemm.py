@@ -1,0 +1,163 @@
+"""Tests of the C core's GEMM (pb_gemm_f32/f64 through the private pybackprop._gemm) on every
+dispatch path: all register-tile edge cases, every cache-block boundary, beta 0 (C never
+read) and 1, strided and transposed operands, and bitwise equality across thread counts."""
+import numpy as np
+import pytest
+
+import pybackprop
+from pybackprop import _gemm
+
+ARCHS = pybackprop.available_archs()
+DTYPES = (np.float32, np.float64)
+
+
+def tol(dtype, k):
+    """Bound on |C - exact| in units of (|A| @ |B| + |C0|): the recursive-summation bound
+    gamma_k = k u / (1 - k u) with u = eps / 2, plus one rounding for beta * C0 and one for the
+    store; we allow (k + 2) eps, i.e. about twice the classical bound."""
+    return (k + 2) * np.finfo(dtype).eps
+
+
+@pytest.fixture(params=ARCHS)
+def arch(request):
+    """Pin one SIMD path for the test, restore the previous one afterwards."""
+    old = pybackprop.get_arch()
+    pybackprop.set_arch(request.param)
+    yield request.param
+    pybackprop.set_arch(old)
+
+
+@pytest.fixture
+def threads():
+    """Restore the thread count after a test that changes it."""
+    yield
+    pybackprop.set_num_threads(None)
+
+
+def layout(rng, rows, cols, dtype, kind):
+    """A (rows, cols) operand stored row-major ("C"), column-major ("F") or as a strided view
+    with gaps between rows and columns ("S")."""
+    full = rng.standard_normal((rows * 2 + 1, cols * 3 + 1)).astype(dtype)
+    if kind == "C":
+        return np.ascontiguousarray(full[:rows, :cols])
+    if kind == "F":
+        return np.asfortranarray(full[:rows, :cols])
+    return full[1::2, 1::3][:rows, :cols]
+
+
+def exact(a, b):
+    """The product in float64 (float32 inputs: exact up to float64 rounding, far below the
+    float32 tolerance; float64 inputs: in the same precision, covered by the tolerance's
+    factor two)."""
+    return a.astype(np.float64) @ b.astype(np.float64)
+
+
+def check(c, c0, a, b, beta):
+    """Assert c == beta * c0 + a @ b within tol(); NaN in c fails."""
+    k = a.shape[1]
+    ref = exact(a, b) + (c0.astype(np.float64) if beta else 0.0)
+    scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    if beta:
+        scale += np.abs(c0)
+    err = np.abs(c.astype(np.float64) - ref)
+    bad = ~(err <= tol(c.dtype, k) * scale + np.finfo(c.dtype).tiny)
+    assert not bad.any(), f"{bad.sum()} wrong elements, first at {np.argwhere(bad)[0]}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_edge_tile(arch, dtype):
+    """All m, n in 1..3*MR, 1..3*NR against the exact product, for several k, both betas and
+    every operand layout; C is a window of a NaN-filled buffer, so a read of C under beta 0 or
+    a write outside the window shows up as NaN or a changed sentinel."""
+    blk = _gemm.blocks(arch, dtype)
+    M, N = 3 * blk["mr"], 3 * blk["nr"]
+    rng = np.random.default_rng(1)
+    cases = [(1, "C", "C", 0), (2, "F", "C", 1), (3, "C", "F", 0), (5, "S", "S", 1),
+             (8, "F", "F", 0), (13, "C", "S", 1), (0, "C", "C", 1)]
+    for k, la, lb, beta in cases:
+        a = layout(rng, M, k, dtype, la)
+        b = layout(rng, k, N, dtype, lb)
+        ref = exact(a, b)
+        c0 = rng.standard_normal((M, N)).astype(dtype)
+        for m in range(1, M + 1):
+            # out[ni] holds the result of n = ni + 1 in its top-left (m, n) window; the row
+            # below and the columns right of the window must keep their NaN.
+            out = np.full((N, m + 1, N + 1), np.nan, dtype)
+            for n in range(1, N + 1):
+                if beta:
+                    out[n - 1, :m, :n] = c0[:m, :n]
+                _gemm.gemm(out[n - 1, :m, :n], a[:m], b[:, :n], beta)
+            inside = np.arange(N + 1)[None, :] < np.arange(1, N + 1)[:, None]  # (ni, col)
+            inside = np.broadcast_to(inside[:, None, :], out.shape).copy()
+            inside[:, m, :] = False
+            assert np.isnan(out[~inside]).all(), f"written outside C (m={m}, k={k})"
+            got = out[:, :m, :N]
+            exp = ref[:m][None] + (c0[:m].astype(np.float64)[None] if beta else 0.0)
+            scale = (np.abs(a[:m]).astype(np.float64) @ np.abs(b).astype(np.float64))[None]
+            if beta:
+                scale = scale + np.abs(c0[:m])[None]
+            mask = inside[:, :m, :N]
+            err = np.abs(got.astype(np.float64) - exp)
+            bad = mask & ~(err <= tol(dtype, k) * scale + np.finfo(dtype).tiny)
+            assert not bad.any(), (f"m={m} k={k} beta={beta} layouts {la}{lb}: wrong at "
+                                   f"(n-1, i, j) = {tuple(np.argwhere(bad)[0])}")
+
+
+def block_sizes(arch, dtype):
+    """Odd sizes on both sides of every cache block boundary of this path."""
+    blk = _gemm.blocks(arch, dtype)
+    mr, nr, mc, kc, nc = (blk[x] for x in ("mr", "nr", "mc", "kc", "nc"))
+    return [
+        (mc - 1, kc + 1, 2 * nr + 3),
+        (mc + 1, kc - 1, nr - 1),
+        (2 * mc + mr + 1, 2 * kc + 3, 3 * nr + 5),
+        (mr + 1, kc, nc + nr + 1),
+        (3, 2 * kc + 1, nc - 1),
+        (mc + 5, 1, nc + 3),
+    ]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("beta", (0, 1))
+def test_cache_block_boundaries(arch, dtype, beta):
+    """Sizes crossing MC, KC and NC (and the register tile inside them) against the exact
+    product; beta 0 on a NaN-filled C proves C is not read."""
+    rng = np.random.default_rng(2)
+    for i, (m, k, n) in enumerate(block_sizes(arch, dtype)):
+        la, lb = "CFS"[i % 3], "FCS"[(i + beta) % 3]
+        a = layout(rng, m, k, dtype, la)
+        b = layout(rng, k, n, dtype, lb)
+        c0 = rng.standard_normal((m, n)).astype(dtype)
+        c = c0.copy() if beta else np.full((m, n), np.nan, dtype)
+        _gemm.gemm(c, a, b, beta)
+        check(c, c0, a, b, beta)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threads_bitwise(arch, dtype, threads):
+    """1 and 2 threads give bitwise identical results (K is never split across threads)."""
+    rng = np.random.default_rng(3)
+    blk = _gemm.blocks(arch, dtype)
+    shapes = block_sizes(arch, dtype)[:4] + [(1, 300, 200), (7, 5, 3), (2 * blk["mr"], 64, 1)]
+    for m, k, n in shapes:
+        a = layout(rng, m, k, dtype, "C")
+        b = layout(rng, k, n, dtype, "F")
+        res = []
+        for nt in (1, 2):
+            pybackprop.set_num_threads(nt)
+            res.append(_gemm.gemm(np.full((m, n), np.nan, dtype), a, b, 0))
+        assert np.array_equal(res[0], res[1]), f"thread counts differ at {(m, k, n)}"
+
+
+def test_bad_arguments():
+    """The wrapper rejects mismatched shapes, mixed dtypes and a strided C column."""
+    a = np.ones((3, 4), np.float32)
+    b = np.ones((4, 5), np.float32)
+    with pytest.raises(ValueError):
+        _gemm.gemm(np.empty((3, 4), np.float32), a, b)
+    with pytest.raises(TypeError):
+        _gemm.gemm(np.empty((3, 5), np.float64), a, b)
+    with pytest.raises(ValueError):
+        _gemm.gemm(np.empty((3, 10), np.float32)[:, ::2], a, b)
+    with pytest.raises(ValueError):
+        _gemm.gemm(np.empty((3, 5), np.float32), a, b, beta=2)
