@@ -6,6 +6,7 @@
  * and build facts. Nothing here prints.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,3 +167,51 @@ void *pb_alloc(size_t bytes) {
 }
 
 void pb_free(void *p) { free(p); }
+
+/* ---- GEMM workspace and thread layout -------------------------------------------------- */
+static pthread_key_t g_ws_key;
+static pthread_once_t g_ws_once = PTHREAD_ONCE_INIT;
+static _Thread_local void *t_ws = NULL;
+static _Thread_local size_t t_ws_size = 0;
+
+static void ws_destroy(void *p) { free(p); }
+static void ws_key_init(void) { (void)pthread_key_create(&g_ws_key, ws_destroy); }
+
+void *pb_workspace(size_t bytes) {
+    if (bytes <= t_ws_size) return t_ws;
+    size_t n = (bytes + (bytes >> 2) + PB_ALIGN - 1) / PB_ALIGN * PB_ALIGN; /* 25% slack */
+    void *p = aligned_alloc(PB_ALIGN, n);
+    if (p == NULL) return NULL;
+    (void)pthread_once(&g_ws_once, ws_key_init);
+    free(t_ws);
+    t_ws = p;
+    t_ws_size = n;
+    (void)pthread_setspecific(g_ws_key, p); /* frees it at thread exit */
+    return p;
+}
+
+/* Below this many flops one thread is faster than waking a second one. */
+#define PB_GEMM_PAR_MIN_FLOPS 400000.0
+
+int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int *tm, int *tn) {
+    int nt = pb_threads();
+    const ptrdiff_t n_mr = (m + mr - 1) / mr, n_nr = (n + nr - 1) / nr;
+    if (nt < 1 || 2.0 * (double)m * (double)n * (double)(k > 0 ? k : 1) < PB_GEMM_PAR_MIN_FLOPS)
+        nt = 1;
+    if ((ptrdiff_t)nt > n_mr * n_nr) nt = (int)(n_mr * n_nr);
+    /* the tm | nt minimising the largest tile count of a thread; ties go to more M splits
+     * (each thread then packs less A and shares the B panel) */
+    int best_m = 1;
+    double best = -1.0;
+    for (int t = 1; t <= nt; ++t) {
+        if (nt % t) continue;
+        const double w = (double)((n_mr + t - 1) / t) * (double)((n_nr + nt / t - 1) / (nt / t));
+        if (best < 0.0 || w <= best) {
+            best = w;
+            best_m = t;
+        }
+    }
+    *tm = best_m;
+    *tn = nt / best_m;
+    return nt;
+}

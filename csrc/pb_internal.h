@@ -107,6 +107,14 @@ void pb_gemm_ukr_f64_avx512_12x16(ptrdiff_t k, const double *ap, const double *b
 /* Aligned workspace; NULL on failure (callers return PB_ERR_NOMEM). */
 void *pb_alloc(size_t bytes);
 void pb_free(void *p);
+/* A PB_ALIGN-aligned scratch buffer of at least `bytes`, owned by the calling thread and
+ * reused by its next call (grown, never shrunk; freed when the thread exits). One user at a
+ * time per thread: the GEMM driver. NULL on failure. */
+void *pb_workspace(size_t bytes);
+/* Thread layout of a GEMM: returns the thread count nt (1 for small problems) and a grid
+ * tm x tn == nt (tm threads along M in MR tiles, tn along N in NR micro-panels) chosen to
+ * balance the tiles per thread. Depends only on the shape and pb_threads(). */
+int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int *tm, int *tn);
 
 /* GEMM drivers (gemm.c): the operation of pb_gemm_* with an optional fused epilogue
  * applied on the last K panel. bias (length n) may be NULL. */
