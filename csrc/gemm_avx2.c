@@ -32,7 +32,30 @@
 #define VRELU(v) _mm256_max_ps(_mm256_setzero_ps(), v)
 #define VLEAKY(v, s) \
     _mm256_blendv_ps(v, _mm256_mul_ps(v, s), _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ))
+#define VSUB(a, b) _mm256_sub_ps(a, b)
+#define VMUL(a, b) _mm256_mul_ps(a, b)
+#define VDIV(a, b) _mm256_div_ps(a, b)
+#define VMAXV(a, b) _mm256_max_ps(a, b)
+#define VMINV(a, b) _mm256_min_ps(a, b)
+#define VABS(a) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a)
+#define VROUND(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VPOW2I(k) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23))
+/* p * 2^n in two exact steps (each factor a normal float) */
+#define VSCALE(p, n)                                                                          \
+    __extension__({                                                                           \
+        const __m256i ni_ = _mm256_cvtps_epi32(n), n1_ = _mm256_srai_epi32(ni_, 1);           \
+        _mm256_mul_ps(_mm256_mul_ps(p, VPOW2I(n1_)), VPOW2I(_mm256_sub_epi32(ni_, n1_)));     \
+    })
+#define VBLEND_LT(x, c, a, b) _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, c, _CMP_LT_OQ))
+#define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm256_setzero_ps(), a, b)
+#define VCOPYSIGN(m, s) _mm256_or_ps(m, _mm256_and_ps(s, _mm256_set1_ps(-0.0f)))
+#define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f32_avx2)
+#include "vmath_f32.inc"
+#define VSIGMOID(v) FNAME(sigmoid)(v)
+#define VTANH(v) FNAME(tanh)(v)
 #include "ukr_simd.inc"
+#undef VSIGMOID
+#undef VTANH
 #undef T
 #undef SFX
 #undef EPI_T

@@ -35,7 +35,24 @@
 #define VRELU(v) _mm512_max_ps(_mm512_setzero_ps(), v)
 #define VLEAKY(v, s) \
     _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v, s)
+#define VSUB(a, b) _mm512_sub_ps(a, b)
+#define VMUL(a, b) _mm512_mul_ps(a, b)
+#define VDIV(a, b) _mm512_div_ps(a, b)
+#define VMAXV(a, b) _mm512_max_ps(a, b)
+#define VMINV(a, b) _mm512_min_ps(a, b)
+#define VABS(a) _mm512_abs_ps(a)
+#define VROUND(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VSCALE(p, n) _mm512_scalef_ps(p, n)
+#define VBLEND_LT(x, c, a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, c, _CMP_LT_OQ), b, a)
+#define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm512_setzero_ps(), a, b)
+#define VCOPYSIGN(m, s) _mm512_or_ps(m, _mm512_and_ps(s, _mm512_set1_ps(-0.0f)))
+#define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f32_avx512)
+#include "vmath_f32.inc"
+#define VSIGMOID(v) FNAME(sigmoid)(v)
+#define VTANH(v) FNAME(tanh)(v)
 #include "ukr_simd.inc"
+#undef VSIGMOID
+#undef VTANH
 #undef T
 #undef SFX
 #undef EPI_T
