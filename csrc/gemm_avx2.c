@@ -17,6 +17,14 @@
 #define SFX f32
 #define EPI_T pb_epi_f32_t
 #define UKR_NAME pb_gemm_ukr_f32_avx2_6x16
+#define GEMV_DOT_NAME pb_gemv_dot_f32_avx2
+#define GEMV_AXPY_NAME pb_gemv_axpy_f32_avx2
+#define VREDUCE(v)                                                                           \
+    __extension__({                                                                          \
+        __m128 s_ = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));      \
+        s_ = _mm_add_ps(s_, _mm_movehl_ps(s_, s_));                                          \
+        _mm_cvtss_f32(_mm_add_ss(s_, _mm_movehdup_ps(s_)));                                  \
+    })
 #define VL 8
 #define VEC __m256
 #define VZERO() _mm256_setzero_ps()
@@ -60,6 +68,9 @@
 #undef SFX
 #undef EPI_T
 #undef UKR_NAME
+#undef GEMV_DOT_NAME
+#undef GEMV_AXPY_NAME
+#undef VREDUCE
 #undef VL
 #undef VEC
 #undef VZERO
@@ -80,6 +91,13 @@
 #define SFX f64
 #define EPI_T pb_epi_f64_t
 #define UKR_NAME pb_gemm_ukr_f64_avx2_6x8
+#define GEMV_DOT_NAME pb_gemv_dot_f64_avx2
+#define GEMV_AXPY_NAME pb_gemv_axpy_f64_avx2
+#define VREDUCE(v)                                                                           \
+    __extension__({                                                                          \
+        __m128d s_ = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));    \
+        _mm_cvtsd_f64(_mm_add_sd(s_, _mm_unpackhi_pd(s_, s_)));                              \
+    })
 #define VL 4
 #define VEC __m256d
 #define VZERO() _mm256_setzero_pd()

@@ -20,6 +20,9 @@
 #define SFX f32
 #define EPI_T pb_epi_f32_t
 #define UKR_NAME pb_gemm_ukr_f32_avx512_12x32
+#define GEMV_DOT_NAME pb_gemv_dot_f32_avx512
+#define GEMV_AXPY_NAME pb_gemv_axpy_f32_avx512
+#define VREDUCE(v) _mm512_reduce_add_ps(v)
 #define VL 16
 #define VEC __m512
 #define VZERO() _mm512_setzero_ps()
@@ -57,6 +60,9 @@
 #undef SFX
 #undef EPI_T
 #undef UKR_NAME
+#undef GEMV_DOT_NAME
+#undef GEMV_AXPY_NAME
+#undef VREDUCE
 #undef VL
 #undef VEC
 #undef VZERO
@@ -77,6 +83,9 @@
 #define SFX f64
 #define EPI_T pb_epi_f64_t
 #define UKR_NAME pb_gemm_ukr_f64_avx512_12x16
+#define GEMV_DOT_NAME pb_gemv_dot_f64_avx512
+#define GEMV_AXPY_NAME pb_gemv_axpy_f64_avx512
+#define VREDUCE(v) _mm512_reduce_add_pd(v)
 #define VL 8
 #define VEC __m512d
 #define VZERO() _mm512_setzero_pd()

@@ -32,3 +32,38 @@
 PB_REF_UKR(float, f32, PB_REF_NR_F32)
 PB_REF_UKR(double, f64, PB_REF_NR_F64)
 
+
+/* Portable GEMVs (contract in pb_internal.h), each y[j] summed in p order. */
+#define PB_REF_GEMV(T, SFX)                                                                 \
+    static T epi_##SFX(T v, T *y, int beta, const pb_epi_##SFX##_t *epi, ptrdiff_t j) {    \
+        if (beta) v += *y;                                                                  \
+        if (epi != NULL) {                                                                  \
+            if (epi->bias != NULL) v += epi->bias[j];                                       \
+            v = pb_act_##SFX(v, epi->act, epi->slope);                                      \
+        }                                                                                   \
+        return v;                                                                           \
+    }                                                                                       \
+    void pb_gemv_dot_##SFX##_ref(ptrdiff_t n, ptrdiff_t k, const T *x, const T *w,         \
+                                 ptrdiff_t ldw, T *y, int beta,                             \
+                                 const pb_epi_##SFX##_t *epi) {                             \
+        for (ptrdiff_t j = 0; j < n; ++j) {                                                 \
+            T s = 0;                                                                        \
+            for (ptrdiff_t p = 0; p < k; ++p) s += x[p] * w[j * ldw + p];                   \
+            y[j] = epi_##SFX(s, y + j, beta, epi, j);                                       \
+        }                                                                                   \
+    }                                                                                       \
+    void pb_gemv_axpy_##SFX##_ref(ptrdiff_t n, ptrdiff_t k, const T *x, ptrdiff_t incx,    \
+                                  const T *w, ptrdiff_t ldw, T *y, int beta,                \
+                                  const pb_epi_##SFX##_t *epi) {                            \
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += 64) {                                          \
+            T s[64] = {0};                                                                  \
+            const ptrdiff_t nj = PB_MIN((ptrdiff_t)64, n - j0);                             \
+            for (ptrdiff_t p = 0; p < k; ++p)                                               \
+                for (ptrdiff_t j = 0; j < nj; ++j) s[j] += x[p * incx] * w[p * ldw + j0 + j]; \
+            for (ptrdiff_t j = 0; j < nj; ++j)                                              \
+                y[j0 + j] = epi_##SFX(s[j], y + j0 + j, beta, epi, j0 + j);                 \
+        }                                                                                   \
+    }
+
+PB_REF_GEMV(float, f32)
+PB_REF_GEMV(double, f64)

@@ -54,6 +54,22 @@ typedef void (*pb_ukr_f64_t)(ptrdiff_t k, const double *ap, const double *bp, do
                              ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
                              const pb_epi_f64_t *epi);
 
+/* ---- GEMV contract (m == 1, no packing) ----------------------------------------------------
+ * dot form:  y[j] = epi(beta y[j] + sum_p x[p] w[j*ldw + p])        (x, w rows contiguous)
+ * axpy form: y[j] = epi(beta y[j] + sum_p x[p*incx] w[p*ldw + j])   (w rows contiguous in j)
+ * for 0 <= j < n; epi as in the micro-kernel with epi->bias pointing at y[0]'s column; beta
+ * 0 never reads y. Each y[j] is summed in an order that depends only on k. */
+typedef void (*pb_gemv_dot_f32_t)(ptrdiff_t n, ptrdiff_t k, const float *x, const float *w,
+                                  ptrdiff_t ldw, float *y, int beta, const pb_epi_f32_t *epi);
+typedef void (*pb_gemv_dot_f64_t)(ptrdiff_t n, ptrdiff_t k, const double *x, const double *w,
+                                  ptrdiff_t ldw, double *y, int beta, const pb_epi_f64_t *epi);
+typedef void (*pb_gemv_axpy_f32_t)(ptrdiff_t n, ptrdiff_t k, const float *x, ptrdiff_t incx,
+                                   const float *w, ptrdiff_t ldw, float *y, int beta,
+                                   const pb_epi_f32_t *epi);
+typedef void (*pb_gemv_axpy_f64_t)(ptrdiff_t n, ptrdiff_t k, const double *x, ptrdiff_t incx,
+                                   const double *w, ptrdiff_t ldw, double *y, int beta,
+                                   const pb_epi_f64_t *epi);
+
 /* Block sizes of one ISA path: register tile MR x NR, cache blocks MC (A block rows, L2),
  * KC (panel depth, B micro-panel in L1), NC (B panel columns, L3). MC is a multiple of MR,
  * NC of NR. */
@@ -69,6 +85,10 @@ typedef struct {
     pb_blocks_t blk_f32, blk_f64;
     pb_ukr_f32_t ukr_f32;
     pb_ukr_f64_t ukr_f64;
+    pb_gemv_dot_f32_t gemv_dot_f32;
+    pb_gemv_dot_f64_t gemv_dot_f64;
+    pb_gemv_axpy_f32_t gemv_axpy_f32;
+    pb_gemv_axpy_f64_t gemv_axpy_f64;
 } pb_arch_t;
 
 const pb_arch_t *pb_arch(void);      /* the active table */
@@ -102,6 +122,33 @@ void pb_gemm_ukr_f32_avx512_12x32(ptrdiff_t k, const float *ap, const float *bp,
 void pb_gemm_ukr_f64_avx512_12x16(ptrdiff_t k, const double *ap, const double *bp,
                                   double *c, ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n,
                                   int beta, const pb_epi_f64_t *epi);
+#endif
+
+void pb_gemv_dot_f32_ref(ptrdiff_t n, ptrdiff_t k, const float *x, const float *w, ptrdiff_t ldw,
+    float *y, int beta, const pb_epi_f32_t *epi);
+void pb_gemv_axpy_f32_ref(ptrdiff_t n, ptrdiff_t k, const float *x, ptrdiff_t incx, const float *w,
+    ptrdiff_t ldw, float *y, int beta, const pb_epi_f32_t *epi);
+void pb_gemv_dot_f64_ref(ptrdiff_t n, ptrdiff_t k, const double *x, const double *w, ptrdiff_t ldw,
+    double *y, int beta, const pb_epi_f64_t *epi);
+void pb_gemv_axpy_f64_ref(ptrdiff_t n, ptrdiff_t k, const double *x, ptrdiff_t incx, const double *w,
+    ptrdiff_t ldw, double *y, int beta, const pb_epi_f64_t *epi);
+#if defined(__x86_64__) || defined(__i386__)
+void pb_gemv_dot_f32_avx2(ptrdiff_t n, ptrdiff_t k, const float *x, const float *w, ptrdiff_t ldw,
+    float *y, int beta, const pb_epi_f32_t *epi);
+void pb_gemv_axpy_f32_avx2(ptrdiff_t n, ptrdiff_t k, const float *x, ptrdiff_t incx, const float *w,
+    ptrdiff_t ldw, float *y, int beta, const pb_epi_f32_t *epi);
+void pb_gemv_dot_f64_avx2(ptrdiff_t n, ptrdiff_t k, const double *x, const double *w, ptrdiff_t ldw,
+    double *y, int beta, const pb_epi_f64_t *epi);
+void pb_gemv_axpy_f64_avx2(ptrdiff_t n, ptrdiff_t k, const double *x, ptrdiff_t incx, const double *w,
+    ptrdiff_t ldw, double *y, int beta, const pb_epi_f64_t *epi);
+void pb_gemv_dot_f32_avx512(ptrdiff_t n, ptrdiff_t k, const float *x, const float *w, ptrdiff_t ldw,
+    float *y, int beta, const pb_epi_f32_t *epi);
+void pb_gemv_axpy_f32_avx512(ptrdiff_t n, ptrdiff_t k, const float *x, ptrdiff_t incx, const float *w,
+    ptrdiff_t ldw, float *y, int beta, const pb_epi_f32_t *epi);
+void pb_gemv_dot_f64_avx512(ptrdiff_t n, ptrdiff_t k, const double *x, const double *w, ptrdiff_t ldw,
+    double *y, int beta, const pb_epi_f64_t *epi);
+void pb_gemv_axpy_f64_avx512(ptrdiff_t n, ptrdiff_t k, const double *x, ptrdiff_t incx, const double *w,
+    ptrdiff_t ldw, double *y, int beta, const pb_epi_f64_t *epi);
 #endif
 
 /* Aligned workspace; NULL on failure (callers return PB_ERR_NOMEM). */

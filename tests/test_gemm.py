@@ -114,6 +114,7 @@ def block_sizes(arch, dtype):
         (mr + 1, kc, nc + nr + 1),
         (3, 2 * kc + 1, nc - 1),
         (mc + 5, 1, nc + 3),
+        (1, 2 * kc + 3, 1000),  # GEMV path (m == 1), split across threads
     ]
 
 
@@ -138,7 +139,7 @@ def test_threads_bitwise(arch, dtype, threads):
     """1 and 2 threads give bitwise identical results (K is never split across threads)."""
     rng = np.random.default_rng(3)
     blk = _gemm.blocks(arch, dtype)
-    shapes = block_sizes(arch, dtype)[:4] + [(1, 300, 200), (7, 5, 3), (2 * blk["mr"], 64, 1)]
+    shapes = block_sizes(arch, dtype)[:4] + block_sizes(arch, dtype)[-1:] + [(1, 300, 200), (7, 5, 3), (2 * blk["mr"], 64, 1)]
     for m, k, n in shapes:
         a = layout(rng, m, k, dtype, "C")
         b = layout(rng, k, n, dtype, "F")
