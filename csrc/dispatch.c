@@ -51,6 +51,8 @@ const pb_arch_t pb_arch_avx512 = {
     .gemv_dot_f64 = pb_gemv_dot_f64_avx512,
     .gemv_axpy_f32 = pb_gemv_axpy_f32_avx512,
     .gemv_axpy_f64 = pb_gemv_axpy_f64_avx512,
+    .pack_t_f32 = pb_pack_t_f32_avx512,
+    .pack_t_f64 = pb_pack_t_f64_avx512,
 };
 #endif
 

@@ -103,4 +103,56 @@
     _mm512_mask_mul_pd(v, _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ), v, s)
 #include "ukr_simd.inc"
 
+
+/* ---- transposing pack (both dtypes) ------------------------------------------------------
+ * dst[p*W + r] = src[r*ld + p] for 0 <= r < rows, 0 <= p < kc, and 0 for rows <= r < W:
+ * an A micro-panel of a row-major A (W = MR) or a B micro-panel of a column-major B
+ * (W = NR, the forward's weight). Blocks of VL x VL are transposed in registers by log2(VL)
+ * butterfly stages of two-source permutes; stage d pairs rows i and i + d (bit d clear) into
+ *   new[i][l]     = l & d ? r[i + d][l - d] : r[i][l]
+ *   new[i + d][l] = l & d ? r[i + d][l]     : r[i][l + d]
+ * after which row c holds column c. */
+#define PB_PACK_T(T, SFX, VL, LOG2VL, VEC, IDX_T, IDXLOAD, PERM2, MASK_T, LOADZ, STOREM, ZERO)           \
+    __attribute__((target(TARGET))) void pb_pack_t_##SFX##_avx512(                             \
+        T *dst, const T *src, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t kc, int W) {             \
+        IDX_T lo_i[VL], hi_i[VL];                                                              \
+        VEC tr[VL];                                                                            \
+        __m512i lo[LOG2VL], hi[LOG2VL];                                                        \
+        for (int ns = 0; ns < LOG2VL; ++ns) {                                                  \
+            const int d = 1 << ns;                                                             \
+            for (int l = 0; l < VL; ++l) {                                                     \
+                lo_i[l] = (IDX_T)((l & d) ? VL + l - d : l);                                   \
+                hi_i[l] = (IDX_T)((l & d) ? VL + l : l + d);                                   \
+            }                                                                                  \
+            lo[ns] = IDXLOAD(lo_i);                                                            \
+            hi[ns] = IDXLOAD(hi_i);                                                            \
+        }                                                                                      \
+        for (int r0 = 0; r0 < W; r0 += VL) {                                                   \
+            const ptrdiff_t nv = PB_MAX((ptrdiff_t)0, PB_MIN(PB_MIN(rows, (ptrdiff_t)W) - r0, (ptrdiff_t)VL)); \
+            const int lanes = PB_MIN(VL, W - r0);                                              \
+            const MASK_T sm = (MASK_T)((1u << lanes) - 1u);                                    \
+            for (ptrdiff_t p0 = 0; p0 < kc; p0 += VL) {                                        \
+                const int pc = (int)PB_MIN((ptrdiff_t)VL, kc - p0);                            \
+                const MASK_T lm = (MASK_T)((1u << pc) - 1u);                                   \
+                _Pragma("GCC unroll 16") for (int i = 0; i < VL; ++i)                          \
+                    tr[i] = i < nv ? LOADZ(lm, src + (r0 + i) * ld + p0) : ZERO();             \
+                _Pragma("GCC unroll 4") for (int st = 0; st < LOG2VL; ++st)                     \
+                    _Pragma("GCC unroll 16") for (int i = 0; i < VL; ++i) {                    \
+                        const int d = 1 << st;                                                 \
+                        if (i & d) continue;                                                   \
+                        const VEC a = tr[i], b = tr[i + d];                                    \
+                        tr[i] = PERM2(a, lo[st], b);                                           \
+                        tr[i + d] = PERM2(a, hi[st], b);                                       \
+                    }                                                                          \
+                _Pragma("GCC unroll 16") for (int c = 0; c < VL; ++c)                          \
+                    if (c < pc) STOREM(dst + (p0 + c) * W + r0, sm, tr[c]);                    \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+PB_PACK_T(float, f32, 16, 4, __m512, int32_t, _mm512_loadu_si512, _mm512_permutex2var_ps, __mmask16,
+          _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps, _mm512_setzero_ps)
+PB_PACK_T(double, f64, 8, 3, __m512d, int64_t, _mm512_loadu_si512, _mm512_permutex2var_pd, __mmask8,
+          _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, _mm512_setzero_pd)
+
 #endif

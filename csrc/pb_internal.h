@@ -70,6 +70,15 @@ typedef void (*pb_gemv_axpy_f64_t)(ptrdiff_t n, ptrdiff_t k, const double *x, pt
                                    const double *w, ptrdiff_t ldw, double *y, int beta,
                                    const pb_epi_f64_t *epi);
 
+/* Transposing pack (optional per ISA; NULL: the driver's portable loops):
+ * dst[p*W + r] = src[r*ld + p] for 0 <= r < rows <= W, 0 <= p < kc; dst[p*W + r] = 0 for
+ * rows <= r < W. Packs an A micro-panel of a row-major A (W = MR) or a B micro-panel of a
+ * column-major B (W = NR). Pure data movement: packed values are bitwise the source's. */
+typedef void (*pb_pack_t_f32_t)(float *dst, const float *src, ptrdiff_t ld, ptrdiff_t rows,
+                                ptrdiff_t kc, int W);
+typedef void (*pb_pack_t_f64_t)(double *dst, const double *src, ptrdiff_t ld, ptrdiff_t rows,
+                                ptrdiff_t kc, int W);
+
 /* Block sizes of one ISA path: register tile MR x NR, cache blocks MC (A block rows, L2),
  * KC (panel depth, B micro-panel in L1), NC (B panel columns, L3). MC is a multiple of MR,
  * NC of NR. */
@@ -89,6 +98,8 @@ typedef struct {
     pb_gemv_dot_f64_t gemv_dot_f64;
     pb_gemv_axpy_f32_t gemv_axpy_f32;
     pb_gemv_axpy_f64_t gemv_axpy_f64;
+    pb_pack_t_f32_t pack_t_f32;
+    pb_pack_t_f64_t pack_t_f64;
 } pb_arch_t;
 
 const pb_arch_t *pb_arch(void);      /* the active table */
@@ -149,6 +160,12 @@ void pb_gemv_dot_f64_avx512(ptrdiff_t n, ptrdiff_t k, const double *x, const dou
     double *y, int beta, const pb_epi_f64_t *epi);
 void pb_gemv_axpy_f64_avx512(ptrdiff_t n, ptrdiff_t k, const double *x, ptrdiff_t incx, const double *w,
     ptrdiff_t ldw, double *y, int beta, const pb_epi_f64_t *epi);
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+void pb_pack_t_f32_avx512(float *dst, const float *src, ptrdiff_t ld, ptrdiff_t rows,
+                          ptrdiff_t kc, int W);
+void pb_pack_t_f64_avx512(double *dst, const double *src, ptrdiff_t ld, ptrdiff_t rows,
+                          ptrdiff_t kc, int W);
 #endif
 
 /* Aligned workspace; NULL on failure (callers return PB_ERR_NOMEM). */
