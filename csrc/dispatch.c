@@ -135,17 +135,25 @@ int pb_set_arch(const char *name) {
 }
 
 #if PB_OMP
+/* Read once (the first kernel call): every call asks for the thread count. */
+static atomic_int g_threads_default = 0;
 static int threads_default(void) {
+    int n = atomic_load_explicit(&g_threads_default, memory_order_relaxed);
+    if (n > 0) return n;
     const char *env = getenv("PYBACKPROP_NUM_THREADS");
-    if (env != NULL && env[0] != '\0') {
-        long n = strtol(env, NULL, 10);
-        if (n > 0 && n < 4096) return (int)n;
-    }
-    return omp_get_num_procs();
+    long v = env != NULL && env[0] != '\0' ? strtol(env, NULL, 10) : 0;
+    n = v > 0 && v < 4096 ? (int)v : omp_get_num_procs();
+    atomic_store_explicit(&g_threads_default, n, memory_order_relaxed);
+    return n;
 }
 #endif
 
-void pb_set_num_threads(int n) { atomic_store(&g_threads, n > 0 ? n : 0); }
+void pb_set_num_threads(int n) {
+    atomic_store(&g_threads, n > 0 ? n : 0);
+#if PB_OMP
+    if (n <= 0) atomic_store(&g_threads_default, 0); /* re-read the environment */
+#endif
+}
 
 int pb_threads(void) {
 #if PB_OMP

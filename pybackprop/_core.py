@@ -49,6 +49,20 @@ def result_dtype(**inputs):
     """The float dtype of a call: that of its ndarray inputs (float32 or float64, all the
     same); array-likes without a dtype of their own (lists, scalars) follow it, and a call
     with none defaults to float64. Raises TypeError naming the offending argument."""
+    # Fast path (every call of a hot loop): all given inputs are float32/float64 ndarrays
+    # of one dtype.
+    dt0 = None
+    for a in inputs.values():
+        if a is None:
+            continue
+        if type(a) is not np.ndarray or (dt0 is not None and a.dtype != dt0):
+            break
+        dt0 = a.dtype
+    else:
+        if dt0 is None:
+            return F64
+        if dt0 == F32 or dt0 == F64:
+            return F32 if dt0 == F32 else F64
     found = None
     for name, a in inputs.items():
         if a is None:
@@ -120,7 +134,7 @@ def ptr(a):
     caller keeps ``a`` referenced while C runs. None gives NULL."""
     if a is None:
         return _NULL
-    return ffi.from_buffer(_CTYPE[a.dtype], a, require_writable=False)
+    return ffi.from_buffer(_CTYPE[a.dtype], a)
 
 
 class PybackpropError(RuntimeError):
@@ -139,6 +153,14 @@ def check_status(status):
     raise PybackpropError(msg)
 
 
+_KERNELS = {}
+
+
 def kernel(stem, dtype):
-    """The C function ``pb_<stem>_f32`` or ``pb_<stem>_f64`` for ``dtype``."""
-    return getattr(lib, f"pb_{stem}_{'f32' if dtype == F32 else 'f64'}")
+    """The C function ``pb_<stem>_f32`` or ``pb_<stem>_f64`` for ``dtype`` (looked up once)."""
+    try:
+        return _KERNELS[stem, dtype]
+    except KeyError:
+        fn = getattr(lib, f"pb_{stem}_{'f32' if dtype == F32 else 'f64'}")
+        _KERNELS[stem, dtype] = fn
+        return fn
