@@ -54,7 +54,7 @@
         /* identity: dz is dy itself, no copy */                                           \
         T *dzbuf = NULL;                                                                   \
         if (act != PB_ACT_IDENTITY && B > 0 && N > 0) {                                    \
-            dzbuf = pb_alloc(sizeof(T) * (size_t)B * (size_t)N);                           \
+            dzbuf = pb_workspace(PB_WS_DZ, sizeof(T) * (size_t)B * (size_t)N);             \
             if (dzbuf == NULL) return PB_ERR_NOMEM;                                        \
         }                                                                                  \
         if (dzbuf != NULL || db != NULL) {                                                 \
@@ -71,7 +71,6 @@
         int st = dw != NULL ? pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta) : PB_OK; \
         /* dx (B x K) = dz @ w: A(i=r, p=n) = dz[r*N + n], B(p=n, j) = w[n*K + j] */       \
         if (st == PB_OK && dx != NULL) st = pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta); \
-        pb_free(dzbuf);                                                                    \
         return st;                                                                         \
     }
 

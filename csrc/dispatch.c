@@ -193,22 +193,34 @@ void pb_free(void *p) { free(p); }
 /* ---- GEMM workspace and thread layout -------------------------------------------------- */
 static pthread_key_t g_ws_key;
 static pthread_once_t g_ws_once = PTHREAD_ONCE_INIT;
-static _Thread_local void *t_ws = NULL;
-static _Thread_local size_t t_ws_size = 0;
+typedef struct {
+    void *buf[PB_WS_SLOTS];
+    size_t size[PB_WS_SLOTS];
+} pb_ws_t;
+static _Thread_local pb_ws_t *t_ws = NULL;
 
-static void ws_destroy(void *p) { free(p); }
+static void ws_destroy(void *p) {
+    pb_ws_t *ws = p;
+    for (int s = 0; s < PB_WS_SLOTS; ++s) free(ws->buf[s]);
+    free(ws);
+}
 static void ws_key_init(void) { (void)pthread_key_create(&g_ws_key, ws_destroy); }
 
-void *pb_workspace(size_t bytes) {
-    if (bytes <= t_ws_size) return t_ws;
+void *pb_workspace(int slot, size_t bytes) {
+    if (slot < 0 || slot >= PB_WS_SLOTS) return NULL;
+    if (t_ws != NULL && bytes <= t_ws->size[slot]) return t_ws->buf[slot];
+    if (t_ws == NULL) {
+        (void)pthread_once(&g_ws_once, ws_key_init);
+        t_ws = calloc(1, sizeof(pb_ws_t));
+        if (t_ws == NULL) return NULL;
+        (void)pthread_setspecific(g_ws_key, t_ws); /* freed at thread exit */
+    }
     size_t n = (bytes + (bytes >> 2) + PB_ALIGN - 1) / PB_ALIGN * PB_ALIGN; /* 25% slack */
-    void *p = aligned_alloc(PB_ALIGN, n);
+    void *p = aligned_alloc(PB_ALIGN, n > 0 ? n : PB_ALIGN);
     if (p == NULL) return NULL;
-    (void)pthread_once(&g_ws_once, ws_key_init);
-    free(t_ws);
-    t_ws = p;
-    t_ws_size = n;
-    (void)pthread_setspecific(g_ws_key, p); /* frees it at thread exit */
+    free(t_ws->buf[slot]);
+    t_ws->buf[slot] = p;
+    t_ws->size[slot] = n;
     return p;
 }
 

@@ -172,9 +172,11 @@ void pb_pack_t_f64_avx512(double *dst, const double *src, ptrdiff_t ld, ptrdiff_
 void *pb_alloc(size_t bytes);
 void pb_free(void *p);
 /* A PB_ALIGN-aligned scratch buffer of at least `bytes`, owned by the calling thread and
- * reused by its next call (grown, never shrunk; freed when the thread exits). One user at a
- * time per thread: the GEMM driver. NULL on failure. */
-void *pb_workspace(size_t bytes);
+ * reused by its next call (grown, never shrunk, contents not kept; freed when the thread
+ * exits). One buffer per slot, one user per slot at a time: the GEMM driver's packing
+ * buffers, and the dense backward's dz. NULL on failure. */
+enum { PB_WS_GEMM = 0, PB_WS_DZ = 1, PB_WS_SLOTS = 2 };
+void *pb_workspace(int slot, size_t bytes);
 /* Thread layout of a GEMM: returns the thread count nt (1 for small problems) and a grid
  * tm x tn == nt (tm threads along M in MR tiles, tn along N in NR micro-panels) chosen to
  * balance the tiles per thread. Depends only on the shape and pb_threads(). */
