@@ -17,6 +17,20 @@
 
 #define PB_DZ_COLS 64 /* columns per work item of the dz/db pass */
 
+/* Rows of the dz/db pass for one activation ACT (a constant), columns [j0, j1). */
+#define PB_DZ_ROWS(SFX, ACT)                                                                \
+    for (ptrdiff_t r = 0; r < B; ++r) {                                                     \
+        const ptrdiff_t o = r * N + j0, nj = j1 - j0;                                       \
+        if (dz != NULL)                                                                     \
+            for (ptrdiff_t j = 0; j < nj; ++j) {                                            \
+                const __typeof__(*dy) g = pb_dact_##SFX(dy[o + j], y[o + j], ACT, slope);   \
+                dz[o + j] = g;                                                              \
+                sum[j] += g;                                                                \
+            }                                                                               \
+        else                                                                                \
+            for (ptrdiff_t j = 0; j < nj; ++j) sum[j] += pb_dact_##SFX(dy[o + j], y[o + j], ACT, slope); \
+    }
+
 #define PB_DEFINE_DENSE(T, SFX)                                                            \
     int pb_dense_forward_##SFX(T *y, const T *x, const T *w, const T *b, ptrdiff_t B,     \
                                ptrdiff_t K, ptrdiff_t N, int act, T slope) {              \
@@ -27,18 +41,20 @@
         return pb_gemm_epi_##SFX(y, N, x, K, 1, w, 1, K, B, N, K, 0, &epi);               \
     }                                                                                      \
                                                                                            \
-    /* dz = dy * act'(y) over columns [j0, j1), and db += / = the column sums of dz. */    \
+    /* dz = dy * act'(y) over columns [j0, j1), and db += / = the column sums of dz. One  \
+     * loop per activation (the constant act lets pb_dact_* inline to one expression, so  \
+     * the j loop vectorises; each sum[j] still adds rows in order). */                     \
     static void dz_db_##SFX(T *dz, T *db, const T *dy, const T *y, ptrdiff_t B,            \
                             ptrdiff_t N, ptrdiff_t j0, ptrdiff_t j1, int act, T slope,     \
                             int accumulate) {                                              \
         T sum[PB_DZ_COLS] = {0};                                                           \
-        for (ptrdiff_t r = 0; r < B; ++r) {                                                \
-            const ptrdiff_t o = r * N;                                                     \
-            for (ptrdiff_t j = j0; j < j1; ++j) {                                          \
-                const T g = pb_dact_##SFX(dy[o + j], y[o + j], act, slope);               \
-                if (dz != NULL) dz[o + j] = g;                                             \
-                sum[j - j0] += g;                                                          \
-            }                                                                              \
+        switch (act) {                                                                     \
+        case PB_ACT_RELU: PB_DZ_ROWS(SFX, PB_ACT_RELU); break;                            \
+        case PB_ACT_LEAKY_RELU: PB_DZ_ROWS(SFX, PB_ACT_LEAKY_RELU); break;                \
+        case PB_ACT_SIGMOID: PB_DZ_ROWS(SFX, PB_ACT_SIGMOID); break;                      \
+        case PB_ACT_TANH: PB_DZ_ROWS(SFX, PB_ACT_TANH); break;                            \
+        case PB_ACT_SOFTPLUS: PB_DZ_ROWS(SFX, PB_ACT_SOFTPLUS); break;                    \
+        default: PB_DZ_ROWS(SFX, PB_ACT_IDENTITY); break;                                 \
         }                                                                                  \
         if (db != NULL)                                                                    \
             for (ptrdiff_t j = j0; j < j1; ++j)                                            \
