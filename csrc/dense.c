@@ -16,6 +16,9 @@
 #include "pb_internal.h"
 
 #define PB_DZ_COLS 64 /* columns per work item of the dz/db pass */
+/* Below this many flops per gradient GEMM, dw and dx are computed concurrently on two
+ * threads instead of one after the other with both threads each. */
+#define PB_BWD_TASKS_MAX_FLOPS 8.0e6
 
 /* Rows of the dz/db pass for one activation ACT (a constant), columns [j0, j1). */
 #define PB_DZ_ROWS(SFX, ACT)                                                                \
@@ -83,11 +86,27 @@
                             PB_MIN(N, (jb + 1) * PB_DZ_COLS), act, slope, accumulate);     \
         }                                                                                  \
         const T *dz = dzbuf != NULL ? dzbuf : dy;                                          \
-        /* dw (N x K) = dz^T @ x: A(i=n, p=r) = dz[r*N + n], B(p=r, j) = x[r*K + j] */     \
-        int st = dw != NULL ? pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta) : PB_OK; \
-        /* dx (B x K) = dz @ w: A(i=r, p=n) = dz[r*N + n], B(p=n, j) = w[n*K + j] */       \
-        if (st == PB_OK && dx != NULL) st = pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta); \
-        return st;                                                                         \
+        /* Small layers: the two GEMMs run side by side, one thread each (each GEMM is      \
+         * then single-threaded, which gives the same bits as any split). */               \
+        const int tasks = dw != NULL && dx != NULL && pb_threads() > 1 && !pb_in_parallel() && \
+                          2.0 * (double)B * (double)N * (double)K < PB_BWD_TASKS_MAX_FLOPS; \
+        int st_dw = PB_OK, st_dx = PB_OK;                                                  \
+        /* dw (N x K) = dz^T @ x: A(i=n, p=r) = dz[r*N + n], B(p=r, j) = x[r*K + j]         \
+         * dx (B x K) = dz @ w:   A(i=r, p=n) = dz[r*N + n], B(p=n, j) = w[n*K + j] */      \
+        if (tasks) {                                                                       \
+            _Pragma("omp parallel num_threads(2)")                                         \
+            {                                                                              \
+                if (pb_thread_id() == 0)                                                   \
+                    st_dw = pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta);        \
+                else                                                                       \
+                    st_dx = pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);        \
+            }                                                                              \
+        } else {                                                                           \
+            if (dw != NULL) st_dw = pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta); \
+            if (dx != NULL && st_dw == PB_OK)                                              \
+                st_dx = pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);            \
+        }                                                                                  \
+        return st_dw != PB_OK ? st_dw : st_dx;                                             \
     }
 
 PB_DEFINE_DENSE(float, f32)

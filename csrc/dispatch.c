@@ -230,7 +230,8 @@ void *pb_workspace(int slot, size_t bytes) {
 int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int *tm, int *tn) {
     int nt = pb_threads();
     const ptrdiff_t n_mr = (m + mr - 1) / mr, n_nr = (n + nr - 1) / nr;
-    if (nt < 1 || 2.0 * (double)m * (double)n * (double)(k > 0 ? k : 1) < PB_GEMM_PAR_MIN_FLOPS)
+    if (nt < 1 || pb_in_parallel() ||
+        2.0 * (double)m * (double)n * (double)(k > 0 ? k : 1) < PB_GEMM_PAR_MIN_FLOPS)
         nt = 1;
     if ((ptrdiff_t)nt > n_mr * n_nr) nt = (int)(n_mr * n_nr);
     /* the tm | nt minimising the largest tile count of a thread; ties go to more M splits

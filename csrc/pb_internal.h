@@ -19,6 +19,23 @@
 #define PB_OMP 0
 #endif
 
+/* The calling thread's number in the current OpenMP team, and whether we already run
+ * inside a parallel region (kernels called from one then stay on their thread). */
+static inline int pb_thread_id(void) {
+#if PB_OMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+static inline int pb_in_parallel(void) {
+#if PB_OMP
+    return omp_in_parallel();
+#else
+    return 0;
+#endif
+}
+
 #define PB_ALIGN 64
 #define PB_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PB_MAX(a, b) ((a) > (b) ? (a) : (b))
