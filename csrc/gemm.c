@@ -2,14 +2,40 @@
  * Micro-kernels come from the active kernel table (dispatch.c). */
 #include "pb_internal.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h> /* SSE2 (x86-64 baseline): streaming stores of the outer product */
+#define PB_HAVE_STREAM 1
+#else
+#define PB_HAVE_STREAM 0
+#endif
+
 #define T float
 #define SFX f32
+#if PB_HAVE_STREAM
+#define SV __m128
+#define SV_W 4
+#define SV_SET1(x) _mm_set1_ps(x)
+#define SV_MUL_LOADU(s, p) _mm_mul_ps(s, _mm_loadu_ps(p))
+#define SV_STREAM(p, v) _mm_stream_ps(p, v)
+#endif
 #include "gemm_driver.inc"
 #undef T
 #undef SFX
+#undef SV
+#undef SV_W
+#undef SV_SET1
+#undef SV_MUL_LOADU
+#undef SV_STREAM
 
 #define T double
 #define SFX f64
+#if PB_HAVE_STREAM
+#define SV __m128d
+#define SV_W 2
+#define SV_SET1(x) _mm_set1_pd(x)
+#define SV_MUL_LOADU(s, p) _mm_mul_pd(s, _mm_loadu_pd(p))
+#define SV_STREAM(p, v) _mm_stream_pd(p, v)
+#endif
 #include "gemm_driver.inc"
 #undef T
 #undef SFX

@@ -192,3 +192,23 @@ def test_epilogue_activation_ulps(arch, act):
                                        np.ones((1, 1), np.float32), activation=act).ravel()
     assert special[0] == 1 and special[1] == (0 if act == "sigmoid" else -1)
     assert np.isnan(special[2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_outer_product_path(arch, dtype, threads):
+    """k == 1 with a large C (the streaming outer-product path, >= 2^20 elements) gives
+    exactly the rounded products a[i] * b[j], like the micro-kernel, on unaligned rows of a
+    window of a NaN-filled buffer, for 1 and 2 threads; nothing outside the window is written."""
+    rng = np.random.default_rng(5)
+    m, n = 1031, 1029
+    a = rng.standard_normal((m, 1)).astype(dtype)
+    b = rng.standard_normal((1, n)).astype(dtype)
+    for nt in (1, 2):
+        pybackprop.set_num_threads(nt)
+        buf = np.full((m + 1, n + 3), np.nan, dtype)
+        _gemm.gemm(buf[:m, 1:n + 1], a, b, 0)
+        assert np.array_equal(buf[:m, 1:n + 1], np.multiply.outer(a[:, 0], b[0]))
+        assert np.isnan(buf[m]).all() and np.isnan(buf[:, 0]).all()
+        assert np.isnan(buf[:, n + 1:]).all()
+    small = _gemm.gemm(np.empty((7, 9), dtype), a[:7], b[:, :9], 0)  # the packed path
+    assert np.array_equal(small, np.multiply.outer(a[:7, 0], b[0, :9]))
