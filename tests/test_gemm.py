@@ -1,13 +1,13 @@
 """Tests of the C core's GEMM (pb_gemm_f32/f64 through the private pybackprop._gemm) on every
 dispatch path: all register-tile edge cases, every cache-block boundary, beta 0 (C never
-read) and 1, strided and transposed operands, and bitwise equality across thread counts."""
+read) and 1, strided and transposed operands, and bitwise equality across thread counts.
+The ``arch`` and ``threads`` fixtures come from conftest.py."""
 import numpy as np
 import pytest
 
 import pybackprop
 from pybackprop import _gemm
 
-ARCHS = pybackprop.available_archs()
 DTYPES = (np.float32, np.float64)
 
 
@@ -16,22 +16,6 @@ def tol(dtype, k):
     gamma_k = k u / (1 - k u) with u = eps / 2, plus one rounding for beta * C0 and one for the
     store; we allow (k + 2) eps, i.e. about twice the classical bound."""
     return (k + 2) * np.finfo(dtype).eps
-
-
-@pytest.fixture(params=ARCHS)
-def arch(request):
-    """Pin one SIMD path for the test, restore the previous one afterwards."""
-    old = pybackprop.get_arch()
-    pybackprop.set_arch(request.param)
-    yield request.param
-    pybackprop.set_arch(old)
-
-
-@pytest.fixture
-def threads():
-    """Restore the thread count after a test that changes it."""
-    yield
-    pybackprop.set_num_threads(None)
 
 
 def layout(rng, rows, cols, dtype, kind):
@@ -145,7 +129,7 @@ def test_threads_bitwise(arch, dtype, threads):
         b = layout(rng, k, n, dtype, "F")
         res = []
         for nt in (1, 2):
-            pybackprop.set_num_threads(nt)
+            threads(nt)
             res.append(_gemm.gemm(np.full((m, n), np.nan, dtype), a, b, 0))
         assert np.array_equal(res[0], res[1]), f"thread counts differ at {(m, k, n)}"
 
@@ -204,7 +188,7 @@ def test_outer_product_path(arch, dtype, threads):
     a = rng.standard_normal((m, 1)).astype(dtype)
     b = rng.standard_normal((1, n)).astype(dtype)
     for nt in (1, 2):
-        pybackprop.set_num_threads(nt)
+        threads(nt)
         buf = np.full((m + 1, n + 3), np.nan, dtype)
         _gemm.gemm(buf[:m, 1:n + 1], a, b, 0)
         assert np.array_equal(buf[:m, 1:n + 1], np.multiply.outer(a[:, 0], b[0]))
