@@ -152,31 +152,22 @@ void pb_gemm_ukr_f64_avx512_12x16(ptrdiff_t k, const double *ap, const double *b
                                   int beta, const pb_epi_f64_t *epi);
 #endif
 
-void pb_gemv_dot_f32_ref(ptrdiff_t n, ptrdiff_t k, const float *x, const float *w, ptrdiff_t ldw,
-    float *y, int beta, const pb_epi_f32_t *epi);
-void pb_gemv_axpy_f32_ref(ptrdiff_t n, ptrdiff_t k, const float *x, ptrdiff_t incx, const float *w,
-    ptrdiff_t ldw, float *y, int beta, const pb_epi_f32_t *epi);
-void pb_gemv_dot_f64_ref(ptrdiff_t n, ptrdiff_t k, const double *x, const double *w, ptrdiff_t ldw,
-    double *y, int beta, const pb_epi_f64_t *epi);
-void pb_gemv_axpy_f64_ref(ptrdiff_t n, ptrdiff_t k, const double *x, ptrdiff_t incx, const double *w,
-    ptrdiff_t ldw, double *y, int beta, const pb_epi_f64_t *epi);
+/* The GEMVs of one ISA (both dtypes, both forms); types as pb_gemv_*_t above. */
+#define PB_DECLARE_GEMV(ISA)                                                                  \
+    void pb_gemv_dot_f32_##ISA(ptrdiff_t n, ptrdiff_t k, const float *x, const float *w,      \
+                               ptrdiff_t ldw, float *y, int beta, const pb_epi_f32_t *epi);   \
+    void pb_gemv_dot_f64_##ISA(ptrdiff_t n, ptrdiff_t k, const double *x, const double *w,    \
+                               ptrdiff_t ldw, double *y, int beta, const pb_epi_f64_t *epi);  \
+    void pb_gemv_axpy_f32_##ISA(ptrdiff_t n, ptrdiff_t k, const float *x, ptrdiff_t incx,     \
+                                const float *w, ptrdiff_t ldw, float *y, int beta,            \
+                                const pb_epi_f32_t *epi);                                     \
+    void pb_gemv_axpy_f64_##ISA(ptrdiff_t n, ptrdiff_t k, const double *x, ptrdiff_t incx,    \
+                                const double *w, ptrdiff_t ldw, double *y, int beta,          \
+                                const pb_epi_f64_t *epi);
+PB_DECLARE_GEMV(ref)
 #if defined(__x86_64__) || defined(__i386__)
-void pb_gemv_dot_f32_avx2(ptrdiff_t n, ptrdiff_t k, const float *x, const float *w, ptrdiff_t ldw,
-    float *y, int beta, const pb_epi_f32_t *epi);
-void pb_gemv_axpy_f32_avx2(ptrdiff_t n, ptrdiff_t k, const float *x, ptrdiff_t incx, const float *w,
-    ptrdiff_t ldw, float *y, int beta, const pb_epi_f32_t *epi);
-void pb_gemv_dot_f64_avx2(ptrdiff_t n, ptrdiff_t k, const double *x, const double *w, ptrdiff_t ldw,
-    double *y, int beta, const pb_epi_f64_t *epi);
-void pb_gemv_axpy_f64_avx2(ptrdiff_t n, ptrdiff_t k, const double *x, ptrdiff_t incx, const double *w,
-    ptrdiff_t ldw, double *y, int beta, const pb_epi_f64_t *epi);
-void pb_gemv_dot_f32_avx512(ptrdiff_t n, ptrdiff_t k, const float *x, const float *w, ptrdiff_t ldw,
-    float *y, int beta, const pb_epi_f32_t *epi);
-void pb_gemv_axpy_f32_avx512(ptrdiff_t n, ptrdiff_t k, const float *x, ptrdiff_t incx, const float *w,
-    ptrdiff_t ldw, float *y, int beta, const pb_epi_f32_t *epi);
-void pb_gemv_dot_f64_avx512(ptrdiff_t n, ptrdiff_t k, const double *x, const double *w, ptrdiff_t ldw,
-    double *y, int beta, const pb_epi_f64_t *epi);
-void pb_gemv_axpy_f64_avx512(ptrdiff_t n, ptrdiff_t k, const double *x, ptrdiff_t incx, const double *w,
-    ptrdiff_t ldw, double *y, int beta, const pb_epi_f64_t *epi);
+PB_DECLARE_GEMV(avx2)
+PB_DECLARE_GEMV(avx512)
 #endif
 #if defined(__x86_64__) || defined(__i386__)
 void pb_pack_t_f32_avx512(float *dst, const float *src, ptrdiff_t ld, ptrdiff_t rows,
