@@ -79,11 +79,16 @@
         if (dzbuf != NULL || db != NULL) {                                                 \
             const ptrdiff_t nblk = (N + PB_DZ_COLS - 1) / PB_DZ_COLS;                      \
             const int nt = B * N >= 32768 ? pb_threads() : 1;                              \
-            (void)nt; /* unused without OpenMP */                                          \
-            _Pragma("omp parallel for schedule(static) num_threads(nt) if (nt > 1)")       \
-            for (ptrdiff_t jb = 0; jb < nblk; ++jb)                                        \
-                dz_db_##SFX(dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,                       \
-                            PB_MIN(N, (jb + 1) * PB_DZ_COLS), act, slope, accumulate);     \
+            if (nt == 1) { /* no parallel region at all: cheaper for small layers */      \
+                for (ptrdiff_t jb = 0; jb < nblk; ++jb)                                    \
+                    dz_db_##SFX(dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,                   \
+                                PB_MIN(N, (jb + 1) * PB_DZ_COLS), act, slope, accumulate); \
+            } else {                                                                       \
+                _Pragma("omp parallel for schedule(static) num_threads(nt)")               \
+                for (ptrdiff_t jb = 0; jb < nblk; ++jb)                                    \
+                    dz_db_##SFX(dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,                   \
+                                PB_MIN(N, (jb + 1) * PB_DZ_COLS), act, slope, accumulate); \
+            }                                                                              \
         }                                                                                  \
         const T *dz = dzbuf != NULL ? dzbuf : dy;                                          \
         /* Small layers: the two GEMMs run side by side, one thread each (each GEMM is      \

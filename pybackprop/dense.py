@@ -8,8 +8,14 @@ The specification of every function here is its namesake in :mod:`pybackprop.ref
 """
 import numpy as np
 
-from ._core import (ACTIVATIONS, act_code, as_input, check_out, check_status, describe,
-                    kernel, ptr, result_dtype)
+from ._core import (ACTIVATIONS, F32, F64, act_code, as_input, check_out, check_status,
+                    describe, ffi, kernel, lib, ptr, result_dtype)
+
+_FLOAT = (F32, F64)
+_CTYPE = {F32: "float[]", F64: "double[]"}
+_FWD = {F32: lib.pb_dense_forward_f32, F64: lib.pb_dense_forward_f64}
+_fb = ffi.from_buffer
+_NULL = ffi.NULL
 
 __all__ = ["ACTIVATIONS", "dense_forward", "dense_backward", "activation",
            "activation_backward"]
@@ -47,6 +53,22 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
     y : ndarray (B, N) or (N,), float32 if the inputs are float32, else float64.
     """
     act, slope = act_code(activation, negative_slope)
+    if (out is None and type(x) is np.ndarray and type(w) is np.ndarray
+            and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[1]
+            and x.dtype in _FLOAT and x.dtype == w.dtype and x.flags.carray and w.flags.carray
+            and (b is None or (type(b) is np.ndarray and b.dtype == x.dtype
+                               and b.shape == (w.shape[0],) and b.flags.carray))):
+        # Fast path for the common call (float ndarrays of one dtype, C-contiguous and
+        # aligned, matching shapes, no out=): the checks below hold already, so only
+        # allocate and call, without the generic helpers' overhead.
+        (B, K), N, dtype = x.shape, w.shape[0], x.dtype
+        y = np.empty((B, N), dtype)
+        ct = _CTYPE[dtype]
+        st = _FWD[dtype](_fb(ct, y), _fb(ct, x), _fb(ct, w), _NULL if b is None else _fb(ct, b),
+                         B, K, N, act, slope)
+        if st:
+            check_status(st)
+        return y
     dtype = result_dtype(x=x, w=w, b=b)
     xa, wa = as_input("x", x, dtype), as_input("w", w, dtype)
     B, K, N = _dense_shapes(xa, wa)
