@@ -14,6 +14,7 @@ from ._core import (ACTIVATIONS, F32, F64, act_code, as_input, check_out, check_
 _FLOAT = (F32, F64)
 _CTYPE = {F32: "float[]", F64: "double[]"}
 _FWD = {F32: lib.pb_dense_forward_f32, F64: lib.pb_dense_forward_f64}
+_BWD = {F32: lib.pb_dense_backward_f32, F64: lib.pb_dense_backward_f64}
 _fb = ffi.from_buffer
 _NULL = ffi.NULL
 
@@ -113,6 +114,23 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
     (dx, dw, db) : ndarrays (dx is None when ``need_dx`` is False)
     """
     act, slope = act_code(activation, negative_slope)
+    if (dx is None and dw is None and db is None and not accumulate
+            and type(x) is np.ndarray and type(w) is np.ndarray and type(y) is np.ndarray
+            and type(dy) is np.ndarray and x.ndim == 2 and w.ndim == 2
+            and x.shape[1] == w.shape[1] and y.shape == dy.shape == (x.shape[0], w.shape[0])
+            and x.dtype in _FLOAT and x.dtype == w.dtype == y.dtype == dy.dtype
+            and x.flags.carray and w.flags.carray and y.flags.carray and dy.flags.carray):
+        # Fast path for the common call (float ndarrays of one dtype, C-contiguous and
+        # aligned, matching shapes, no output buffers): the checks below hold already.
+        (B, K), N, dtype = x.shape, w.shape[0], x.dtype
+        dxo = np.empty((B, K), dtype) if need_dx else None
+        dwo, dbo = np.empty((N, K), dtype), np.empty(N, dtype)
+        ct = _CTYPE[dtype]
+        st = _BWD[dtype](_NULL if dxo is None else _fb(ct, dxo), _fb(ct, dwo), _fb(ct, dbo),
+                         _fb(ct, dy), _fb(ct, x), _fb(ct, w), _fb(ct, y), B, K, N, act, slope, 0)
+        if st:
+            check_status(st)
+        return dxo, dwo, dbo
     dtype = result_dtype(dy=dy, x=x, w=w, y=y)
     dya, xa, wa, ya = (as_input("dy", dy, dtype), as_input("x", x, dtype),
                        as_input("w", w, dtype), as_input("y", y, dtype))
