@@ -187,8 +187,11 @@ enum { PB_WS_GEMM = 0, PB_WS_DZ = 1, PB_WS_SLOTS = 2 };
 void *pb_workspace(int slot, size_t bytes);
 /* Thread layout of a GEMM: returns the thread count nt (1 for small problems) and a grid
  * tm x tn == nt (tm threads along M in MR tiles, tn along N in NR micro-panels) chosen to
- * balance the tiles per thread. Depends only on the shape and pb_threads(). */
-int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int *tm, int *tn);
+ * balance the tiles per thread, favouring N splits when m < n and B is packed by transposition (b_trans != 0: B's
+ * columns contiguous), so that each thread packs and reads only its own slice of B.
+ * Depends only on the shape and pb_threads(). */
+int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int b_trans, int *tm,
+                  int *tn);
 
 /* GEMM drivers (gemm.c): the operation of pb_gemm_* with an optional fused epilogue
  * applied on the last K panel. bias (length n) may be NULL. */
