@@ -54,6 +54,16 @@ typedef void (*pb_ukr_f64_t)(ptrdiff_t k, const double *ap, const double *bp, do
                              ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
                              const pb_epi_f64_t *epi);
 
+/* Loss kernels of one ISA path; the contracts are written once in losses.c. */
+typedef float (*pb_xent_row_f32_t)(float *d, const float *x, ptrdiff_t C, ptrdiff_t label,
+                                   const float *t, float scale);
+typedef double (*pb_xent_row_f64_t)(double *d, const double *x, ptrdiff_t C,
+                                    ptrdiff_t label, const double *t, double scale);
+typedef double (*pb_bce_block_f32_t)(float *d, const float *z, const float *t, ptrdiff_t n,
+                                     float scale);
+typedef double (*pb_bce_block_f64_t)(double *d, const double *z, const double *t,
+                                     ptrdiff_t n, double scale);
+
 /* Block sizes of one ISA path: register tile MR x NR, cache blocks MC (A block rows, L2),
  * KC (panel depth, B micro-panel in L1), NC (B panel columns, L3). MC is a multiple of MR,
  * NC of NR. */
@@ -69,6 +79,11 @@ typedef struct {
     pb_blocks_t blk_f32, blk_f64;
     pb_ukr_f32_t ukr_f32;
     pb_ukr_f64_t ukr_f64;
+    /* losses (losses.c) */
+    pb_xent_row_f32_t xent_row_f32;
+    pb_xent_row_f64_t xent_row_f64;
+    pb_bce_block_f32_t bce_block_f32;
+    pb_bce_block_f64_t bce_block_f64;
 } pb_arch_t;
 
 const pb_arch_t *pb_arch(void);      /* the active table */
@@ -102,6 +117,34 @@ void pb_gemm_ukr_f32_avx512_12x32(ptrdiff_t k, const float *ap, const float *bp,
 void pb_gemm_ukr_f64_avx512_12x16(ptrdiff_t k, const double *ap, const double *bp,
                                   double *c, ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n,
                                   int beta, const pb_epi_f64_t *epi);
+#endif
+
+/* Loss kernels the tables point at: losses.c (ref), losses_avx2.c, losses_avx512.c. */
+float pb_xent_row_f32_ref(float *d, const float *x, ptrdiff_t C, ptrdiff_t label,
+                          const float *t, float scale);
+double pb_xent_row_f64_ref(double *d, const double *x, ptrdiff_t C, ptrdiff_t label,
+                           const double *t, double scale);
+double pb_bce_block_f32_ref(float *d, const float *z, const float *t, ptrdiff_t n,
+                            float scale);
+double pb_bce_block_f64_ref(double *d, const double *z, const double *t, ptrdiff_t n,
+                            double scale);
+#if defined(__x86_64__) || defined(__i386__)
+float pb_xent_row_f32_avx2(float *d, const float *x, ptrdiff_t C, ptrdiff_t label,
+                           const float *t, float scale);
+double pb_xent_row_f64_avx2(double *d, const double *x, ptrdiff_t C, ptrdiff_t label,
+                            const double *t, double scale);
+double pb_bce_block_f32_avx2(float *d, const float *z, const float *t, ptrdiff_t n,
+                             float scale);
+double pb_bce_block_f64_avx2(double *d, const double *z, const double *t, ptrdiff_t n,
+                             double scale);
+float pb_xent_row_f32_avx512(float *d, const float *x, ptrdiff_t C, ptrdiff_t label,
+                             const float *t, float scale);
+double pb_xent_row_f64_avx512(double *d, const double *x, ptrdiff_t C, ptrdiff_t label,
+                              const double *t, double scale);
+double pb_bce_block_f32_avx512(float *d, const float *z, const float *t, ptrdiff_t n,
+                               float scale);
+double pb_bce_block_f64_avx512(double *d, const double *z, const double *t, ptrdiff_t n,
+                               double scale);
 #endif
 
 /* Aligned workspace; NULL on failure (callers return PB_ERR_NOMEM). */

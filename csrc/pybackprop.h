@@ -105,5 +105,65 @@ double pb_probe_bandwidth_rmw(ptrdiff_t n_bytes, int repeats);
 /* ---- spectral norm ------------------------------------------------------------------------- */
 
 /* ---- losses and merges --------------------------------------------------------------------- */
+/* Each loss writes its reduced value to loss[0] and, in the same pass, the gradient of that
+ * value with respect to its first input. reduction PB_REDUCE_MEAN divides by the count
+ * stated per kernel (a mean over zero items is 0/0 = NaN, as numpy and PyTorch),
+ * PB_REDUCE_SUM does not divide. The total is a sum of per-block partial sums (fixed-size
+ * blocks, accumulated in double, added in block order): the same bits for any thread
+ * count. PB_ERR_ARG (nothing written) for a negative size, an unknown reduction or a class
+ * index outside [0, C). */
+enum pb_reduction {
+    PB_REDUCE_MEAN = 0,
+    PB_REDUCE_SUM = 1
+};
+
+/* Mean squared error over n elements (any shape, flattened):
+ *   loss = sum_i (pred_i - target_i)^2 / D        D = n (mean) or 1 (sum)
+ *   dpred_i = 2 (pred_i - target_i) / D                                                    */
+int pb_mse_loss_f32(float *loss, float *dpred, const float *pred, const float *target,
+                    ptrdiff_t n, int reduction);
+int pb_mse_loss_f64(double *loss, double *dpred, const double *pred, const double *target,
+                    ptrdiff_t n, int reduction);
+
+/* Softmax cross-entropy over B rows of C classes (C >= 1 when B > 0):
+ *   logits (B, C); the target of row r is EITHER the class index labels[r] in [0, C)
+ *   (labels (B,), targets NULL) OR the row targets[r, :] (targets (B, C), labels NULL:
+ *   one-hot or probability rows).
+ *   p = softmax(logits[r]) = e^(x - m) / s,  m = max_c x_c,  s = sum_c e^(x_c - m)
+ *   loss_r = -sum_c t_c log p_c = sum_c t_c (m - x_c) + (sum_c t_c) log s
+ *            (index labels: m - x_label + log s)          -- log-sum-exp, never overflows
+ *   loss = sum_r loss_r / D,   D = B (mean) or 1 (sum)
+ *   dlogits[r, c] = (p_c - t_c) / D                        (the same pass)
+ * A row holding NaN or +-inf follows the plain formula (NaN results), on every path.     */
+int pb_softmax_cross_entropy_f32(float *loss, float *dlogits, const float *logits,
+                                 const int64_t *labels, const float *targets, ptrdiff_t B,
+                                 ptrdiff_t C, int reduction);
+int pb_softmax_cross_entropy_f64(double *loss, double *dlogits, const double *logits,
+                                 const int64_t *labels, const double *targets, ptrdiff_t B,
+                                 ptrdiff_t C, int reduction);
+
+/* Binary cross-entropy on logits z over n elements, targets t in [0, 1]:
+ *   loss_i = -(t log sigmoid(z) + (1 - t) log(1 - sigmoid(z)))
+ *          = max(z, 0) - z t + log1p(e^-|z|)          -- no overflow for any |z|
+ *   loss = sum_i loss_i / D,  D = n (mean) or 1 (sum)
+ *   dlogits_i = (sigmoid(z_i) - t_i) / D                                                   */
+int pb_binary_cross_entropy_with_logits_f32(float *loss, float *dlogits, const float *logits,
+                                            const float *targets, ptrdiff_t n,
+                                            int reduction);
+int pb_binary_cross_entropy_with_logits_f64(double *loss, double *dlogits,
+                                            const double *logits, const double *targets,
+                                            ptrdiff_t n, int reduction);
+
+/* Elementwise maximum of two branches, n elements (any shape, flattened):
+ *   forward:  z = a >= b ? a : b    (NaN in either input gives NaN)
+ *   backward: da = dz where a won, else 0;  db = dz where b won, else 0
+ * A tie (a == b) goes to the FIRST argument a: da = dz, db = 0. (PyTorch's
+ * torch.maximum splits a tie, dz/2 to each.) "a won" is a >= b or a is NaN.              */
+int pb_maximum_forward_f32(float *z, const float *a, const float *b, ptrdiff_t n);
+int pb_maximum_forward_f64(double *z, const double *a, const double *b, ptrdiff_t n);
+int pb_maximum_backward_f32(float *da, float *db, const float *dz, const float *a,
+                            const float *b, ptrdiff_t n);
+int pb_maximum_backward_f64(double *da, double *db, const double *dz, const double *a,
+                            const double *b, ptrdiff_t n);
 
 #endif /* PYBACKPROP_H */

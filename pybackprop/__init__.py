@@ -7,6 +7,8 @@ from ._version import __version__
 from ._runtime import (available_archs, build_info, get_arch, get_num_threads, set_arch,
                        set_num_threads)
 from .dense import ACTIVATIONS, activation, activation_backward, dense_backward, dense_forward
+from .losses import (REDUCTIONS, binary_cross_entropy_with_logits, maximum_backward,
+                     maximum_forward, mse_loss, softmax_cross_entropy)
 
 __all__ = [
     "__version__",
@@ -15,6 +17,12 @@ __all__ = [
     "dense_backward",
     "activation",
     "activation_backward",
+    "REDUCTIONS",
+    "mse_loss",
+    "softmax_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "maximum_forward",
+    "maximum_backward",
     "set_num_threads",
     "get_num_threads",
     "set_arch",

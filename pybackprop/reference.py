@@ -29,6 +29,12 @@ __all__ = [
     "activation_backward",
     "dense_forward",
     "dense_backward",
+    "REDUCTIONS",
+    "mse_loss",
+    "softmax_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "maximum_forward",
+    "maximum_backward",
 ]
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
@@ -227,3 +233,154 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
         if one_row:
             dx = dx[0]
     return dx, dw, db
+
+
+# ---- losses --------------------------------------------------------------------------------
+# Each loss returns (loss, grad): the reduced loss as a scalar of the input dtype and its
+# gradient with respect to the first argument. reduction "mean" divides by D = the number of
+# items (elements, or rows for softmax_cross_entropy, as PyTorch), "sum" by D = 1. A mean
+# over zero items is 0/0 = NaN (as numpy's and PyTorch's).
+
+REDUCTIONS = ("mean", "sum")
+
+
+def _divisor(reduction, count):
+    if reduction not in REDUCTIONS:
+        raise ValueError("reduction must be one of %s, got %r" % (REDUCTIONS, reduction))
+    return count if reduction == "mean" else 1
+
+
+def _reduce(terms, D, dtype):
+    """sum(terms) / D as a scalar of ``dtype`` (0/0 = NaN without a warning)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dtype.type(terms.sum() / dtype.type(D))
+
+
+def mse_loss(pred, target, *, reduction="mean"):
+    """Squared error: ``loss = sum((pred - target)**2) / D``, ``dpred = 2 (pred - target) / D``.
+
+    Parameters
+    ----------
+    pred, target : array_like of the same shape
+    reduction : "mean" (D = pred.size) or "sum" (D = 1)
+
+    Returns
+    -------
+    (loss, dpred) : scalar and ndarray of pred's shape, in the inputs' dtype
+    """
+    pred, target = _as_float(pred), _as_float(target)
+    if pred.shape != target.shape:
+        raise ValueError("pred has shape %s but target has shape %s" % (pred.shape,
+                                                                        target.shape))
+    D = _divisor(reduction, pred.size)
+    diff = pred - target
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dpred = 2 * diff / diff.dtype.type(D)                 # d/dpred of diff^2 is 2 diff
+    return _reduce(diff * diff, D, diff.dtype), dpred
+
+
+def softmax_cross_entropy(logits, labels, *, reduction="mean"):
+    """Cross-entropy of ``softmax(logits)`` over the last axis against class indices or rows.
+
+    For a row ``x`` with target distribution ``t`` (one-hot for a class index)::
+
+        m = max_c x_c                         (log-sum-exp shift: no overflow)
+        log softmax(x)_c = (x_c - m) - log(sum_j exp(x_j - m))
+        loss_row = -sum_c t_c log softmax(x)_c     (= -log softmax(x)_label for an index)
+        dlogits_row = softmax(x) - t          (d loss_row / d x: the classic result)
+
+    Parameters
+    ----------
+    logits : (B, C) or (C,) array_like
+    labels : (B,) (scalar for 1-D logits) integer class indices in [0, C), or target rows
+        of the logits' shape (one-hot or probabilities)
+    reduction : "mean" (D = B, the rows) or "sum" (D = 1)
+
+    Returns
+    -------
+    (loss, dlogits) : scalar and ndarray of the logits' shape, in the logits' dtype
+    """
+    x = _as_float(logits)
+    one_row = x.ndim == 1
+    x2 = x.reshape(1, -1) if one_row else x
+    labels = np.asarray(labels)
+    rows = labels.ndim == x.ndim
+    D = _divisor(reduction, x2.shape[0])
+    m = x2.max(axis=1, keepdims=True) if x2.size else np.zeros((x2.shape[0], 1), x.dtype)
+    with np.errstate(under="ignore", invalid="ignore"):
+        e = np.exp(x2 - m)                                    # each <= 1
+        s = e.sum(axis=1, keepdims=True)                      # >= 1
+        log_p = (x2 - m) - np.log(s)                          # log softmax, (B, C)
+        p = e / s                                             # softmax, (B, C)
+        if rows:
+            t = labels.astype(x.dtype).reshape(x2.shape)
+            row_loss = -(t * log_p).sum(axis=1)
+        else:
+            idx = labels.astype(np.int64).reshape(-1, 1)
+            t = np.zeros_like(x2)
+            np.put_along_axis(t, idx, 1, axis=1)              # one-hot rows
+            row_loss = -np.take_along_axis(log_p, idx, axis=1)[:, 0]
+        dlogits = (p - t) / x.dtype.type(D)
+    return _reduce(row_loss, D, x.dtype), dlogits.reshape(x.shape)
+
+
+def binary_cross_entropy_with_logits(logits, targets, *, reduction="mean"):
+    """Binary cross-entropy of ``sigmoid(z)`` against targets ``t``, from the logits ``z``.
+
+    ``-(t log s + (1 - t) log(1 - s))`` with ``s = sigmoid(z)`` equals
+    ``max(z, 0) - z t + log1p(exp(-|z|))`` (exp never sees a positive argument: no overflow
+    for any ``|z|``); its derivative is ``sigmoid(z) - t``.
+
+    Parameters
+    ----------
+    logits, targets : array_like of the same shape
+    reduction : "mean" (D = logits.size) or "sum" (D = 1)
+
+    Returns
+    -------
+    (loss, dlogits) : scalar and ndarray of the logits' shape, in the inputs' dtype
+    """
+    z, t = _as_float(logits), _as_float(targets)
+    if z.shape != t.shape:
+        raise ValueError("logits has shape %s but targets has shape %s" % (z.shape, t.shape))
+    D = _divisor(reduction, z.size)
+    with np.errstate(under="ignore", invalid="ignore", divide="ignore"):
+        e = np.exp(-np.abs(z))                                # in (0, 1]
+        terms = np.maximum(z, 0) - z * t + np.log1p(e)
+        sig = np.where(z >= 0, 1 / (1 + e), e / (1 + e))      # sigmoid(z), stable
+        dlogits = (sig - t) / z.dtype.type(D)
+    return _reduce(terms, D, z.dtype), dlogits
+
+
+# ---- merges --------------------------------------------------------------------------------
+
+
+def _a_wins(a, b):
+    """Where max(a, b) takes a: a >= b, ties included, or a is NaN (NaN propagates)."""
+    return (a >= b) | np.isnan(a)
+
+
+def maximum_forward(a, b):
+    """Elementwise ``z = max(a, b)`` of two same-shaped arrays; NaN in either gives NaN."""
+    a, b = _as_float(a), _as_float(b)
+    if a.shape != b.shape:
+        raise ValueError("a has shape %s but b has shape %s" % (a.shape, b.shape))
+    return np.where(_a_wins(a, b), a, b)
+
+
+def maximum_backward(dz, a, b):
+    """Gradient of ``maximum_forward``: ``dz`` goes to the input that won, 0 to the other.
+
+    A tie (a == b) sends all of ``dz`` to ``a`` (a subgradient); torch.maximum splits it.
+
+    Returns
+    -------
+    (da, db) : ndarrays of the shape of ``a``
+    """
+    dz, a, b = _as_float(dz), _as_float(a), _as_float(b)
+    if not dz.shape == a.shape == b.shape:
+        raise ValueError("dz, a, b have shapes %s, %s, %s; expected one shape"
+                         % (dz.shape, a.shape, b.shape))
+    won = _a_wins(a, b)
+    zero = dz.dtype.type(0)
+    return np.where(won, dz, zero), np.where(won, zero, dz)
