@@ -9,6 +9,9 @@ from ._runtime import (available_archs, build_info, get_arch, get_num_threads, s
 from .dense import ACTIVATIONS, activation, activation_backward, dense_backward, dense_forward
 from .losses import (REDUCTIONS, binary_cross_entropy_with_logits, maximum_backward,
                      maximum_forward, mse_loss, softmax_cross_entropy)
+from .gradcheck import gradcheck
+from . import nn
+from .nn import Dense, Sequential
 
 __all__ = [
     "__version__",
@@ -23,6 +26,10 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "maximum_forward",
     "maximum_backward",
+    "gradcheck",
+    "nn",
+    "Dense",
+    "Sequential",
     "set_num_threads",
     "get_num_threads",
     "set_arch",
