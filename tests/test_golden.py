@@ -142,3 +142,39 @@ def test_tanh_sigmoid_identity(arch, dtype):
     assert t.dtype == rhs.dtype == dtype
     err = np.abs(t.astype(np.float64) - rhs.astype(np.float64))
     assert err.max() <= 6 * float(np.finfo(dtype).eps)
+
+
+# ---- 5. a dead ReLU unit under Adam ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_dead_relu_unit_under_adam(rng, activation):
+    """Unit 1 has a negative pre-activation for every input (x >= 0, w = (-1, -1), b = -1):
+    with ReLU its gradient is exactly 0 at every step and Adam never moves it (m = v = 0 give
+    a zero step); with leaky ReLU it gets a non-zero gradient and moves."""
+    model = pb.Sequential(pb.Dense(2, 3, activation, dtype=np.float64, rng=rng),
+                          pb.Dense(3, 2, "identity", dtype=np.float64, rng=rng))
+    model[0].weight[1] = [-1.0, -1.0]
+    model[0].bias[1] = -1.0
+    w_dead, b_dead = model[0].weight[1].copy(), model[0].bias[1].copy()
+    others = model[0].weight[[0, 2]].copy()
+    opt = pb.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(25):
+        x = rng.random((8, 2))                      # inputs >= 0
+        labels = rng.integers(0, 2, 8)
+        model.zero_grad()
+        loss, d = pb.softmax_cross_entropy(model.forward(x), labels)
+        model.backward(d, need_dx=False)
+        g_w, g_b = model[0].grad_w[1], model[0].grad_b[1]
+        if activation == "relu":
+            assert np.all(g_w == 0) and g_b == 0
+        else:
+            assert np.all(g_w != 0) and g_b != 0
+        opt.step(model.gradients())
+    moved = not np.array_equal(model[0].weight[1], w_dead) and model[0].bias[1] != b_dead
+    if activation == "relu":
+        np.testing.assert_array_equal(model[0].weight[1], w_dead)   # bit for bit
+        assert model[0].bias[1] == b_dead
+    else:
+        assert moved
+    assert not np.array_equal(model[0].weight[[0, 2]], others)      # the live units learn

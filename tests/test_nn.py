@@ -256,3 +256,87 @@ def test_layer_errors(rng):
     assert y.dtype == np.float32
     with pytest.raises(ValueError, match="dy"):
         layer.backward(np.ones((1, 3), np.float32))
+
+
+# ---- spectral norm and the Lipschitz bound ----------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_spectral_norm_forward_uses_w_over_sigma(rng, dtype):
+    """forward multiplies by weight / sigma from the layer's power iteration (one iteration
+    per training forward, state kept); predict uses the stored vectors without updating."""
+    layer = Dense(6, 4, activation="tanh", spectral_norm=True, dtype=dtype, rng=rng)
+    layer.bias[...] = rng.standard_normal(4)
+    x = rng.standard_normal((5, 6)).astype(dtype)
+    sn = layer.spectral_norm
+    u0, v0 = sn.u.copy(), sn.v.copy()
+    y = layer.forward(x)
+    u, v = u0.copy(), v0.copy()  # the same iterations (warm-up + 1) from the same start
+    sigma = pb.power_iteration(layer.weight, u, v, n_iters=sn.warmup + sn.n_iters,
+                               eps=sn.eps)
+    assert_bitwise(sn.u, u, "u")
+    w_sn = pb.spectral_normalize(layer.weight, sigma)
+    assert_bitwise(y, pb.dense_forward(x, w_sn, layer.bias, activation="tanh"), "y")
+    u1, v1 = sn.u.copy(), sn.v.copy()
+    layer.predict(x)
+    assert_bitwise(sn.u, u1, "u after predict")  # evaluation does not advance the iteration
+    layer.forward(x)                             # training does, by one iteration
+    pb.power_iteration(layer.weight, u1, v1, n_iters=1, eps=sn.eps)
+    assert_bitwise(sn.u, u1, "u after a second forward")
+    assert_bitwise(sn.v, v1, "v after a second forward")
+
+
+def test_spectral_norm_gradients_by_gradcheck(rng):
+    """With u, v held (n_iters = 0 after warm-up), backward is the exact gradient of the
+    loss of x -> act(x (W / u^T W v)^T + b), through the spectral-norm backward."""
+    model = Sequential(Dense(3, 5, "tanh", spectral_norm=True, dtype=np.float64, rng=rng),
+                       Dense(5, 2, "identity", spectral_norm=True, dtype=np.float64, rng=rng))
+    x = rng.standard_normal((4, 3))
+    labels = np.array([0, 1, 1, 0])
+    model.forward(x)  # warm-up iterations
+    for layer in model.layers:
+        layer.spectral_norm.n_iters = 0
+    params = model.parameters()
+
+    def fn(*values):
+        for p, v in zip(params, values):
+            p[...] = v
+        model.zero_grad()
+        loss, d = pb.softmax_cross_entropy(model.forward(x), labels)
+        model.backward(d)
+        return float(loss), [g.copy() for g in model.gradients()]
+
+    err = pb.gradcheck(fn, [p.copy() for p in params])
+    assert max(err) < FD_TOL, err
+
+
+def test_spectral_norm_save_load(rng, tmp_path):
+    """The power-iteration state round-trips: the loaded model continues bit for bit."""
+    model = Sequential(Dense(4, 6, spectral_norm=True, rng=rng),
+                       Dense(6, 3, "identity", spectral_norm=True, rng=rng))
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    model.forward(x)
+    model.save(tmp_path / "sn.npz")
+    loaded = Sequential.load(tmp_path / "sn.npz")
+    for a, b in zip(model.layers, loaded.layers):
+        assert_bitwise(a.spectral_norm.u, b.spectral_norm.u)
+        assert_bitwise(a.spectral_norm.v, b.spectral_norm.v)
+    assert_bitwise(model.forward(x), loaded.forward(x))
+    assert_bitwise(model.predict(x), loaded.predict(x))
+
+
+def test_lipschitz_bound_is_the_product_of_layer_factors(rng):
+    """bound = prod sigma(W_l) lip(act_l); sigmoid contributes 1/4, leaky_relu
+    max(1, slope); the certified bound is >= the estimate and >= sigma from the SVD."""
+    model = Sequential(Dense(5, 7, "leaky_relu", negative_slope=2.0, dtype=np.float64,
+                             rng=rng),
+                       Dense(7, 6, "sigmoid", dtype=np.float64, rng=rng),
+                       Dense(6, 2, "identity", dtype=np.float64, rng=rng))
+    bound, factors = model.lipschitz_bound(n_iters=500)
+    sig = [np.linalg.norm(layer.weight, 2) for layer in model.layers]
+    expected = [sig[0] * 2.0, sig[1] * 0.25, sig[2]]
+    np.testing.assert_allclose(factors, expected, rtol=1e-9)
+    assert bound == pytest.approx(np.prod(factors), rel=1e-12)
+    cert, cert_factors = model.lipschitz_bound(certified=True)
+    assert all(c >= e * (1 - 1e-12) for c, e in zip(cert_factors, expected))
+    assert cert >= bound * (1 - 1e-12)
