@@ -10,6 +10,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#define ISA avx2
 #define TARGET "avx2,fma"
 
 static inline __attribute__((target(TARGET), always_inline)) float hsum_f32(__m256 v) {
@@ -71,8 +72,7 @@ dacc_add_f32(pb_dacc_f32_avx2_t a, __m256 v) {
     return a;
 }
 
-#define T float
-#define SFX f32
+#define PB_LOSS_F64 0
 #define VL 8
 #define VEC __m256
 #define VZERO() _mm256_setzero_ps()
@@ -109,71 +109,10 @@ dacc_add_f32(pb_dacc_f32_avx2_t a, __m256 v) {
 #define DACC_ZERO() ((pb_dacc_f32_avx2_t){_mm256_setzero_pd(), _mm256_setzero_pd()})
 #define DACC_ADD(acc, v) dacc_add_f32(acc, v)
 #define DACC_HSUM(acc) hsum_f64(_mm256_add_pd((acc).lo, (acc).hi))
-#define EXP_LO (-103.97)
-#define LN2_HI 0.693359375
-#define LN2_LO (-2.12194440e-4)
-#define EXP_DEG 7
-#define LOG1P_TERMS 7
-#define LOGS(s) logf(s)
-#define FN_VEXP vexp_f32
-#define FN_VLOG1P vlog1p_f32
-#define FN_XENT pb_xent_row_f32_avx2
-#define FN_XENT_REF pb_xent_row_f32_ref
-#define FN_BCE pb_bce_block_f32_avx2
-#define FN_BCEV bce_vec_f32
 #include "losses_simd.inc"
-#undef T
-#undef SFX
-#undef VL
-#undef VEC
-#undef VZERO
-#undef VSET1
-#undef VLOAD
-#undef VSTORE
-#undef VADD
-#undef VSUB
-#undef VMUL
-#undef VDIV
-#undef VFMA
-#undef VMAX
-#undef VABS
-#undef VROUND
-#undef VSCALE2
-#undef MASKV
-#undef MZERO
-#undef VCMPLT
-#undef VCMPGE
-#undef VUNORD
-#undef VBLEND
-#undef MOR
-#undef MANY
-#undef TAIL_T
-#undef VTAIL
-#undef VLOADT
-#undef VSTORET
-#undef TAIL_MASKV
-#undef VHSUM
-#undef VHMAX
-#undef DACC_T
-#undef DACC_ZERO
-#undef DACC_ADD
-#undef DACC_HSUM
-#undef EXP_LO
-#undef LN2_HI
-#undef LN2_LO
-#undef EXP_DEG
-#undef LOG1P_TERMS
-#undef LOGS
-#undef FN_VEXP
-#undef FN_VLOG1P
-#undef FN_XENT
-#undef FN_XENT_REF
-#undef FN_BCE
-#undef FN_BCEV
 
 /* float64 */
-#define T double
-#define SFX f64
+#define PB_LOSS_F64 1
 #define VL 4
 #define VEC __m256d
 #define VZERO() _mm256_setzero_pd()
@@ -209,18 +148,6 @@ dacc_add_f32(pb_dacc_f32_avx2_t a, __m256 v) {
 #define DACC_ZERO() _mm256_setzero_pd()
 #define DACC_ADD(acc, v) _mm256_add_pd(acc, v)
 #define DACC_HSUM(acc) hsum_f64(acc)
-#define EXP_LO (-745.13)
-#define LN2_HI 6.93147180369123816490e-01
-#define LN2_LO 1.90821492927058770002e-10
-#define EXP_DEG 13
-#define LOG1P_TERMS 16
-#define LOGS(s) log(s)
-#define FN_VEXP vexp_f64
-#define FN_VLOG1P vlog1p_f64
-#define FN_XENT pb_xent_row_f64_avx2
-#define FN_XENT_REF pb_xent_row_f64_ref
-#define FN_BCE pb_bce_block_f64_avx2
-#define FN_BCEV bce_vec_f64
 #include "losses_simd.inc"
 
 #endif

@@ -120,31 +120,19 @@ void pb_gemm_ukr_f64_avx512_12x16(ptrdiff_t k, const double *ap, const double *b
 #endif
 
 /* Loss kernels the tables point at: losses.c (ref), losses_avx2.c, losses_avx512.c. */
-float pb_xent_row_f32_ref(float *d, const float *x, ptrdiff_t C, ptrdiff_t label,
-                          const float *t, float scale);
-double pb_xent_row_f64_ref(double *d, const double *x, ptrdiff_t C, ptrdiff_t label,
-                           const double *t, double scale);
-double pb_bce_block_f32_ref(float *d, const float *z, const float *t, ptrdiff_t n,
-                            float scale);
-double pb_bce_block_f64_ref(double *d, const double *z, const double *t, ptrdiff_t n,
-                            double scale);
+#define PB_DECLARE_LOSS_KERNELS(ISA)                                                        \
+    float pb_xent_row_f32_##ISA(float *d, const float *x, ptrdiff_t C, ptrdiff_t label,    \
+                                const float *t, float scale);                              \
+    double pb_xent_row_f64_##ISA(double *d, const double *x, ptrdiff_t C, ptrdiff_t label, \
+                                 const double *t, double scale);                           \
+    double pb_bce_block_f32_##ISA(float *d, const float *z, const float *t, ptrdiff_t n,   \
+                                  float scale);                                            \
+    double pb_bce_block_f64_##ISA(double *d, const double *z, const double *t,             \
+                                  ptrdiff_t n, double scale);
+PB_DECLARE_LOSS_KERNELS(ref)
 #if defined(__x86_64__) || defined(__i386__)
-float pb_xent_row_f32_avx2(float *d, const float *x, ptrdiff_t C, ptrdiff_t label,
-                           const float *t, float scale);
-double pb_xent_row_f64_avx2(double *d, const double *x, ptrdiff_t C, ptrdiff_t label,
-                            const double *t, double scale);
-double pb_bce_block_f32_avx2(float *d, const float *z, const float *t, ptrdiff_t n,
-                             float scale);
-double pb_bce_block_f64_avx2(double *d, const double *z, const double *t, ptrdiff_t n,
-                             double scale);
-float pb_xent_row_f32_avx512(float *d, const float *x, ptrdiff_t C, ptrdiff_t label,
-                             const float *t, float scale);
-double pb_xent_row_f64_avx512(double *d, const double *x, ptrdiff_t C, ptrdiff_t label,
-                              const double *t, double scale);
-double pb_bce_block_f32_avx512(float *d, const float *z, const float *t, ptrdiff_t n,
-                               float scale);
-double pb_bce_block_f64_avx512(double *d, const double *z, const double *t, ptrdiff_t n,
-                               double scale);
+PB_DECLARE_LOSS_KERNELS(avx2)
+PB_DECLARE_LOSS_KERNELS(avx512)
 #endif
 
 /* Aligned workspace; NULL on failure (callers return PB_ERR_NOMEM). */
