@@ -25,6 +25,8 @@ const pb_arch_t pb_arch_ref = {
     .xent_row_f64 = pb_xent_row_f64_ref,
     .bce_block_f32 = pb_bce_block_f32_ref,
     .bce_block_f64 = pb_bce_block_f64_ref,
+    .mse_block_f32 = pb_mse_block_f32_ref,
+    .mse_block_f64 = pb_mse_block_f64_ref,
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -38,6 +40,8 @@ const pb_arch_t pb_arch_avx2 = {
     .xent_row_f64 = pb_xent_row_f64_avx2,
     .bce_block_f32 = pb_bce_block_f32_avx2,
     .bce_block_f64 = pb_bce_block_f64_avx2,
+    .mse_block_f32 = pb_mse_block_f32_avx2,
+    .mse_block_f64 = pb_mse_block_f64_avx2,
 };
 
 const pb_arch_t pb_arch_avx512 = {
@@ -50,6 +54,8 @@ const pb_arch_t pb_arch_avx512 = {
     .xent_row_f64 = pb_xent_row_f64_avx512,
     .bce_block_f32 = pb_bce_block_f32_avx512,
     .bce_block_f64 = pb_bce_block_f64_avx512,
+    .mse_block_f32 = pb_mse_block_f32_avx512,
+    .mse_block_f64 = pb_mse_block_f64_avx512,
 };
 #endif
 

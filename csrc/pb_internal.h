@@ -63,6 +63,10 @@ typedef double (*pb_bce_block_f32_t)(float *d, const float *z, const float *t, p
                                      float scale);
 typedef double (*pb_bce_block_f64_t)(double *d, const double *z, const double *t,
                                      ptrdiff_t n, double scale);
+typedef double (*pb_mse_block_f32_t)(float *d, const float *p, const float *q, ptrdiff_t n,
+                                     float k2);
+typedef double (*pb_mse_block_f64_t)(double *d, const double *p, const double *q,
+                                     ptrdiff_t n, double k2);
 
 /* Block sizes of one ISA path: register tile MR x NR, cache blocks MC (A block rows, L2),
  * KC (panel depth, B micro-panel in L1), NC (B panel columns, L3). MC is a multiple of MR,
@@ -84,6 +88,8 @@ typedef struct {
     pb_xent_row_f64_t xent_row_f64;
     pb_bce_block_f32_t bce_block_f32;
     pb_bce_block_f64_t bce_block_f64;
+    pb_mse_block_f32_t mse_block_f32;
+    pb_mse_block_f64_t mse_block_f64;
 } pb_arch_t;
 
 const pb_arch_t *pb_arch(void);      /* the active table */
@@ -128,7 +134,11 @@ void pb_gemm_ukr_f64_avx512_12x16(ptrdiff_t k, const double *ap, const double *b
     double pb_bce_block_f32_##ISA(float *d, const float *z, const float *t, ptrdiff_t n,   \
                                   float scale);                                            \
     double pb_bce_block_f64_##ISA(double *d, const double *z, const double *t,             \
-                                  ptrdiff_t n, double scale);
+                                  ptrdiff_t n, double scale);                              \
+    double pb_mse_block_f32_##ISA(float *d, const float *p, const float *q, ptrdiff_t n,   \
+                                  float k2);                                               \
+    double pb_mse_block_f64_##ISA(double *d, const double *p, const double *q,             \
+                                  ptrdiff_t n, double k2);
 PB_DECLARE_LOSS_KERNELS(ref)
 #if defined(__x86_64__) || defined(__i386__)
 PB_DECLARE_LOSS_KERNELS(avx2)
