@@ -73,8 +73,6 @@ class Dense:
         K = _positive_int("in_features", in_features)
         N = _positive_int("out_features", out_features)
         act_code(activation, negative_slope)  # validates both
-        if activation is None:
-            activation = "identity"
         self.activation = activation
         self.negative_slope = float(negative_slope)
         self.dtype = _float_dtype(dtype)
