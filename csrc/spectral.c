@@ -43,10 +43,30 @@ static int spec_threads(ptrdiff_t n, ptrdiff_t nb) {
     return (ptrdiff_t)nt < nb ? nt : (int)nb;
 }
 
+/* ---- the scale of the r accumulation ----------------------------------------------------
+ * s_i ~ sigma, so the products s_i w_i of the one-pass iteration are ~ sigma |w| (PyTorch's
+ * w^T u is ~ |w|): unscaled they overflow float32 once sigma > ~1e19 and underflow for tiny
+ * sigma. Each block therefore accumulates r at a power-of-two scale 2^-e (exact): a group
+ * of rows whose largest |s_j| is m = f 2^em, f in [1/2, 1), sets e = em when the block has
+ * no scale yet or em > e + PB_SPEC_SCALE_SLACK (the r so far is multiplied by 2^(old - e)).
+ * e >= emin keeps 2^-e finite in the dtype. m == 0, inf or NaN: no change (they propagate).
+ * Returns 1 if e changed. The scales depend on the s values in row order only. */
+#define PB_SPEC_SCALE_SLACK 8
+static inline int spec_scale_update(double m, int *e, int *have, int emin) {
+    if (!(m > 0.0) || isinf(m)) return 0;
+    int em;
+    (void)frexp(m, &em);
+    if (em < emin) em = emin;
+    if (*have && em <= *e + PB_SPEC_SCALE_SLACK) return 0;
+    *e = em;
+    *have = 1;
+    return 1;
+}
+
 /* ---- portable kernels ----------------------------------------------------------------------
  * Plain C with 8 explicit partial sums per dot product (vectorisable by the compiler for the
  * build's baseline ISA without reassociation flags); same contracts as the SIMD kernels. */
-#define PB_DEFINE_SPEC_REF(T, SFX)                                                           \
+#define PB_DEFINE_SPEC_REF(T, SFX, EMIN)                                                        \
     static T spec_dot8_##SFX(const T *a, const T *b, ptrdiff_t n) {                         \
         T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                \
         ptrdiff_t i = 0;                                                                    \
@@ -55,17 +75,27 @@ static int spec_threads(ptrdiff_t n, ptrdiff_t nb) {
         for (; i < n; ++i) acc[i & 7] += a[i] * b[i];                                       \
         return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); \
     }                                                                                       \
-    void pb_spec_rows_##SFX##_ref(T *s, T *r, const T *w, const T *v, ptrdiff_t rows,        \
-                                  ptrdiff_t K) {                                            \
+    int pb_spec_rows_##SFX##_ref(T *s, T *r, const T *w, const T *v, ptrdiff_t rows,         \
+                                 ptrdiff_t K) {                                             \
         if (r != NULL)                                                                      \
             for (ptrdiff_t k = 0; k < K; ++k) r[k] = (T)0;                                  \
+        int e = 0, have = 0;                                                                \
+        T c = (T)1;                                                                         \
         for (ptrdiff_t i = 0; i < rows; ++i) {                                              \
             const T *wi = w + i * K;                                                        \
             const T si = spec_dot8_##SFX(wi, v, K);                                         \
             s[i] = si;                                                                      \
-            if (r != NULL)                                                                  \
-                for (ptrdiff_t k = 0; k < K; ++k) r[k] += si * wi[k];                       \
+            if (r == NULL) continue;                                                        \
+            const int old = e;                                                              \
+            if (spec_scale_update(fabs((double)si), &e, &have, EMIN)) {                     \
+                c = (T)ldexp(1.0, -e);                                                      \
+                const T f = (T)ldexp(1.0, old - e);                                         \
+                for (ptrdiff_t k = 0; k < K; ++k) r[k] *= f;                                \
+            }                                                                               \
+            const T sc = si * c;                                                            \
+            for (ptrdiff_t k = 0; k < K; ++k) r[k] += sc * wi[k];                           \
         }                                                                                   \
+        return e;                                                                           \
     }                                                                                       \
     T pb_spec_dot_##SFX##_ref(const T *a, const T *b, ptrdiff_t n) {                        \
         return spec_dot8_##SFX(a, b, n);                                                    \
@@ -77,8 +107,8 @@ static int spec_threads(ptrdiff_t n, ptrdiff_t nb) {
         for (ptrdiff_t i = 0; i < n; ++i) out[i] = w[i] / sigma;                            \
     }
 
-PB_DEFINE_SPEC_REF(float, f32)
-PB_DEFINE_SPEC_REF(double, f64)
+PB_DEFINE_SPEC_REF(float, f32, -100)
+PB_DEFINE_SPEC_REF(double, f64, -1000)
 
 /* ---- the certified upper bound: float64 chain ----------------------------------------------
  * Input: wd = w 2^-e0 (N x K, float64, max |entry| in [1/2, 1)), rounded only where an
