@@ -262,27 +262,6 @@ __attribute__((target("avx2,fma"))) static inline double spec_hsum_f64_avx2(__m2
 #define BWD_NAME pb_spec_bwd_f32_avx2
 #define DIV_NAME pb_spec_div_f32_avx2
 #include "spectral_simd.inc"
-#undef T
-#undef VL
-#undef VEC
-#undef VZERO
-#undef VLOAD
-#undef VSTORE
-#undef VSET1
-#undef VFMA
-#undef VFNMA
-#undef VADD
-#undef VMUL
-#undef VDIV
-#undef VHSUM
-#undef MASK_T
-#undef VMASK
-#undef VLOADM
-#undef VSTOREM
-#undef ROWS_NAME
-#undef DOT_NAME
-#undef BWD_NAME
-#undef DIV_NAME
 
 /* ---- AVX2 + FMA, float64 ---- */
 #define T double
@@ -308,27 +287,6 @@ __attribute__((target("avx2,fma"))) static inline double spec_hsum_f64_avx2(__m2
 #define DIV_NAME pb_spec_div_f64_avx2
 #include "spectral_simd.inc"
 #undef TARGET
-#undef T
-#undef VL
-#undef VEC
-#undef VZERO
-#undef VLOAD
-#undef VSTORE
-#undef VSET1
-#undef VFMA
-#undef VFNMA
-#undef VADD
-#undef VMUL
-#undef VDIV
-#undef VHSUM
-#undef MASK_T
-#undef VMASK
-#undef VLOADM
-#undef VSTOREM
-#undef ROWS_NAME
-#undef DOT_NAME
-#undef BWD_NAME
-#undef DIV_NAME
 
 /* ---- AVX-512, float32 ---- */
 #define TARGET "avx512f,avx512dq,avx512bw,avx512vl,fma"
@@ -354,27 +312,6 @@ __attribute__((target("avx2,fma"))) static inline double spec_hsum_f64_avx2(__m2
 #define BWD_NAME pb_spec_bwd_f32_avx512
 #define DIV_NAME pb_spec_div_f32_avx512
 #include "spectral_simd.inc"
-#undef T
-#undef VL
-#undef VEC
-#undef VZERO
-#undef VLOAD
-#undef VSTORE
-#undef VSET1
-#undef VFMA
-#undef VFNMA
-#undef VADD
-#undef VMUL
-#undef VDIV
-#undef VHSUM
-#undef MASK_T
-#undef VMASK
-#undef VLOADM
-#undef VSTOREM
-#undef ROWS_NAME
-#undef DOT_NAME
-#undef BWD_NAME
-#undef DIV_NAME
 
 /* ---- AVX-512, float64 ---- */
 #define T double
