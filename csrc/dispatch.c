@@ -15,12 +15,18 @@
 /* ---- the kernel tables: every ISA path in one place ---------------------------------------
  * Block sizes (Sapphire Rapids: 48 KiB L1d, 2 MiB L2 per core): KC keeps the B micro-panel
  * in L1, MC*KC the A block in L2, NC*KC the B panel in L3. */
+#define PB_SPEC_ENTRIES(ISA)                                                                 \
+    .spec_rows_f32 = pb_spec_rows_f32_##ISA, .spec_rows_f64 = pb_spec_rows_f64_##ISA,        \
+    .spec_dot_f32 = pb_spec_dot_f32_##ISA, .spec_dot_f64 = pb_spec_dot_f64_##ISA,            \
+    .spec_bwd_f32 = pb_spec_bwd_f32_##ISA, .spec_bwd_f64 = pb_spec_bwd_f64_##ISA,            \
+    .spec_div_f32 = pb_spec_div_f32_##ISA, .spec_div_f64 = pb_spec_div_f64_##ISA
 const pb_arch_t pb_arch_ref = {
     .name = "ref",
     .blk_f32 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F32, .mc = 128, .kc = 256, .nc = 2048},
     .blk_f64 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F64, .mc = 128, .kc = 256, .nc = 2048},
     .ukr_f32 = pb_gemm_ukr_f32_ref,
     .ukr_f64 = pb_gemm_ukr_f64_ref,
+    PB_SPEC_ENTRIES(ref),
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -30,6 +36,7 @@ const pb_arch_t pb_arch_avx2 = {
     .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096},
     .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
     .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
+    PB_SPEC_ENTRIES(avx2),
 };
 
 const pb_arch_t pb_arch_avx512 = {
@@ -38,6 +45,7 @@ const pb_arch_t pb_arch_avx512 = {
     .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 256, .nc = 4096},
     .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
     .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
+    PB_SPEC_ENTRIES(avx512),
 };
 #endif
 

@@ -103,6 +103,40 @@ double pb_probe_bandwidth_rmw(ptrdiff_t n_bytes, int repeats);
 /* ---- optimizers ---------------------------------------------------------------------------- */
 
 /* ---- spectral norm ------------------------------------------------------------------------- */
+/* w[N,K] is a weight as (out, in); u[N], v[K] are the persistent power-iteration vectors.
+ * normalize(a) = a / max(||a||_2, eps). Semantics of torch.nn.utils.parametrizations
+ * .spectral_norm (dim=0); see pybackprop/reference.py for the plain two-matvec form.
+ *
+ * power_iteration: n_iters >= 1 iterations, each ONE pass over w:
+ *     s = w @ v,  r = w^T s  (r accumulated row by row while the row is in cache),
+ *     u = normalize(s),  t = r / max(||s||, eps) (= w^T u),  v = normalize(t),
+ *   then *sigma = t . v  (= u . (w @ v) for the new u, v: no extra pass).
+ *   n_iters == 0 (evaluation): u, v are not written; *sigma = u . (w @ v), one pass.
+ *   u, v, sigma: in/out, out.  w: (N, K).  eps >= 0.
+ * norm_forward:  out[n] = w[n] / sigma  (n = N*K elements; exact IEEE division; out may be w).
+ * norm_backward: dw[N,K] = (dwsn - <dwsn, w/sigma> u v^T) / sigma, the gradient of a loss of
+ *   w / sigma(w) with u, v held constant (sigma = u^T w v). Reads w once, dwsn twice.
+ * sigma_upper: *upper >= sigma_max(w), certified against every rounding of the computation:
+ *   Gram matrix of the smaller side in float64 (pb_gemm_f64), n_squarings squarings, then
+ *   sigma <= ||G^(2^j)||_F^(1/2^(j+1)), inflated by the derived rounding bounds (spectral.c).
+ *   NaN in w gives NaN, an infinity (without NaN) gives inf. n_squarings in [0, 30].
+ */
+int pb_spectral_power_iteration_f32(float *u, float *v, float *sigma, const float *w,
+                                    ptrdiff_t N, ptrdiff_t K, int n_iters, float eps);
+int pb_spectral_power_iteration_f64(double *u, double *v, double *sigma, const double *w,
+                                    ptrdiff_t N, ptrdiff_t K, int n_iters, double eps);
+int pb_spectral_norm_forward_f32(float *out, const float *w, ptrdiff_t n, float sigma);
+int pb_spectral_norm_forward_f64(double *out, const double *w, ptrdiff_t n, double sigma);
+int pb_spectral_norm_backward_f32(float *dw, const float *dwsn, const float *w,
+                                  const float *u, const float *v, float sigma, ptrdiff_t N,
+                                  ptrdiff_t K);
+int pb_spectral_norm_backward_f64(double *dw, const double *dwsn, const double *w,
+                                  const double *u, const double *v, double sigma,
+                                  ptrdiff_t N, ptrdiff_t K);
+int pb_spectral_sigma_upper_f32(double *upper, const float *w, ptrdiff_t N, ptrdiff_t K,
+                                int n_squarings);
+int pb_spectral_sigma_upper_f64(double *upper, const double *w, ptrdiff_t N, ptrdiff_t K,
+                                int n_squarings);
 
 /* ---- losses and merges --------------------------------------------------------------------- */
 

@@ -7,6 +7,8 @@ from ._version import __version__
 from ._runtime import (available_archs, build_info, get_arch, get_num_threads, set_arch,
                        set_num_threads)
 from .dense import ACTIVATIONS, activation, activation_backward, dense_backward, dense_forward
+from .spectral import (SpectralNorm, lipschitz_bound, lipschitz_constant, power_iteration,
+                       sigma_upper_bound, spectral_norm_backward, spectral_normalize)
 
 __all__ = [
     "__version__",
@@ -15,6 +17,13 @@ __all__ = [
     "dense_backward",
     "activation",
     "activation_backward",
+    "power_iteration",
+    "spectral_normalize",
+    "spectral_norm_backward",
+    "sigma_upper_bound",
+    "lipschitz_bound",
+    "lipschitz_constant",
+    "SpectralNorm",
     "set_num_threads",
     "get_num_threads",
     "set_arch",
