@@ -23,10 +23,7 @@ import numpy as np
 import pybackprop as pb
 from pybackprop import reference as ref
 
-try:  # bench/_common.py (shared helpers) is being written on main; until it is merged,
-    from pybackprop._bench import _common  # the minimal stand-ins below are used.
-except ImportError:
-    _common = None
+from pybackprop._bench import _common
 
 SHAPES = [(512, 512), (1024, 1024), (4096, 4096), (1024, 4096)]
 QUICK_SHAPES = [(512, 512), (1024, 4096)]
@@ -102,83 +99,6 @@ def run_case(shape, dtype, threads, torch, quick):
     row["GBs"] = w.nbytes / (row["ours"] * 1e-6) / 1e9
     row["in_cache"] = "cache" if w.nbytes <= CACHE_BYTES else "DRAM"
     return row
-
-
-class _Fallback:
-    """Minimal stand-ins for bench/_common.py (same names and meanings)."""
-
-    @staticmethod
-    def measure(fn, *, min_time=0.25, min_samples=5):
-        import statistics
-        import time
-        for _ in range(3):
-            fn()
-        samples, t_stop = [], time.perf_counter() + min_time
-        while len(samples) < min_samples or time.perf_counter() < t_stop:
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-        return statistics.median(samples)
-
-    @staticmethod
-    def bandwidth(n_bytes=256 << 20, repeats=5):
-        from pybackprop._native import lib
-        return lib.pb_probe_bandwidth_copy(n_bytes, repeats), \
-            lib.pb_probe_bandwidth_rmw(n_bytes, repeats)
-
-    @staticmethod
-    def import_torch():
-        try:
-            import torch
-        except Exception:
-            return None
-        return torch
-
-    @staticmethod
-    def set_threads(n, torch=None):
-        pb.set_num_threads(n)
-        if torch is not None:
-            torch.set_num_threads(n)
-
-    @staticmethod
-    def check_close(name, got, want, dtype, n_terms):
-        tol = 16.0 * float(np.finfo(dtype).eps) * np.sqrt(max(1, n_terms))
-        want = np.asarray(want)
-        scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
-        if not np.allclose(got, want, rtol=tol, atol=tol * scale):
-            raise AssertionError(f"{name} differs from pybackprop.reference")
-
-    @staticmethod
-    def parse_dtypes(text):
-        names = {"float32": np.float32, "f32": np.float32, "float64": np.float64,
-                 "f64": np.float64}
-        if text in (None, "", "both", "all"):
-            return [np.dtype(np.float32), np.dtype(np.float64)]
-        return [np.dtype(names[t.strip()]) for t in text.split(",")]
-
-    @staticmethod
-    def parse_threads(text):
-        return sorted({int(t) for t in text.split(",") if t.strip()})
-
-    @staticmethod
-    def machine_lines(torch=None):
-        info = pb.build_info()
-        return ["pybackprop: " + ", ".join(f"{k}={info[k]}" for k in info),
-                f"numpy {np.__version__}",
-                f"torch {torch.__version__}" if torch is not None else "torch: not importable"]
-
-    @staticmethod
-    def print_table(rows, columns):
-        cells = [[("-" if r.get(k) is None else f(r[k]) if callable(f) else format(r[k], f))
-                  for _, k, f in columns] for r in rows]
-        widths = [max([len(h)] + [len(c[i]) for c in cells])
-                  for i, (h, _, _) in enumerate(columns)]
-        for line in [[h for h, _, _ in columns], ["-" * w for w in widths]] + cells:
-            print("  ".join(s.rjust(w) for s, w in zip(line, widths)))
-
-
-if _common is None:
-    _common = _Fallback
 
 
 def main(argv=None):

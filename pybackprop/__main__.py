@@ -13,7 +13,10 @@ import importlib
 import sys
 
 # (name, module) of every benchmark, in the order `bench` runs them.
-BENCHES = [("dense", "pybackprop._bench.bench_dense")]
+BENCHES = [
+    ("dense", "pybackprop._bench.bench_dense"),
+    ("spectral", "pybackprop._bench.bench_spectral"),
+]
 
 
 def _cmd_bench(argv):
