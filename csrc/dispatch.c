@@ -21,6 +21,10 @@ const pb_arch_t pb_arch_ref = {
     .blk_f64 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F64, .mc = 128, .kc = 256, .nc = 2048},
     .ukr_f32 = pb_gemm_ukr_f32_ref,
     .ukr_f64 = pb_gemm_ukr_f64_ref,
+    .adam_f32 = pb_adam_range_f32_ref,
+    .adam_f64 = pb_adam_range_f64_ref,
+    .adamax_f32 = pb_adamax_range_f32_ref,
+    .adamax_f64 = pb_adamax_range_f64_ref,
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -30,6 +34,10 @@ const pb_arch_t pb_arch_avx2 = {
     .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096},
     .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
     .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
+    .adam_f32 = pb_adam_range_f32_avx2,
+    .adam_f64 = pb_adam_range_f64_avx2,
+    .adamax_f32 = pb_adamax_range_f32_avx2,
+    .adamax_f64 = pb_adamax_range_f64_avx2,
 };
 
 const pb_arch_t pb_arch_avx512 = {
@@ -38,6 +46,10 @@ const pb_arch_t pb_arch_avx512 = {
     .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 256, .nc = 4096},
     .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
     .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
+    .adam_f32 = pb_adam_range_f32_avx512,
+    .adam_f64 = pb_adam_range_f64_avx512,
+    .adamax_f32 = pb_adamax_range_f32_avx512,
+    .adamax_f64 = pb_adamax_range_f64_avx512,
 };
 #endif
 
