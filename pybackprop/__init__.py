@@ -7,6 +7,7 @@ from ._version import __version__
 from ._runtime import (available_archs, build_info, get_arch, get_num_threads, set_arch,
                        set_num_threads)
 from .dense import ACTIVATIONS, activation, activation_backward, dense_backward, dense_forward
+from . import optim  # noqa: E402  (pybackprop.optim.Adam, AdamW, AdaMax, adam_step, ...)
 
 __all__ = [
     "__version__",
@@ -21,4 +22,5 @@ __all__ = [
     "get_arch",
     "available_archs",
     "build_info",
+    "optim",
 ]
