@@ -71,169 +71,66 @@
 PB_DEFINE_OPTIM_ELEM(float, f32, sqrtf, fabsf)
 PB_DEFINE_OPTIM_ELEM(double, f64, sqrt, fabs)
 
-/* ---- per-ISA range kernels ----------------------------------------------------------------- */
+/* ---- per-ISA range kernels -----------------------------------------------------------------
+ * optim_simd.inc instantiated per ISA and dtype. VOP(add) names the intrinsic of the
+ * instantiation (_mm512_add_ps, _mm256_add_pd, ...); the two compound operations are written
+ * once per ISA: VMAXNAN(a, b) = (a > b || a is NaN) ? a : b, the select of pb_maxnan_*, and
+ * VSEL_NZ(u, x, y) = (u != 0 || u is NaN) ? x : y. */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#define VOP(op) PB_CAT(PB_CAT(VPFX, op), VSFX)
+
 #define TARGET "avx512f,avx512dq,avx512bw,avx512vl,fma"
 #define ISA avx512
+#define VPFX _mm512_
+#define VMAXNAN(a, b)                                                                        \
+    VOP(mask_blend)(PB_CAT(VOP(cmp), _mask)(a, b, _CMP_GT_OQ) |                             \
+                        PB_CAT(VOP(cmp), _mask)(a, a, _CMP_UNORD_Q),                         \
+                    b, a)
+#define VSEL_NZ(u, x, y) VOP(mask_blend)(PB_CAT(VOP(cmp), _mask)(u, VOP(setzero)(), _CMP_NEQ_UQ), y, x)
 #define T float
 #define CSFX f32
 #define VL 16
 #define VEC __m512
-#define VLOAD _mm512_loadu_ps
-#define VSTORE _mm512_storeu_ps
-#define VSET1 _mm512_set1_ps
-#define VADD _mm512_add_ps
-#define VSUB _mm512_sub_ps
-#define VMUL _mm512_mul_ps
-#define VDIV _mm512_div_ps
-#define VSQRT _mm512_sqrt_ps
-#define VXOR _mm512_xor_ps
-#define VANDNOT _mm512_andnot_ps
-#define VMAXNAN(a, b)                                                                        \
-    _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) |                             \
-                             _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q),                         \
-                         b, a)
-#define VSEL_NZ(u, x, y) \
-    _mm512_mask_blend_ps(_mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_NEQ_UQ), y, x)
+#define VSFX _ps
 #include "optim_simd.inc"
-#undef T
-#undef CSFX
-#undef VL
-#undef VEC
-#undef VLOAD
-#undef VSTORE
-#undef VSET1
-#undef VADD
-#undef VSUB
-#undef VMUL
-#undef VDIV
-#undef VSQRT
-#undef VXOR
-#undef VANDNOT
-#undef VMAXNAN
-#undef VSEL_NZ
-
 #define T double
 #define CSFX f64
 #define VL 8
 #define VEC __m512d
-#define VLOAD _mm512_loadu_pd
-#define VSTORE _mm512_storeu_pd
-#define VSET1 _mm512_set1_pd
-#define VADD _mm512_add_pd
-#define VSUB _mm512_sub_pd
-#define VMUL _mm512_mul_pd
-#define VDIV _mm512_div_pd
-#define VSQRT _mm512_sqrt_pd
-#define VXOR _mm512_xor_pd
-#define VANDNOT _mm512_andnot_pd
-#define VMAXNAN(a, b)                                                                        \
-    _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, b, _CMP_GT_OQ) |                             \
-                             _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q),                         \
-                         b, a)
-#define VSEL_NZ(u, x, y) \
-    _mm512_mask_blend_pd(_mm512_cmp_pd_mask(u, _mm512_setzero_pd(), _CMP_NEQ_UQ), y, x)
+#define VSFX _pd
 #include "optim_simd.inc"
-#undef T
-#undef CSFX
-#undef VL
-#undef VEC
-#undef VLOAD
-#undef VSTORE
-#undef VSET1
-#undef VADD
-#undef VSUB
-#undef VMUL
-#undef VDIV
-#undef VSQRT
-#undef VXOR
-#undef VANDNOT
-#undef VMAXNAN
-#undef VSEL_NZ
 #undef TARGET
 #undef ISA
+#undef VPFX
+#undef VMAXNAN
+#undef VSEL_NZ
 
 #define TARGET "avx2,fma"
 #define ISA avx2
+#define VPFX _mm256_
+#define VMAXNAN(a, b) \
+    VOP(blendv)(b, a, VOP(or)(VOP(cmp)(a, b, _CMP_GT_OQ), VOP(cmp)(a, a, _CMP_UNORD_Q)))
+#define VSEL_NZ(u, x, y) VOP(blendv)(y, x, VOP(cmp)(u, VOP(setzero)(), _CMP_NEQ_UQ))
 #define T float
 #define CSFX f32
 #define VL 8
 #define VEC __m256
-#define VLOAD _mm256_loadu_ps
-#define VSTORE _mm256_storeu_ps
-#define VSET1 _mm256_set1_ps
-#define VADD _mm256_add_ps
-#define VSUB _mm256_sub_ps
-#define VMUL _mm256_mul_ps
-#define VDIV _mm256_div_ps
-#define VSQRT _mm256_sqrt_ps
-#define VXOR _mm256_xor_ps
-#define VANDNOT _mm256_andnot_ps
-#define VMAXNAN(a, b)                                                                        \
-    _mm256_blendv_ps(b, a,                                                                  \
-                     _mm256_or_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ),                          \
-                                  _mm256_cmp_ps(a, a, _CMP_UNORD_Q)))
-#define VSEL_NZ(u, x, y) \
-    _mm256_blendv_ps(y, x, _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_NEQ_UQ))
+#define VSFX _ps
 #include "optim_simd.inc"
-#undef T
-#undef CSFX
-#undef VL
-#undef VEC
-#undef VLOAD
-#undef VSTORE
-#undef VSET1
-#undef VADD
-#undef VSUB
-#undef VMUL
-#undef VDIV
-#undef VSQRT
-#undef VXOR
-#undef VANDNOT
-#undef VMAXNAN
-#undef VSEL_NZ
-
 #define T double
 #define CSFX f64
 #define VL 4
 #define VEC __m256d
-#define VLOAD _mm256_loadu_pd
-#define VSTORE _mm256_storeu_pd
-#define VSET1 _mm256_set1_pd
-#define VADD _mm256_add_pd
-#define VSUB _mm256_sub_pd
-#define VMUL _mm256_mul_pd
-#define VDIV _mm256_div_pd
-#define VSQRT _mm256_sqrt_pd
-#define VXOR _mm256_xor_pd
-#define VANDNOT _mm256_andnot_pd
-#define VMAXNAN(a, b)                                                                        \
-    _mm256_blendv_pd(b, a,                                                                  \
-                     _mm256_or_pd(_mm256_cmp_pd(a, b, _CMP_GT_OQ),                          \
-                                  _mm256_cmp_pd(a, a, _CMP_UNORD_Q)))
-#define VSEL_NZ(u, x, y) \
-    _mm256_blendv_pd(y, x, _mm256_cmp_pd(u, _mm256_setzero_pd(), _CMP_NEQ_UQ))
+#define VSFX _pd
 #include "optim_simd.inc"
-#undef T
-#undef CSFX
-#undef VL
-#undef VEC
-#undef VLOAD
-#undef VSTORE
-#undef VSET1
-#undef VADD
-#undef VSUB
-#undef VMUL
-#undef VDIV
-#undef VSQRT
-#undef VXOR
-#undef VANDNOT
-#undef VMAXNAN
-#undef VSEL_NZ
 #undef TARGET
 #undef ISA
+#undef VPFX
+#undef VMAXNAN
+#undef VSEL_NZ
+#undef VOP
 #endif /* x86 */
 
 /* ---- multi-tensor drivers ------------------------------------------------------------------ */
@@ -298,6 +195,37 @@ static int pb_optim_bad_hyper(int64_t step, double lr, double beta1, double beta
         return c;                                                                          \
     }                                                                                      \
                                                                                            \
+    /* The parallel walk: thread t updates [cut(t), cut(t+1)) of the concatenated tensors,  \
+     * piece by piece, with the active path's Adam (adamax == 0) or AdaMax range kernel    \
+     * (then s is u and v_max is unused). */                                               \
+    static void pb_optim_run_##SFX(int adamax, T *const *param, T *const *m, T *const *s,  \
+                                   T *const *v_max, const T *const *grad,                  \
+                                   const ptrdiff_t *size, ptrdiff_t n_tensors,             \
+                                   ptrdiff_t total, const pb_optim_coef_##SFX##_t *c) {    \
+        const pb_adam_range_##SFX##_t adam = pb_arch()->adam_##SFX;                        \
+        const pb_adamax_range_##SFX##_t amax = pb_arch()->adamax_##SFX;                    \
+        const int nt = total >= PB_OPTIM_PAR_MIN ? pb_threads() : 1;                       \
+        (void)nt; /* unused without OpenMP */                                              \
+        _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                \
+        {                                                                                  \
+            int t = 0, nth = 1;                                                            \
+            PB_OPTIM_THREAD_ID(t, nth);                                                    \
+            const ptrdiff_t lo = pb_optim_cut(total, t, nth);                              \
+            const ptrdiff_t hi = pb_optim_cut(total, t + 1, nth);                          \
+            ptrdiff_t off = 0;                                                             \
+            for (ptrdiff_t k = 0; k < n_tensors && off < hi; off += size[k], ++k) {        \
+                const ptrdiff_t a = PB_MAX(lo, off) - off;                                 \
+                const ptrdiff_t b = PB_MIN(hi, off + size[k]) - off;                       \
+                if (a >= b) continue;                                                      \
+                if (adamax)                                                                \
+                    amax(param[k] + a, m[k] + a, s[k] + a, grad[k] + a, b - a, c);         \
+                else                                                                       \
+                    adam(param[k] + a, m[k] + a, s[k] + a, v_max ? v_max[k] + a : NULL,    \
+                         grad[k] + a, b - a, c);                                           \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+                                                                                           \
     int pb_adam_step_##SFX(T *const *param, T *const *m, T *const *v, T *const *v_max,     \
                            const T *const *grad, const ptrdiff_t *size, ptrdiff_t n_tensors, \
                            int64_t step, double lr, double beta1, double beta2, double eps,  \
@@ -314,24 +242,8 @@ static int pb_optim_bad_hyper(int64_t step, double lr, double beta1, double beta
         const pb_optim_coef_##SFX##_t c = pb_optim_coef_##SFX(                             \
             step, lr, beta1, beta2, eps, weight_decay,                                     \
             decoupled_weight_decay ? PB_WD_DECOUPLED : PB_WD_COUPLED, amsgrad, maximize);  \
-        const pb_adam_range_##SFX##_t range = pb_arch()->adam_##SFX;                       \
-        const int nt = total >= PB_OPTIM_PAR_MIN ? pb_threads() : 1;                       \
-        (void)nt; /* unused without OpenMP */                                              \
-        _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                \
-        {                                                                                  \
-            int t = 0, nth = 1;                                                            \
-            PB_OPTIM_THREAD_ID(t, nth);                                                    \
-            const ptrdiff_t lo = pb_optim_cut(total, t, nth);                              \
-            const ptrdiff_t hi = pb_optim_cut(total, t + 1, nth);                          \
-            ptrdiff_t off = 0;                                                             \
-            for (ptrdiff_t k = 0; k < n_tensors && off < hi; off += size[k], ++k) {        \
-                const ptrdiff_t a = PB_MAX(lo, off) - off;                                 \
-                const ptrdiff_t b = PB_MIN(hi, off + size[k]) - off;                       \
-                if (a < b)                                                                 \
-                    range(param[k] + a, m[k] + a, v[k] + a, amsgrad ? v_max[k] + a : NULL, \
-                          grad[k] + a, b - a, &c);                                         \
-            }                                                                              \
-        }                                                                                  \
+        pb_optim_run_##SFX(0, param, m, v, amsgrad ? v_max : NULL, grad, size, n_tensors,   \
+                           total, &c);                                                     \
         return PB_OK;                                                                      \
     }                                                                                      \
                                                                                            \
@@ -348,23 +260,7 @@ static int pb_optim_bad_hyper(int64_t step, double lr, double beta1, double beta
             return PB_ERR_ARG;                                                             \
         const pb_optim_coef_##SFX##_t c = pb_optim_coef_##SFX(                             \
             step, lr, beta1, beta2, eps, weight_decay, PB_WD_COUPLED, 0, maximize);        \
-        const pb_adamax_range_##SFX##_t range = pb_arch()->adamax_##SFX;                   \
-        const int nt = total >= PB_OPTIM_PAR_MIN ? pb_threads() : 1;                       \
-        (void)nt; /* unused without OpenMP */                                              \
-        _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                \
-        {                                                                                  \
-            int t = 0, nth = 1;                                                            \
-            PB_OPTIM_THREAD_ID(t, nth);                                                    \
-            const ptrdiff_t lo = pb_optim_cut(total, t, nth);                              \
-            const ptrdiff_t hi = pb_optim_cut(total, t + 1, nth);                          \
-            ptrdiff_t off = 0;                                                             \
-            for (ptrdiff_t k = 0; k < n_tensors && off < hi; off += size[k], ++k) {        \
-                const ptrdiff_t a = PB_MAX(lo, off) - off;                                 \
-                const ptrdiff_t b = PB_MIN(hi, off + size[k]) - off;                       \
-                if (a < b)                                                                 \
-                    range(param[k] + a, m[k] + a, u[k] + a, grad[k] + a, b - a, &c);       \
-            }                                                                              \
-        }                                                                                  \
+        pb_optim_run_##SFX(1, param, m, u, NULL, grad, size, n_tensors, total, &c);         \
         return PB_OK;                                                                      \
     }
 
