@@ -1,5 +1,7 @@
 """cffi build script: compiles csrc/*.c into the private module ``pybackprop._native``.
 
+Run through setup.py (``pip install -e .`` rebuilds it in place).
+
 The cdefs are the public header ``csrc/pybackprop.h`` with its preprocessor lines removed
 (the header is written to be cdef-safe otherwise). Per-ISA sources carry their own target
 attributes, so no global -march flag is used and the module imports on any x86-64.
@@ -11,7 +13,6 @@ Environment:
 import glob
 import os
 import shlex
-import sys
 
 from cffi import FFI
 
@@ -56,9 +57,3 @@ ffibuilder.set_source(
     extra_compile_args=_cflags,
     extra_link_args=_ldflags + ["-lm"],
 )
-
-if __name__ == "__main__":  # a quick build in place, for C work: python pybackprop/_ffi_build.py
-    os.chdir(ROOT)
-    ffibuilder.compile(tmpdir=os.path.join(os.path.dirname(HERE), "build", "cffi"),
-                       verbose=True)
-    sys.exit(0)
