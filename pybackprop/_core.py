@@ -18,7 +18,6 @@ _NULL = ffi.NULL
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
 _ACT_CODE = {
     "identity": lib.PB_ACT_IDENTITY,
-    None: lib.PB_ACT_IDENTITY,
     "relu": lib.PB_ACT_RELU,
     "leaky_relu": lib.PB_ACT_LEAKY_RELU,
     "sigmoid": lib.PB_ACT_SIGMOID,

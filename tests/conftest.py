@@ -1,0 +1,58 @@
+"""Shared pytest configuration for the pybackprop test suite.
+
+Assumes the package is installed with its compiled core (``pip install -e '.[test]'``).
+Provides fixtures that change global library state and always restore it:
+  arch     -- parametrised over every SIMD path this CPU can run (pybackprop.available_archs())
+  threads  -- a setter for the kernel thread count
+  rng      -- a numpy Generator seeded from the test's id (reproducible, distinct per test)
+and the hypothesis profiles: "default" (fast, used by CI) and "thorough" (select with
+PYBACKPROP_HYPOTHESIS_PROFILE=thorough). It does not skip anything: a missing compiled core
+is a collection error, not a skip.
+"""
+import os
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+import pybackprop
+
+ARCHS = tuple(pybackprop.available_archs())
+
+settings.register_profile("default", max_examples=30, deadline=None, print_blob=True)
+settings.register_profile("thorough", max_examples=500, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("PYBACKPROP_HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_report_header(config):
+    info = pybackprop.build_info()
+    return ["pybackprop: " + ", ".join(f"{k}={v}" for k, v in info.items()),
+            f"pybackprop dispatch paths tested: {', '.join(ARCHS)}"]
+
+
+@pytest.fixture(params=ARCHS)
+def arch(request):
+    """Run the test on one SIMD path, then restore the path that was active."""
+    saved = pybackprop.get_arch()
+    pybackprop.set_arch(request.param)
+    try:
+        yield request.param
+    finally:
+        pybackprop.set_arch(saved)
+
+
+@pytest.fixture
+def threads():
+    """``pybackprop.set_num_threads``; the thread count is restored after the test."""
+    saved = pybackprop.get_num_threads()
+    try:
+        yield pybackprop.set_num_threads
+    finally:
+        pybackprop.set_num_threads(saved)
+
+
+@pytest.fixture
+def rng(request):
+    """A random generator seeded from the test's node id."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
