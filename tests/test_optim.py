@@ -1,8 +1,8 @@
 """Tests of pybackprop.optim: Adam, AdamW and AdaMax against pybackprop.reference, their
 closed forms, multi-tensor and thread-count invariance, every dispatch path, error paths,
-the state_dict round trip, end-to-end training, and (when installed) torch.optim."""
+the state_dict round trip, end-to-end training, and (when installed) torch.optim.
+Fixtures arch, threads and rng come from conftest.py."""
 import itertools
-import zlib
 
 import numpy as np
 import pytest
@@ -49,34 +49,6 @@ TORCH_C = 16
 
 def _eps(dtype):
     return float(np.finfo(dtype).eps)
-
-
-# ---- fixtures ---------------------------------------------------------------------------------
-@pytest.fixture(params=ARCHS)
-def arch(request):
-    """Run the test on one SIMD path, then restore the path that was active."""
-    saved = pybackprop.get_arch()
-    pybackprop.set_arch(request.param)
-    try:
-        yield request.param
-    finally:
-        pybackprop.set_arch(saved)
-
-
-@pytest.fixture
-def threads():
-    """``pybackprop.set_num_threads``; the thread count is restored after the test."""
-    saved = pybackprop.get_num_threads()
-    try:
-        yield pybackprop.set_num_threads
-    finally:
-        pybackprop.set_num_threads(saved)
-
-
-@pytest.fixture
-def rng(request):
-    """A random generator seeded from the test's node id."""
-    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
 # ---- helpers ----------------------------------------------------------------------------------
