@@ -10,7 +10,10 @@ elements. Every case is first VERIFIED: a few of our steps must equal
 ``pybackprop.reference`` bit for bit (PyTorch's result is checked against it too, within
 its FMA tolerance). Then timed (medians), in one run, against the numpy reference and, when
 importable, ``torch.optim.Adam/AdamW/Adamax`` with ``foreach=True`` and ``fused=True``
-(whichever exist). Ours is the optimizer object's ``.step(grads)`` with the same gradient
+(whichever exist) and its default for-loop. PyTorch is timed in a child process, in the
+same interleaved rounds: its OpenMP runtime and ours, both active in one process, slow
+each other down several-fold (measured: 1e4 Adam 6 us -> 15-20 us for us, 30 -> 80 us
+for torch fused), which would make every ratio meaningless. Ours is the optimizer object's ``.step(grads)`` with the same gradient
 arrays each step (as a training loop passes them), so the pointer arrays are cached.
 Ratios are their time / our time (> 1: pybackprop is faster). GB/s count the bytes the
 update must move (28 or 36 per element, not cache traffic) and are also shown as a fraction
@@ -21,6 +24,9 @@ resident (fractions above 1 there); 5e7 is the DRAM case.
 What it does not do: fail on a slow result; it exits non-zero only when a result is wrong.
 """
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 
@@ -128,18 +134,32 @@ def _torch_variants(torch, name, tparams):
     return out
 
 
-def _interleaved(contenders, timing, rounds):
-    """Median time of each contender, measured in ``rounds`` interleaved rounds (ours,
-    theirs, ours, ...) so that a change of load on the shared host hits all alike."""
-    times = {label: [] for label in contenders}
-    for _ in range(rounds):
-        for label, fn in contenders.items():
-            time.sleep(0.01)  # let the other OpenMP runtime's spinning threads go idle
-            times[label].append(_common.measure(fn, **timing))
-    return {label: float(np.median(ts)) for label, ts in times.items()}
+def _torch_worker(name, sizes, threads, quick):
+    """Child process: time every torch implementation of ``name``, print JSON times."""
+    torch = _common.import_torch()
+    _common.set_threads(threads, torch)
+    params, grads = _make(sizes, np.random.default_rng(1))
+    tparams = [torch.from_numpy(p) for p in params]
+    for tp, g in zip(tparams, grads):
+        tp.grad = torch.from_numpy(g)
+    verify(name, [1, 7, 1000, 1003, 4099], np.random.default_rng(2), torch)
+    timing = TIMING_QUICK if quick else TIMING_FULL
+    times = {label: _common.measure(topt.step, **timing)
+             for label, topt in _torch_variants(torch, name, tparams)}
+    print(json.dumps(times))
 
 
-def bench_case(name, sizes, rng, torch, timing, rounds):
+def _torch_times(name, sizes, threads, quick):
+    """PyTorch's times, measured in a child process: two OpenMP runtimes active in one
+    process wake each other's sleeping threads and slow both down several-fold."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--torch-worker", name,
+           ",".join(map(str, sizes)), "--threads", str(threads)] + (["--quick"] if quick else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    sys.stderr.write(res.stderr)  # the worker's warnings, if any
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def bench_case(name, sizes, rng, torch, timing, rounds, threads, quick):
     params, grads = _make(sizes, rng)
     opt = _ours(name, params)
     contenders = {"ours": lambda: opt.step(grads)}
@@ -151,13 +171,16 @@ def bench_case(name, sizes, rng, torch, timing, rounds):
         t[0] += 1
         _ref_step(name, ref_params, grads, state, t[0])
     contenders["ref"] = ref_step
-    if torch is not None:
-        tparams = [torch.from_numpy(p.copy()) for p in params]
-        for tp, g in zip(tparams, grads):
-            tp.grad = torch.from_numpy(g)
-        for label, topt in _torch_variants(torch, name, tparams):
-            contenders[label] = topt.step
-    times = _interleaved(contenders, timing, rounds)
+    times = {label: [] for label in contenders}
+    for _ in range(rounds):  # interleaved: a change of load hits every contender alike
+        for label, fn in contenders.items():
+            times[label].append(_common.measure(fn, **timing))
+        if torch is not None:
+            for label, t in _torch_times(name, [len(p) for p in params] if len(params) < 8
+                                         else [params[0].size] * len(params),
+                                         threads, quick).items():
+                times.setdefault(label, []).append(t)
+    times = {label: float(np.median(ts)) for label, ts in times.items()}
     t_ours = times.pop("ours")
     row = {"opt": name, "case": _case_name(sizes), "ours_us": t_ours * 1e6,
            "gbs": BYTES_PER_ELEMENT * sum(sizes) / t_ours / 1e9}
@@ -174,7 +197,14 @@ def main(argv=None):
                     help="threads for pybackprop and torch (default: pybackprop's)")
     ap.add_argument("--sizes", default=None, help="comma-separated element counts")
     ap.add_argument("--no-multi", action="store_true", help="skip the 1000-tensor case")
+    ap.add_argument("--torch-worker", nargs=2, metavar=("OPTIMIZER", "SIZES"),
+                    help=argparse.SUPPRESS)  # internal: the child that times PyTorch
     args = ap.parse_args(argv)
+    if args.torch_worker:
+        name, sizes = args.torch_worker
+        _torch_worker(name, [int(n) for n in sizes.split(",")],
+                      args.threads or pybackprop.get_num_threads(), args.quick)
+        return 0
     torch = _common.import_torch()
     threads = args.threads or pybackprop.get_num_threads()
     _common.set_threads(threads, torch)
@@ -193,14 +223,15 @@ def main(argv=None):
     print("ratios: their time / our time (> 1: pybackprop faster); GB/s: "
           f"{BYTES_PER_ELEMENT} bytes per element per step")
     for name in OPTIMIZERS:
-        verify(name, [1, 7, 1000, 1003, 4099], rng, torch)
-    print("verified: bitwise equal to pybackprop.reference (Adam, AdamW, AdaMax)")
+        verify(name, [1, 7, 1000, 1003, 4099], rng, None)  # torch: in its worker
+    print("verified: bitwise equal to pybackprop.reference (Adam, AdamW, AdaMax); "
+          "torch checked against it in its worker")
     print()
     cases = [[n] for n in sizes] + ([] if args.no_multi else [[MULTI[1]] * MULTI[0]])
     rows = []
     for case in cases:
         for name in OPTIMIZERS:
-            row = bench_case(name, case, rng, torch, timing, rounds)
+            row = bench_case(name, case, rng, torch, timing, rounds, threads, args.quick)
             row["frac"] = row["gbs"] / rmw_bw
             rows.append(row)
     _common.print_table(rows, COLUMNS)
