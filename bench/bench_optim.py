@@ -176,10 +176,10 @@ def bench_case(name, sizes, rng, torch, timing, rounds, threads, quick):
         for label, fn in contenders.items():
             times[label].append(_common.measure(fn, **timing))
         if torch is not None:
-            for label, t in _torch_times(name, [len(p) for p in params] if len(params) < 8
+            for label, secs in _torch_times(name, [len(p) for p in params] if len(params) < 8
                                          else [params[0].size] * len(params),
                                          threads, quick).items():
-                times.setdefault(label, []).append(t)
+                times.setdefault(label, []).append(secs)
     times = {label: float(np.median(ts)) for label, ts in times.items()}
     t_ours = times.pop("ours")
     row = {"opt": name, "case": _case_name(sizes), "ours_us": t_ours * 1e6,
