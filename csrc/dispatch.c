@@ -27,6 +27,10 @@ const pb_arch_t pb_arch_ref = {
     .ukr_f32 = pb_gemm_ukr_f32_ref,
     .ukr_f64 = pb_gemm_ukr_f64_ref,
     PB_SPEC_ENTRIES(ref),
+    .adam_f32 = pb_adam_range_f32_ref,
+    .adam_f64 = pb_adam_range_f64_ref,
+    .adamax_f32 = pb_adamax_range_f32_ref,
+    .adamax_f64 = pb_adamax_range_f64_ref,
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -37,6 +41,10 @@ const pb_arch_t pb_arch_avx2 = {
     .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
     .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
     PB_SPEC_ENTRIES(avx2),
+    .adam_f32 = pb_adam_range_f32_avx2,
+    .adam_f64 = pb_adam_range_f64_avx2,
+    .adamax_f32 = pb_adamax_range_f32_avx2,
+    .adamax_f64 = pb_adamax_range_f64_avx2,
 };
 
 const pb_arch_t pb_arch_avx512 = {
@@ -46,6 +54,10 @@ const pb_arch_t pb_arch_avx512 = {
     .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
     .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
     PB_SPEC_ENTRIES(avx512),
+    .adam_f32 = pb_adam_range_f32_avx512,
+    .adam_f64 = pb_adam_range_f64_avx512,
+    .adamax_f32 = pb_adamax_range_f32_avx512,
+    .adamax_f64 = pb_adamax_range_f64_avx512,
 };
 #endif
 

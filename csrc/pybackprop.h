@@ -100,7 +100,52 @@ double pb_probe_fma_peak_f64(double seconds);
 double pb_probe_bandwidth_copy(ptrdiff_t n_bytes, int repeats);
 double pb_probe_bandwidth_rmw(ptrdiff_t n_bytes, int repeats);
 
-/* ---- optimizers ---------------------------------------------------------------------------- */
+/* ---- optimizers ----------------------------------------------------------------------------
+ * One step of Adam / AdamW and of AdaMax over n_tensors tensors in ONE call (multi-tensor):
+ * tensor k is the contiguous array param[k][0 .. size[k]) with its gradient grad[k] and its
+ * state m[k], v[k] (or u[k]), v_max[k], all of the same length and dtype, updated in place.
+ * Threads share the total work (across tensors and inside large ones); every element is
+ * computed the same way whatever the thread count, so results are bitwise reproducible.
+ *
+ * Semantics are torch.optim's single-tensor CPU path, op for op, in the parameter dtype
+ * (scalars such as lr / (1 - beta1^t) are computed in double and rounded once), without
+ * fused multiply-adds; pybackprop/reference.py is the specification. t = step >= 1 is the
+ * step number after increment; g = maximize ? -grad : grad.
+ *
+ * Adam (decoupled_weight_decay == 0) / AdamW (!= 0):
+ *   if weight_decay != 0:  decoupled ? p = p * (1 - lr*wd)  :  g = g + wd * p
+ *   m = lerp(m, g, 1 - beta1)                          first moment  (torch.lerp)
+ *   v = v * beta2 + ((1 - beta2) * g) * g              second moment
+ *   amsgrad: v_max = max(v_max, v), and v_max replaces v below (NaN propagates)
+ *   p = p + (-(lr / (1 - beta1^t)) * m) / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+ *   v_max is NULL (not read) unless amsgrad != 0.
+ * AdaMax (Adam paper, section 7.1; eps placed as torch.optim.Adamax):
+ *   if weight_decay != 0:  g = g + wd * p
+ *   m = lerp(m, g, 1 - beta1)                          first moment
+ *   u = max(u * beta2, |g| + eps)                      exponentially weighted infinity norm
+ *   p = p + (-(lr / (1 - beta1^t)) * m) / u,  except where u == 0 (no gradient ever, eps 0):
+ *       p is left unchanged there instead of becoming NaN.
+ * Returns PB_ERR_ARG (before touching memory) if n_tensors < 0, a size < 0, a needed pointer
+ * is NULL, step < 1, lr < 0, a beta outside [0, 1), eps < 0 or weight_decay < 0.
+ */
+int pb_adam_step_f32(float *const *param, float *const *m, float *const *v,
+                     float *const *v_max, const float *const *grad, const ptrdiff_t *size,
+                     ptrdiff_t n_tensors, int64_t step, double lr, double beta1, double beta2,
+                     double eps, double weight_decay, int decoupled_weight_decay, int amsgrad,
+                     int maximize);
+int pb_adam_step_f64(double *const *param, double *const *m, double *const *v,
+                     double *const *v_max, const double *const *grad, const ptrdiff_t *size,
+                     ptrdiff_t n_tensors, int64_t step, double lr, double beta1, double beta2,
+                     double eps, double weight_decay, int decoupled_weight_decay, int amsgrad,
+                     int maximize);
+int pb_adamax_step_f32(float *const *param, float *const *m, float *const *u,
+                       const float *const *grad, const ptrdiff_t *size, ptrdiff_t n_tensors,
+                       int64_t step, double lr, double beta1, double beta2, double eps,
+                       double weight_decay, int maximize);
+int pb_adamax_step_f64(double *const *param, double *const *m, double *const *u,
+                       const double *const *grad, const ptrdiff_t *size, ptrdiff_t n_tensors,
+                       int64_t step, double lr, double beta1, double beta2, double eps,
+                       double weight_decay, int maximize);
 
 /* ---- spectral norm ------------------------------------------------------------------------- */
 /* w[N,K] is a weight as (out, in); u[N], v[K] are the persistent power-iteration vectors.

@@ -9,6 +9,7 @@ from ._runtime import (available_archs, build_info, get_arch, get_num_threads, s
 from .dense import ACTIVATIONS, activation, activation_backward, dense_backward, dense_forward
 from .spectral import (SpectralNorm, lipschitz_bound, lipschitz_constant, power_iteration,
                        sigma_upper_bound, spectral_norm_backward, spectral_normalize)
+from . import optim  # noqa: E402  (pybackprop.optim.Adam, AdamW, AdaMax, adam_step, ...)
 
 __all__ = [
     "__version__",
@@ -30,4 +31,5 @@ __all__ = [
     "get_arch",
     "available_archs",
     "build_info",
+    "optim",
 ]

@@ -16,6 +16,7 @@ import sys
 BENCHES = [
     ("dense", "pybackprop._bench.bench_dense"),
     ("spectral", "pybackprop._bench.bench_spectral"),
+    ("optim", "pybackprop._bench.bench_optim"),
 ]
 
 

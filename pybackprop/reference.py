@@ -34,6 +34,8 @@ __all__ = [
     "spectral_norm_backward",
     "sigma_upper_bound",
     "lipschitz_bound",
+    "adam_step",
+    "adamax_step",
 ]
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
@@ -331,3 +333,94 @@ def lipschitz_bound(weights, activations, *, negative_slope=0.01, n_iters=100,
             sigma = float(power_iteration(w, u, v, n_iters=n_iters))
         factors.append(sigma * lip[act])
     return float(np.prod(factors)), factors
+
+
+# ---- optimizers ----------------------------------------------------------------------------
+# One step of Adam / AdamW (Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2015,
+# Algorithm 1; Loshchilov & Hutter, "Decoupled Weight Decay Regularization", 2019) and of
+# AdaMax (Kingma & Ba, section 7.1), in place, in the parameter's dtype, written as
+# torch.optim's single-tensor CPU code computes them, one numpy operation per torch
+# operation: every scalar (lr / (1 - beta1^t), ...) is formed in Python floats (double) and
+# rounded once to the dtype, every array operation rounds once. Where PyTorch's formulation
+# differs from the paper's, PyTorch's is kept and the difference noted.
+# ``step`` is t >= 1, the number of this step (after increment). The arrays are updated in
+# place; ``param, grad, m, v`` may also be equally long lists of arrays (one step each).
+
+
+def _lerp(m, g, w):
+    """torch.lerp(m, g, w) for a scalar weight w: m + w (g - m) when |w| < 0.5, else
+    g - (g - m)(1 - w) (its two branches keep the result exact at both ends)."""
+    if abs(w) < 0.5:
+        return m + w * (g - m)
+    return g - (g - m) * (w.dtype.type(1) - w)
+
+
+def _as_lists(*arrays):
+    if isinstance(arrays[0], (list, tuple)):
+        return list(zip(*[list(a) if a is not None else [None] * len(arrays[0])
+                          for a in arrays]))
+    return [arrays]
+
+
+def adam_step(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+              weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False, v_max=None,
+              maximize=False):
+    """One Adam (``decoupled_weight_decay=False``) or AdamW step, in place.
+
+    g = -grad if maximize else grad
+    weight decay:  AdamW  p = p * (1 - lr*wd)      Adam  g = g + wd*p   (L2 penalty)
+    m = lerp(m, g, 1 - beta1)                      first moment  (= beta1 m + (1-beta1) g)
+    v = v * beta2 + ((1 - beta2) g) g              second moment
+    amsgrad: v_max = max(v_max, v) and v_max replaces v in the denominator
+    p = p - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    The paper adds eps to the bias-corrected sqrt(v_hat) too (Algorithm 1); its
+    ``alpha_t = lr sqrt(1-beta2^t) / (1-beta1^t)`` variant (section 2) moves eps inside. As
+    torch, eps is added after dividing sqrt(v) by sqrt(1 - beta2^t).
+    """
+    for p, g_in, m_, v_, vm in _as_lists(param, grad, m, v, v_max):
+        dt = p.dtype.type
+        g = -g_in if maximize else g_in.copy()
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= dt(1 - lr * weight_decay)
+            else:
+                g = g + dt(weight_decay) * p
+        m_[...] = _lerp(m_, g, dt(1 - beta1))                      # first moment
+        v_ *= dt(beta2)                                            # second moment
+        v_ += (dt(1 - beta2) * g) * g
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2 ** 0.5
+        s = v_
+        if amsgrad:
+            np.maximum(vm, v_, out=vm)   # running max of v; NaN propagates
+            s = vm
+        denom = np.sqrt(s) / dt(bias_correction2_sqrt) + dt(eps)
+        p += (dt(-step_size) * m_) / denom
+
+
+def adamax_step(param, grad, m, u, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0, maximize=False):
+    """One AdaMax step, in place.
+
+    g = -grad if maximize else grad;   g = g + wd*p  (if weight_decay != 0)
+    m = lerp(m, g, 1 - beta1)                      first moment
+    u = max(u * beta2, |g| + eps)                  exponentially weighted infinity norm
+    p = p - (lr / (1 - beta1^t)) m / u,  except where u == 0: p is left unchanged there.
+
+    The paper has ``u = max(beta2 u, |g|)`` and no eps; torch.optim.Adamax adds eps to |g|
+    inside the max (kept here). With eps = 0 this is the paper's rule, and a coordinate that
+    never saw a gradient has u = m = 0: the paper's update is 0/0, here it is no update.
+    """
+    for p, g_in, m_, u_ in _as_lists(param, grad, m, u):
+        dt = p.dtype.type
+        g = -g_in if maximize else g_in.copy()
+        if weight_decay != 0:
+            g = g + dt(weight_decay) * p
+        m_[...] = _lerp(m_, g, dt(1 - beta1))                      # first moment
+        u_[...] = np.maximum(u_ * dt(beta2), np.abs(g) + dt(eps))  # infinity norm
+        clr = lr / (1 - beta1 ** step)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p[...] = np.where(u_ != 0, p + (dt(-clr) * m_) / u_, p)
