@@ -12,6 +12,9 @@ from .losses import (REDUCTIONS, binary_cross_entropy_with_logits, maximum_backw
 from .gradcheck import gradcheck
 from . import nn
 from .nn import Dense, Sequential
+from .spectral import (SpectralNorm, lipschitz_bound, lipschitz_constant, power_iteration,
+                       sigma_upper_bound, spectral_norm_backward, spectral_normalize)
+from . import optim  # noqa: E402  (pybackprop.optim.Adam, AdamW, AdaMax, adam_step, ...)
 
 __all__ = [
     "__version__",
@@ -30,10 +33,18 @@ __all__ = [
     "nn",
     "Dense",
     "Sequential",
+    "power_iteration",
+    "spectral_normalize",
+    "spectral_norm_backward",
+    "sigma_upper_bound",
+    "lipschitz_bound",
+    "lipschitz_constant",
+    "SpectralNorm",
     "set_num_threads",
     "get_num_threads",
     "set_arch",
     "get_arch",
     "available_archs",
     "build_info",
+    "optim",
 ]
