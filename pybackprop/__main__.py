@@ -3,7 +3,7 @@
     python -m pybackprop bench [NAME] [args]   run every benchmark, or the one named
                                                (args go to the benchmark: --quick, ...)
     python -m pybackprop info                  print build_info() and the SIMD paths
-    python -m pybackprop demo                  (not yet available)
+    python -m pybackprop demo [args]           train an MLP on three spirals (--help)
 
 Benchmarks are modules of ``pybackprop._bench`` (the repository's bench/ directory) with a
 ``main(argv) -> int``; a new one is one more entry in ``BENCHES``. A new command is one
@@ -17,6 +17,7 @@ BENCHES = [
     ("dense", "pybackprop._bench.bench_dense"),
     ("spectral", "pybackprop._bench.bench_spectral"),
     ("optim", "pybackprop._bench.bench_optim"),
+    ("losses", "pybackprop._bench.bench_losses"),
 ]
 
 
@@ -57,8 +58,9 @@ def _cmd_info(argv):
 
 
 def _cmd_demo(argv):
-    print("pybackprop demo: not yet available", file=sys.stderr)
-    return 2
+    """Train a classifier on three interleaved spirals (pybackprop/demo.py)."""
+    from pybackprop import demo
+    return demo.main(list(argv))
 
 
 # command -> (function(argv) -> exit status, one-line help)
@@ -66,7 +68,7 @@ COMMANDS = {
     "bench": (_cmd_bench, "run the benchmarks: bench [" +
               "|".join(name for name, _ in BENCHES) + "] [--quick] [--help]"),
     "info": (_cmd_info, "print the build information"),
-    "demo": (_cmd_demo, "(not yet available)"),
+    "demo": (_cmd_demo, "train an MLP on three spirals with Adam: demo [--help]"),
 }
 
 

@@ -21,8 +21,10 @@ import operator
 import numpy as np
 
 from ._core import F32, FLOAT_DTYPES, as_input, check_status, describe, ffi, lib
+from ._linesearch import backtracking_line_search
 
-__all__ = ["adam_step", "adamax_step", "Adam", "AdamW", "AdaMax"]
+__all__ = ["adam_step", "adamax_step", "Adam", "AdamW", "AdaMax",
+           "backtracking_line_search"]  # the last from _linesearch.py (issue 6)
 
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 

@@ -1,4 +1,5 @@
-"""Tests of the backtracking (Armijo) line search, pybackprop/_linesearch.py.
+"""Tests of the backtracking (Armijo) line search, pybackprop/_linesearch.py (public as
+pybackprop.optim.backtracking_line_search).
 
 The exact steps follow from the algorithm (Boyd & Vandenberghe, Algorithm 9.2) on
 quadratics where f(x + t d) is known in closed form, so they are asserted exactly.
@@ -6,7 +7,8 @@ quadratics where f(x + t d) is known in closed form, so they are asserted exactl
 import numpy as np
 import pytest
 
-from pybackprop._linesearch import backtracking_line_search as search
+from pybackprop import _linesearch
+from pybackprop.optim import backtracking_line_search as search
 
 
 def f(x):
@@ -90,3 +92,8 @@ def test_bad_shapes():
         search(f, grad_f, np.ones(2), -np.ones(3))
     with pytest.raises(ValueError, match="grad_f"):
         search(f, lambda x: np.ones(3), np.ones(2), -np.ones(2))
+
+
+def test_public_name():
+    """pybackprop.optim.backtracking_line_search is the function of _linesearch.py."""
+    assert search is _linesearch.backtracking_line_search
