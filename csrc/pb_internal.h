@@ -95,6 +95,19 @@ typedef void (*pb_pack_t_f32_t)(float *dst, const float *src, ptrdiff_t ld, ptrd
                                 ptrdiff_t kc, int W);
 typedef void (*pb_pack_t_f64_t)(double *dst, const double *src, ptrdiff_t ld, ptrdiff_t rows,
                                 ptrdiff_t kc, int W);
+/* Loss kernels of one ISA path; the contracts are written once in losses.c. */
+typedef float (*pb_xent_row_f32_t)(float *d, const float *x, ptrdiff_t C, ptrdiff_t label,
+                                   const float *t, float scale);
+typedef double (*pb_xent_row_f64_t)(double *d, const double *x, ptrdiff_t C,
+                                    ptrdiff_t label, const double *t, double scale);
+typedef double (*pb_bce_block_f32_t)(float *d, const float *z, const float *t, ptrdiff_t n,
+                                     float scale);
+typedef double (*pb_bce_block_f64_t)(double *d, const double *z, const double *t,
+                                     ptrdiff_t n, double scale);
+typedef double (*pb_mse_block_f32_t)(float *d, const float *p, const float *q, ptrdiff_t n,
+                                     float k2);
+typedef double (*pb_mse_block_f64_t)(double *d, const double *p, const double *q,
+                                     ptrdiff_t n, double k2);
 
 /* Block sizes of one ISA path: register tile MR x NR, cache blocks MC (A block rows, L2),
  * KC (panel depth, B micro-panel in L1), NC (B panel columns, L3). MC is a multiple of MR,
@@ -103,6 +116,49 @@ typedef struct {
     int mr, nr;
     ptrdiff_t mc, kc, nc;
 } pb_blocks_t;
+
+/* ---- spectral norm kernels (one per ISA and dtype; drivers in spectral.c) --------------
+ * rows: s[i] = w_i . v for the `rows` rows w_i of w (row stride K), and, if r != NULL,
+ *       r[k] = 2^-e sum_i s[i] * w[i*K + k] (r is overwritten; zeros when rows == 0), each
+ *       row re-read for r right after its dot product, while it is still in cache; returns
+ *       e (0 when r == NULL). The power-of-two scale keeps s_i w_i near the range of w
+ *       (s ~ sigma, so unscaled products ~ sigma^2 would overflow float32 past 1.8e19):
+ *       e follows spec_scale_update() (spectral.c), a function of the s values in row
+ *       order only.
+ * dot:  sum_{i<n} a[i] * b[i] in the dtype's arithmetic (n is at most a few 10^4).
+ * bwd:  out[k] = (g[k] - b * v[k]) * inv for k < K  (one row of the spectral-norm backward).
+ * div:  out[i] = w[i] / sigma for i < n, exact IEEE division (out may be w). */
+typedef int (*pb_spec_rows_f32_t)(float *s, float *r, const float *w, const float *v,
+                                  ptrdiff_t rows, ptrdiff_t K);
+typedef int (*pb_spec_rows_f64_t)(double *s, double *r, const double *w, const double *v,
+                                  ptrdiff_t rows, ptrdiff_t K);
+typedef float (*pb_spec_dot_f32_t)(const float *a, const float *b, ptrdiff_t n);
+typedef double (*pb_spec_dot_f64_t)(const double *a, const double *b, ptrdiff_t n);
+typedef void (*pb_spec_bwd_f32_t)(float *out, const float *g, const float *v, float b,
+                                  float inv, ptrdiff_t K);
+typedef void (*pb_spec_bwd_f64_t)(double *out, const double *g, const double *v, double b,
+                                  double inv, ptrdiff_t K);
+typedef void (*pb_spec_div_f32_t)(float *out, const float *w, float sigma, ptrdiff_t n);
+typedef void (*pb_spec_div_f64_t)(double *out, const double *w, double sigma, ptrdiff_t n);
+/* ---- optimizers (optim.c): per-ISA range kernels ------------------------------------------
+ * One Adam or AdaMax step over one contiguous range of n elements, with the scalars of the
+ * step already formed (in double, rounded once to T) by the drivers in optim.c. Every path
+ * reproduces the scalar element functions of optim.c bit for bit (same IEEE operations in
+ * the same order, no FMA). wd_mode: PB_WD_NONE, PB_WD_COUPLED (g += wd*p), PB_WD_DECOUPLED
+ * (p *= decay). lerp: m = (lerp_small ? m : g) + lerp_coef * (g - m), torch.lerp's two
+ * branches. neg_step = -(lr / (1 - beta1^t)). */
+enum { PB_WD_NONE = 0, PB_WD_COUPLED = 1, PB_WD_DECOUPLED = 2 };
+#define PB_DEFINE_OPTIM_COEF(T, SFX)                                                         \
+    typedef struct {                                                                        \
+        T wd, decay, lerp_coef, b2, c2, bc2_sqrt, eps, neg_step;                           \
+        int wd_mode, lerp_small, amsgrad, maximize;                                        \
+    } pb_optim_coef_##SFX##_t;                                                             \
+    typedef void (*pb_adam_range_##SFX##_t)(T *p, T *m, T *v, T *v_max, const T *g,      \
+                                             ptrdiff_t n, const pb_optim_coef_##SFX##_t *c); \
+    typedef void (*pb_adamax_range_##SFX##_t)(T *p, T *m, T *u, const T *g, ptrdiff_t n,  \
+                                               const pb_optim_coef_##SFX##_t *c);
+PB_DEFINE_OPTIM_COEF(float, f32)
+PB_DEFINE_OPTIM_COEF(double, f64)
 
 /* The kernel table of one ISA path. dispatch.c starts every entry from the _ref kernels and
  * overrides what the CPU supports; exactly one table is active at a time. */
@@ -117,6 +173,26 @@ typedef struct {
     pb_gemv_axpy_f64_t gemv_axpy_f64;
     pb_pack_t_f32_t pack_t_f32;
     pb_pack_t_f64_t pack_t_f64;
+    /* losses (losses.c) */
+    pb_xent_row_f32_t xent_row_f32;
+    pb_xent_row_f64_t xent_row_f64;
+    pb_bce_block_f32_t bce_block_f32;
+    pb_bce_block_f64_t bce_block_f64;
+    pb_mse_block_f32_t mse_block_f32;
+    pb_mse_block_f64_t mse_block_f64;
+    /* spectral norm (spectral.c): contracts at pb_spec_*_t below */
+    pb_spec_rows_f32_t spec_rows_f32;
+    pb_spec_rows_f64_t spec_rows_f64;
+    pb_spec_dot_f32_t spec_dot_f32;
+    pb_spec_dot_f64_t spec_dot_f64;
+    pb_spec_bwd_f32_t spec_bwd_f32;
+    pb_spec_bwd_f64_t spec_bwd_f64;
+    pb_spec_div_f32_t spec_div_f32;
+    pb_spec_div_f64_t spec_div_f64;
+    pb_adam_range_f32_t adam_f32; /* optimizers (optim.c) */
+    pb_adam_range_f64_t adam_f64;
+    pb_adamax_range_f32_t adamax_f32;
+    pb_adamax_range_f64_t adamax_f64;
 } pb_arch_t;
 
 const pb_arch_t *pb_arch(void);      /* the active table */
@@ -174,6 +250,62 @@ void pb_pack_t_f32_avx512(float *dst, const float *src, ptrdiff_t ld, ptrdiff_t 
                           ptrdiff_t kc, int W);
 void pb_pack_t_f64_avx512(double *dst, const double *src, ptrdiff_t ld, ptrdiff_t rows,
                           ptrdiff_t kc, int W);
+#endif
+
+/* Loss kernels the tables point at: losses.c (ref), losses_avx2.c, losses_avx512.c. */
+#define PB_DECLARE_LOSS_KERNELS(ISA)                                                        \
+    float pb_xent_row_f32_##ISA(float *d, const float *x, ptrdiff_t C, ptrdiff_t label,    \
+                                const float *t, float scale);                              \
+    double pb_xent_row_f64_##ISA(double *d, const double *x, ptrdiff_t C, ptrdiff_t label, \
+                                 const double *t, double scale);                           \
+    double pb_bce_block_f32_##ISA(float *d, const float *z, const float *t, ptrdiff_t n,   \
+                                  float scale);                                            \
+    double pb_bce_block_f64_##ISA(double *d, const double *z, const double *t,             \
+                                  ptrdiff_t n, double scale);                              \
+    double pb_mse_block_f32_##ISA(float *d, const float *p, const float *q, ptrdiff_t n,   \
+                                  float k2);                                               \
+    double pb_mse_block_f64_##ISA(double *d, const double *p, const double *q,             \
+                                  ptrdiff_t n, double k2);
+PB_DECLARE_LOSS_KERNELS(ref)
+#if defined(__x86_64__) || defined(__i386__)
+PB_DECLARE_LOSS_KERNELS(avx2)
+PB_DECLARE_LOSS_KERNELS(avx512)
+#endif
+
+/* Spectral-norm kernels (spectral.c), named as the table entries: _ref, _avx2, _avx512. */
+#define PB_DECLARE_SPEC(ISA)                                                                 \
+    int pb_spec_rows_f32_##ISA(float *s, float *r, const float *w, const float *v,          \
+                               ptrdiff_t rows, ptrdiff_t K);                                \
+    int pb_spec_rows_f64_##ISA(double *s, double *r, const double *w, const double *v,      \
+                               ptrdiff_t rows, ptrdiff_t K);                                \
+    float pb_spec_dot_f32_##ISA(const float *a, const float *b, ptrdiff_t n);               \
+    double pb_spec_dot_f64_##ISA(const double *a, const double *b, ptrdiff_t n);            \
+    void pb_spec_bwd_f32_##ISA(float *out, const float *g, const float *v, float b,         \
+                               float inv, ptrdiff_t K);                                     \
+    void pb_spec_bwd_f64_##ISA(double *out, const double *g, const double *v, double b,     \
+                               double inv, ptrdiff_t K);                                    \
+    void pb_spec_div_f32_##ISA(float *out, const float *w, float sigma, ptrdiff_t n);       \
+    void pb_spec_div_f64_##ISA(double *out, const double *w, double sigma, ptrdiff_t n);
+PB_DECLARE_SPEC(ref)
+#if defined(__x86_64__) || defined(__i386__)
+PB_DECLARE_SPEC(avx2)
+PB_DECLARE_SPEC(avx512)
+#endif
+
+/* Optimizer range kernels the tables point at (optim.c). */
+#define PB_DECLARE_OPTIM_RANGES(ISA)                                                         \
+    void pb_adam_range_f32_##ISA(float *p, float *m, float *v, float *v_max, const float *g, \
+                                 ptrdiff_t n, const pb_optim_coef_f32_t *c);               \
+    void pb_adam_range_f64_##ISA(double *p, double *m, double *v, double *v_max,           \
+                                 const double *g, ptrdiff_t n, const pb_optim_coef_f64_t *c); \
+    void pb_adamax_range_f32_##ISA(float *p, float *m, float *u, const float *g,           \
+                                   ptrdiff_t n, const pb_optim_coef_f32_t *c);             \
+    void pb_adamax_range_f64_##ISA(double *p, double *m, double *u, const double *g,       \
+                                   ptrdiff_t n, const pb_optim_coef_f64_t *c);
+PB_DECLARE_OPTIM_RANGES(ref)
+#if defined(__x86_64__) || defined(__i386__)
+PB_DECLARE_OPTIM_RANGES(avx2)
+PB_DECLARE_OPTIM_RANGES(avx512)
 #endif
 
 /* Aligned workspace; NULL on failure (callers return PB_ERR_NOMEM). */

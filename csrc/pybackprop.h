@@ -103,10 +103,149 @@ double pb_probe_fma_peak_f64(double seconds);
 double pb_probe_bandwidth_copy(ptrdiff_t n_bytes, int repeats);
 double pb_probe_bandwidth_rmw(ptrdiff_t n_bytes, int repeats);
 
-/* ---- optimizers ---------------------------------------------------------------------------- */
+/* ---- optimizers ----------------------------------------------------------------------------
+ * One step of Adam / AdamW and of AdaMax over n_tensors tensors in ONE call (multi-tensor):
+ * tensor k is the contiguous array param[k][0 .. size[k]) with its gradient grad[k] and its
+ * state m[k], v[k] (or u[k]), v_max[k], all of the same length and dtype, updated in place.
+ * Threads share the total work (across tensors and inside large ones); every element is
+ * computed the same way whatever the thread count, so results are bitwise reproducible.
+ *
+ * Semantics are torch.optim's single-tensor CPU path, op for op, in the parameter dtype
+ * (scalars such as lr / (1 - beta1^t) are computed in double and rounded once), without
+ * fused multiply-adds; pybackprop/reference.py is the specification. t = step >= 1 is the
+ * step number after increment; g = maximize ? -grad : grad.
+ *
+ * Adam (decoupled_weight_decay == 0) / AdamW (!= 0):
+ *   if weight_decay != 0:  decoupled ? p = p * (1 - lr*wd)  :  g = g + wd * p
+ *   m = lerp(m, g, 1 - beta1)                          first moment  (torch.lerp)
+ *   v = v * beta2 + ((1 - beta2) * g) * g              second moment
+ *   amsgrad: v_max = max(v_max, v), and v_max replaces v below (NaN propagates)
+ *   p = p + (-(lr / (1 - beta1^t)) * m) / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+ *   v_max is NULL (not read) unless amsgrad != 0.
+ * AdaMax (Adam paper, section 7.1; eps placed as torch.optim.Adamax):
+ *   if weight_decay != 0:  g = g + wd * p
+ *   m = lerp(m, g, 1 - beta1)                          first moment
+ *   u = max(u * beta2, |g| + eps)                      exponentially weighted infinity norm
+ *   p = p + (-(lr / (1 - beta1^t)) * m) / u,  except where u == 0 (no gradient ever, eps 0):
+ *       p is left unchanged there instead of becoming NaN.
+ * Returns PB_ERR_ARG (before touching memory) if n_tensors < 0, a size < 0, a needed pointer
+ * is NULL, step < 1, lr < 0, a beta outside [0, 1), eps < 0 or weight_decay < 0.
+ */
+int pb_adam_step_f32(float *const *param, float *const *m, float *const *v,
+                     float *const *v_max, const float *const *grad, const ptrdiff_t *size,
+                     ptrdiff_t n_tensors, int64_t step, double lr, double beta1, double beta2,
+                     double eps, double weight_decay, int decoupled_weight_decay, int amsgrad,
+                     int maximize);
+int pb_adam_step_f64(double *const *param, double *const *m, double *const *v,
+                     double *const *v_max, const double *const *grad, const ptrdiff_t *size,
+                     ptrdiff_t n_tensors, int64_t step, double lr, double beta1, double beta2,
+                     double eps, double weight_decay, int decoupled_weight_decay, int amsgrad,
+                     int maximize);
+int pb_adamax_step_f32(float *const *param, float *const *m, float *const *u,
+                       const float *const *grad, const ptrdiff_t *size, ptrdiff_t n_tensors,
+                       int64_t step, double lr, double beta1, double beta2, double eps,
+                       double weight_decay, int maximize);
+int pb_adamax_step_f64(double *const *param, double *const *m, double *const *u,
+                       const double *const *grad, const ptrdiff_t *size, ptrdiff_t n_tensors,
+                       int64_t step, double lr, double beta1, double beta2, double eps,
+                       double weight_decay, int maximize);
 
 /* ---- spectral norm ------------------------------------------------------------------------- */
+/* w[N,K] is a weight as (out, in); u[N], v[K] are the persistent power-iteration vectors.
+ * normalize(a) = a / max(||a||_2, eps). Semantics of torch.nn.utils.parametrizations
+ * .spectral_norm (dim=0); see pybackprop/reference.py for the plain two-matvec form.
+ *
+ * power_iteration: n_iters >= 1 iterations, each ONE pass over w:
+ *     s = w @ v,  r = w^T s  (r accumulated row by row while the row is in cache),
+ *     u = normalize(s),  t = r / max(||s||, eps) (= w^T u),  v = normalize(t),
+ *   then *sigma = t . v  (= u . (w @ v) for the new u, v: no extra pass).
+ *   n_iters == 0 (evaluation): u, v are not written; *sigma = u . (w @ v), one pass.
+ *   u, v, sigma: in/out, out.  w: (N, K).  eps >= 0.
+ * norm_forward:  out[n] = w[n] / sigma  (n = N*K elements; exact IEEE division; out may be w).
+ * norm_backward: dw[N,K] = (dwsn - <dwsn, w/sigma> u v^T) / sigma, the gradient of a loss of
+ *   w / sigma(w) with u, v held constant (sigma = u^T w v). Reads w once, dwsn twice.
+ * sigma_upper: *upper >= sigma_max(w), certified against every rounding of the computation:
+ *   Gram matrix of the smaller side in float64 (pb_gemm_f64), n_squarings squarings, then
+ *   sigma <= ||G^(2^j)||_F^(1/2^(j+1)), inflated by the derived rounding bounds (spectral.c).
+ *   NaN in w gives NaN, an infinity (without NaN) gives inf. n_squarings in [0, 30].
+ */
+int pb_spectral_power_iteration_f32(float *u, float *v, float *sigma, const float *w,
+                                    ptrdiff_t N, ptrdiff_t K, int n_iters, float eps);
+int pb_spectral_power_iteration_f64(double *u, double *v, double *sigma, const double *w,
+                                    ptrdiff_t N, ptrdiff_t K, int n_iters, double eps);
+int pb_spectral_norm_forward_f32(float *out, const float *w, ptrdiff_t n, float sigma);
+int pb_spectral_norm_forward_f64(double *out, const double *w, ptrdiff_t n, double sigma);
+int pb_spectral_norm_backward_f32(float *dw, const float *dwsn, const float *w,
+                                  const float *u, const float *v, float sigma, ptrdiff_t N,
+                                  ptrdiff_t K);
+int pb_spectral_norm_backward_f64(double *dw, const double *dwsn, const double *w,
+                                  const double *u, const double *v, double sigma,
+                                  ptrdiff_t N, ptrdiff_t K);
+int pb_spectral_sigma_upper_f32(double *upper, const float *w, ptrdiff_t N, ptrdiff_t K,
+                                int n_squarings);
+int pb_spectral_sigma_upper_f64(double *upper, const double *w, ptrdiff_t N, ptrdiff_t K,
+                                int n_squarings);
 
 /* ---- losses and merges --------------------------------------------------------------------- */
+/* Each loss writes its reduced value to loss[0] and, in the same pass, the gradient of that
+ * value with respect to its first input. reduction PB_REDUCE_MEAN divides by the count
+ * stated per kernel (a mean over zero items is 0/0 = NaN, as numpy and PyTorch),
+ * PB_REDUCE_SUM does not divide. The total is a sum of per-block partial sums (fixed-size
+ * blocks, accumulated in double, added in block order): the same bits for any thread
+ * count. PB_ERR_ARG (nothing written) for a negative size, an unknown reduction or a class
+ * index outside [0, C). */
+enum pb_reduction {
+    PB_REDUCE_MEAN = 0,
+    PB_REDUCE_SUM = 1
+};
+
+/* Mean squared error over n elements (any shape, flattened):
+ *   loss = sum_i (pred_i - target_i)^2 / D        D = n (mean) or 1 (sum)
+ *   dpred_i = 2 (pred_i - target_i) / D                                                    */
+int pb_mse_loss_f32(float *loss, float *dpred, const float *pred, const float *target,
+                    ptrdiff_t n, int reduction);
+int pb_mse_loss_f64(double *loss, double *dpred, const double *pred, const double *target,
+                    ptrdiff_t n, int reduction);
+
+/* Softmax cross-entropy over B rows of C classes (C >= 1 when B > 0):
+ *   logits (B, C); the target of row r is EITHER the class index labels[r] in [0, C)
+ *   (labels (B,), targets NULL) OR the row targets[r, :] (targets (B, C), labels NULL:
+ *   one-hot or probability rows).
+ *   p = softmax(logits[r]) = e^(x - m) / s,  m = max_c x_c,  s = sum_c e^(x_c - m)
+ *   loss_r = -sum_c t_c log p_c = sum_c t_c (m - x_c) + (sum_c t_c) log s
+ *            (index labels: m - x_label + log s)          -- log-sum-exp, never overflows
+ *   loss = sum_r loss_r / D,   D = B (mean) or 1 (sum)
+ *   dlogits[r, c] = (p_c - t_c) / D                        (the same pass)
+ * A row holding NaN or +-inf follows the plain formula (NaN results), on every path.     */
+int pb_softmax_cross_entropy_f32(float *loss, float *dlogits, const float *logits,
+                                 const int64_t *labels, const float *targets, ptrdiff_t B,
+                                 ptrdiff_t C, int reduction);
+int pb_softmax_cross_entropy_f64(double *loss, double *dlogits, const double *logits,
+                                 const int64_t *labels, const double *targets, ptrdiff_t B,
+                                 ptrdiff_t C, int reduction);
+
+/* Binary cross-entropy on logits z over n elements, targets t in [0, 1]:
+ *   loss_i = -(t log sigmoid(z) + (1 - t) log(1 - sigmoid(z)))
+ *          = max(z, 0) - z t + log1p(e^-|z|)          -- no overflow for any |z|
+ *   loss = sum_i loss_i / D,  D = n (mean) or 1 (sum)
+ *   dlogits_i = (sigmoid(z_i) - t_i) / D                                                   */
+int pb_binary_cross_entropy_with_logits_f32(float *loss, float *dlogits, const float *logits,
+                                            const float *targets, ptrdiff_t n,
+                                            int reduction);
+int pb_binary_cross_entropy_with_logits_f64(double *loss, double *dlogits,
+                                            const double *logits, const double *targets,
+                                            ptrdiff_t n, int reduction);
+
+/* Elementwise maximum of two branches, n elements (any shape, flattened):
+ *   forward:  z = a >= b ? a : b    (NaN in either input gives NaN)
+ *   backward: da = dz where a won, else 0;  db = dz where b won, else 0
+ * A tie (a == b) goes to the FIRST argument a: da = dz, db = 0. (PyTorch's
+ * torch.maximum splits a tie, dz/2 to each.) "a won" is a >= b or a is NaN.              */
+int pb_maximum_forward_f32(float *z, const float *a, const float *b, ptrdiff_t n);
+int pb_maximum_forward_f64(double *z, const double *a, const double *b, ptrdiff_t n);
+int pb_maximum_backward_f32(float *da, float *db, const float *dz, const float *a,
+                            const float *b, ptrdiff_t n);
+int pb_maximum_backward_f64(double *da, double *db, const double *dz, const double *a,
+                            const double *b, ptrdiff_t n);
 
 #endif /* PYBACKPROP_H */

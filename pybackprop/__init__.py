@@ -7,6 +7,14 @@ from ._version import __version__
 from ._runtime import (available_archs, build_info, get_arch, get_num_threads, set_arch,
                        set_num_threads)
 from .dense import ACTIVATIONS, activation, activation_backward, dense_backward, dense_forward
+from .losses import (REDUCTIONS, binary_cross_entropy_with_logits, maximum_backward,
+                     maximum_forward, mse_loss, softmax_cross_entropy)
+from .gradcheck import gradcheck
+from . import nn
+from .nn import Dense, Sequential
+from .spectral import (SpectralNorm, lipschitz_bound, lipschitz_constant, power_iteration,
+                       sigma_upper_bound, spectral_norm_backward, spectral_normalize)
+from . import optim  # noqa: E402  (pybackprop.optim.Adam, AdamW, AdaMax, adam_step, ...)
 
 __all__ = [
     "__version__",
@@ -15,10 +23,28 @@ __all__ = [
     "dense_backward",
     "activation",
     "activation_backward",
+    "REDUCTIONS",
+    "mse_loss",
+    "softmax_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "maximum_forward",
+    "maximum_backward",
+    "gradcheck",
+    "nn",
+    "Dense",
+    "Sequential",
+    "power_iteration",
+    "spectral_normalize",
+    "spectral_norm_backward",
+    "sigma_upper_bound",
+    "lipschitz_bound",
+    "lipschitz_constant",
+    "SpectralNorm",
     "set_num_threads",
     "get_num_threads",
     "set_arch",
     "get_arch",
     "available_archs",
     "build_info",
+    "optim",
 ]

@@ -29,6 +29,19 @@ __all__ = [
     "activation_backward",
     "dense_forward",
     "dense_backward",
+    "REDUCTIONS",
+    "mse_loss",
+    "softmax_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "maximum_forward",
+    "maximum_backward",
+    "power_iteration",
+    "spectral_normalize",
+    "spectral_norm_backward",
+    "sigma_upper_bound",
+    "lipschitz_bound",
+    "adam_step",
+    "adamax_step",
 ]
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
@@ -227,3 +240,342 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
         if one_row:
             dx = dx[0]
     return dx, dw, db
+
+
+# ---- losses --------------------------------------------------------------------------------
+# Each loss returns (loss, grad): the reduced loss as a scalar of the input dtype and its
+# gradient with respect to the first argument. reduction "mean" divides by D = the number of
+# items (elements, or rows for softmax_cross_entropy, as PyTorch), "sum" by D = 1. A mean
+# over zero items is 0/0 = NaN (as numpy's and PyTorch's).
+
+REDUCTIONS = ("mean", "sum")
+
+
+def _divisor(reduction, count):
+    if reduction not in REDUCTIONS:
+        raise ValueError("reduction must be one of %s, got %r" % (REDUCTIONS, reduction))
+    return count if reduction == "mean" else 1
+
+
+def _reduce(terms, D, dtype):
+    """sum(terms) / D as a scalar of ``dtype`` (0/0 = NaN without a warning)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dtype.type(terms.sum() / dtype.type(D))
+
+
+def mse_loss(pred, target, *, reduction="mean"):
+    """Squared error: ``loss = sum((pred - target)**2) / D``, ``dpred = 2 (pred - target) / D``.
+
+    Parameters
+    ----------
+    pred, target : array_like of the same shape
+    reduction : "mean" (D = pred.size) or "sum" (D = 1)
+
+    Returns
+    -------
+    (loss, dpred) : scalar and ndarray of pred's shape, in the inputs' dtype
+    """
+    pred, target = _as_float(pred), _as_float(target)
+    if pred.shape != target.shape:
+        raise ValueError("pred has shape %s but target has shape %s" % (pred.shape,
+                                                                        target.shape))
+    D = _divisor(reduction, pred.size)
+    diff = pred - target
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dpred = 2 * diff / diff.dtype.type(D)                 # d/dpred of diff^2 is 2 diff
+    return _reduce(diff * diff, D, diff.dtype), dpred
+
+
+def softmax_cross_entropy(logits, labels, *, reduction="mean"):
+    """Cross-entropy of ``softmax(logits)`` over the last axis against class indices or rows.
+
+    For a row ``x`` with target distribution ``t`` (one-hot for a class index)::
+
+        m = max_c x_c                         (log-sum-exp shift: no overflow)
+        log softmax(x)_c = (x_c - m) - log(sum_j exp(x_j - m))
+        loss_row = -sum_c t_c log softmax(x)_c     (= -log softmax(x)_label for an index)
+        dlogits_row = softmax(x) - t          (d loss_row / d x: the classic result)
+
+    Parameters
+    ----------
+    logits : (B, C) or (C,) array_like
+    labels : (B,) (scalar for 1-D logits) integer class indices in [0, C), or target rows
+        of the logits' shape (one-hot or probabilities)
+    reduction : "mean" (D = B, the rows) or "sum" (D = 1)
+
+    Returns
+    -------
+    (loss, dlogits) : scalar and ndarray of the logits' shape, in the logits' dtype
+    """
+    x = _as_float(logits)
+    one_row = x.ndim == 1
+    x2 = x.reshape(1, -1) if one_row else x
+    labels = np.asarray(labels)
+    rows = labels.ndim == x.ndim
+    D = _divisor(reduction, x2.shape[0])
+    m = x2.max(axis=1, keepdims=True) if x2.size else np.zeros((x2.shape[0], 1), x.dtype)
+    with np.errstate(under="ignore", invalid="ignore"):
+        e = np.exp(x2 - m)                                    # each <= 1
+        s = e.sum(axis=1, keepdims=True)                      # >= 1
+        log_p = (x2 - m) - np.log(s)                          # log softmax, (B, C)
+        p = e / s                                             # softmax, (B, C)
+        if rows:
+            t = labels.astype(x.dtype).reshape(x2.shape)
+            row_loss = -(t * log_p).sum(axis=1)
+        else:
+            idx = labels.astype(np.int64).reshape(-1, 1)
+            t = np.zeros_like(x2)
+            np.put_along_axis(t, idx, 1, axis=1)              # one-hot rows
+            row_loss = -np.take_along_axis(log_p, idx, axis=1)[:, 0]
+        dlogits = (p - t) / x.dtype.type(D)
+    return _reduce(row_loss, D, x.dtype), dlogits.reshape(x.shape)
+
+
+def binary_cross_entropy_with_logits(logits, targets, *, reduction="mean"):
+    """Binary cross-entropy of ``sigmoid(z)`` against targets ``t``, from the logits ``z``.
+
+    ``-(t log s + (1 - t) log(1 - s))`` with ``s = sigmoid(z)`` equals
+    ``max(z, 0) - z t + log1p(exp(-|z|))`` (exp never sees a positive argument: no overflow
+    for any ``|z|``); its derivative is ``sigmoid(z) - t``.
+
+    Parameters
+    ----------
+    logits, targets : array_like of the same shape
+    reduction : "mean" (D = logits.size) or "sum" (D = 1)
+
+    Returns
+    -------
+    (loss, dlogits) : scalar and ndarray of the logits' shape, in the inputs' dtype
+    """
+    z, t = _as_float(logits), _as_float(targets)
+    if z.shape != t.shape:
+        raise ValueError("logits has shape %s but targets has shape %s" % (z.shape, t.shape))
+    D = _divisor(reduction, z.size)
+    with np.errstate(under="ignore", invalid="ignore", divide="ignore"):
+        e = np.exp(-np.abs(z))                                # in (0, 1]
+        terms = np.maximum(z, 0) - z * t + np.log1p(e)
+        sig = np.where(z >= 0, 1 / (1 + e), e / (1 + e))      # sigmoid(z), stable
+        dlogits = (sig - t) / z.dtype.type(D)
+    return _reduce(terms, D, z.dtype), dlogits
+
+
+# ---- merges --------------------------------------------------------------------------------
+
+
+def _a_wins(a, b):
+    """Where max(a, b) takes a: a >= b, ties included, or a is NaN (NaN propagates)."""
+    return (a >= b) | np.isnan(a)
+
+
+def maximum_forward(a, b):
+    """Elementwise ``z = max(a, b)`` of two same-shaped arrays; NaN in either gives NaN."""
+    a, b = _as_float(a), _as_float(b)
+    if a.shape != b.shape:
+        raise ValueError("a has shape %s but b has shape %s" % (a.shape, b.shape))
+    return np.where(_a_wins(a, b), a, b)
+
+
+def maximum_backward(dz, a, b):
+    """Gradient of ``maximum_forward``: ``dz`` goes to the input that won, 0 to the other.
+
+    A tie (a == b) sends all of ``dz`` to ``a`` (a subgradient); torch.maximum splits it.
+
+    Returns
+    -------
+    (da, db) : ndarrays of the shape of ``a``
+    """
+    dz, a, b = _as_float(dz), _as_float(a), _as_float(b)
+    if not dz.shape == a.shape == b.shape:
+        raise ValueError("dz, a, b have shapes %s, %s, %s; expected one shape"
+                         % (dz.shape, a.shape, b.shape))
+    won = _a_wins(a, b)
+    zero = dz.dtype.type(0)
+    return np.where(won, dz, zero), np.where(won, zero, dz)
+# ---- spectral norm -------------------------------------------------------------------------
+# torch.nn.utils.parametrizations.spectral_norm with dim=0: w is (N, K), u is (N,), v is (K,),
+# normalize(a) = a / max(||a||, eps) (torch.nn.functional.normalize). Miyato et al. 2018,
+# "Spectral Normalization for Generative Adversarial Networks", Algorithm 1.
+
+
+def _normalize(a, eps):
+    return a / np.maximum(np.linalg.norm(a), a.dtype.type(eps))
+
+
+def power_iteration(w, u, v, *, n_iters=1, eps=1e-12):
+    """n_iters iterations of u = normalize(w @ v), v = normalize(w.T @ u), written into the
+    given u and v (numpy arrays); returns sigma = u . (w @ v) (n_iters = 0: from u, v as
+    given). Two matrix-vector products per iteration plus one for sigma, as PyTorch."""
+    w = _as_float(w)
+    for _ in range(n_iters):
+        u[...] = _normalize(w @ v, eps)
+        v[...] = _normalize(w.T @ u, eps)
+    return u @ (w @ v)
+
+
+def spectral_normalize(w, sigma):
+    """w / sigma."""
+    w = _as_float(w)
+    return w / w.dtype.type(sigma)
+
+
+def spectral_norm_backward(grad_wsn, w, u, v, sigma):
+    """d/dw of L(w / sigma(w)) with u, v constant: sigma = u^T w v, d sigma / dw = u v^T,
+    so dw = G / sigma - (<G, w> / sigma^2) u v^T = (G - <G, w / sigma> u v^T) / sigma."""
+    g, w = _as_float(grad_wsn), _as_float(w)
+    sigma = w.dtype.type(sigma)
+    return (g - np.sum(g * (w / sigma)) * np.outer(u, v)) / sigma
+
+
+def sigma_upper_bound(w, *, n_squarings=4):
+    """Certified upper bound of sigma_max(w): sigma^2 = ||G||_2 <= ||G^(2^j)||_F^(1/2^j) for
+    the symmetric Gram matrix G of the smaller side, evaluated in float64 with w scaled by a
+    power of two, every rounding bounded (Higham's gamma_n) and added; see csrc/spectral.c
+    for the derivation of each term. NaN in w gives NaN, inf gives inf."""
+    w = _as_float(w).astype(np.float64)
+    if np.isnan(w).any():
+        return float("nan")
+    mx = float(np.max(np.abs(w))) if w.size else 0.0
+    if mx == 0.0 or np.isinf(mx):
+        return mx
+    u, eta = np.finfo(np.float64).eps / 2, 5e-324
+
+    def gamma(n):
+        return n * u / (1 - n * u)
+
+    def fro2(a):  # upper bound of ||a||_F^2 from its computed sum of squares
+        return float(np.sum(a * a)) / (1 - gamma(a.size + 1)) + a.size * eta
+
+    e0 = np.frexp(mx)[1]
+    wd = np.ldexp(w, -e0)
+    N, K = w.shape
+    m, n0 = min(N, K), max(N, K)
+    a = wd.T @ wd if K <= N else wd @ wd.T
+    a = np.triu(a) + np.triu(a, 1).T                       # exactly symmetric
+    err0 = gamma(n0) * fro2(wd) + m * n0 * eta             # >= ||a - G||_2
+    levels = []
+    for _ in range(n_squarings):
+        f2 = fro2(a)
+        b = a @ a
+        b = np.triu(b) + np.triu(b, 1).T
+        e = np.frexp(np.max(np.abs(b)))[1] if np.any(b) else 0
+        a = np.ldexp(b, -e)
+        levels.append((f2, e))
+    ub = np.sqrt(fro2(a))                                  # >= ||A_J||_2
+    for f2, e in reversed(levels):                         # ub >= ||A_j||_2
+        ub = np.sqrt(np.ldexp(ub + m * eta, e) + gamma(m) * f2 + m * m * eta)
+    sig = np.sqrt(ub + err0) + np.sqrt(N * K) * eta
+    return float(np.ldexp(sig * (1 + 8 * (15 * n_squarings + 40) * u), e0))
+
+
+def lipschitz_bound(weights, activations, *, negative_slope=0.01, n_iters=100,
+                    certified=False, n_squarings=4):
+    """prod_l sigma(W_l) * lip(act_l), lip = 1 for identity/relu/tanh/softplus, 1/4 for
+    sigmoid, max(1, slope) for leaky_relu. sigma: n_iters power iterations from u, v drawn
+    from default_rng(l) (u first), or sigma_upper_bound when certified. Returns (bound,
+    factors)."""
+    lip = {None: 1.0, "identity": 1.0, "relu": 1.0, "tanh": 1.0, "softplus": 1.0,
+           "sigmoid": 0.25, "leaky_relu": max(1.0, negative_slope)}
+    factors = []
+    for layer, (w, act) in enumerate(zip(weights, activations)):
+        w = _as_float(w)
+        if certified:
+            sigma = sigma_upper_bound(w, n_squarings=n_squarings)
+        else:
+            rng = np.random.default_rng(layer)
+            u = rng.standard_normal(w.shape[0]).astype(w.dtype)
+            v = rng.standard_normal(w.shape[1]).astype(w.dtype)
+            u, v = _normalize(u, 1e-12), _normalize(v, 1e-12)
+            sigma = float(power_iteration(w, u, v, n_iters=n_iters))
+        factors.append(sigma * lip[act])
+    return float(np.prod(factors)), factors
+
+
+# ---- optimizers ----------------------------------------------------------------------------
+# One step of Adam / AdamW (Kingma & Ba, "Adam: A Method for Stochastic Optimization", 2015,
+# Algorithm 1; Loshchilov & Hutter, "Decoupled Weight Decay Regularization", 2019) and of
+# AdaMax (Kingma & Ba, section 7.1), in place, in the parameter's dtype, written as
+# torch.optim's single-tensor CPU code computes them, one numpy operation per torch
+# operation: every scalar (lr / (1 - beta1^t), ...) is formed in Python floats (double) and
+# rounded once to the dtype, every array operation rounds once. Where PyTorch's formulation
+# differs from the paper's, PyTorch's is kept and the difference noted.
+# ``step`` is t >= 1, the number of this step (after increment). The arrays are updated in
+# place; ``param, grad, m, v`` may also be equally long lists of arrays (one step each).
+
+
+def _lerp(m, g, w):
+    """torch.lerp(m, g, w) for a scalar weight w: m + w (g - m) when |w| < 0.5, else
+    g - (g - m)(1 - w) (its two branches keep the result exact at both ends)."""
+    if abs(w) < 0.5:
+        return m + w * (g - m)
+    return g - (g - m) * (w.dtype.type(1) - w)
+
+
+def _as_lists(*arrays):
+    if isinstance(arrays[0], (list, tuple)):
+        return list(zip(*[list(a) if a is not None else [None] * len(arrays[0])
+                          for a in arrays]))
+    return [arrays]
+
+
+def adam_step(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+              weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False, v_max=None,
+              maximize=False):
+    """One Adam (``decoupled_weight_decay=False``) or AdamW step, in place.
+
+    g = -grad if maximize else grad
+    weight decay:  AdamW  p = p * (1 - lr*wd)      Adam  g = g + wd*p   (L2 penalty)
+    m = lerp(m, g, 1 - beta1)                      first moment  (= beta1 m + (1-beta1) g)
+    v = v * beta2 + ((1 - beta2) g) g              second moment
+    amsgrad: v_max = max(v_max, v) and v_max replaces v in the denominator
+    p = p - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    The paper adds eps to the bias-corrected sqrt(v_hat) too (Algorithm 1); its
+    ``alpha_t = lr sqrt(1-beta2^t) / (1-beta1^t)`` variant (section 2) moves eps inside. As
+    torch, eps is added after dividing sqrt(v) by sqrt(1 - beta2^t).
+    """
+    for p, g_in, m_, v_, vm in _as_lists(param, grad, m, v, v_max):
+        dt = p.dtype.type
+        g = -g_in if maximize else g_in.copy()
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= dt(1 - lr * weight_decay)
+            else:
+                g = g + dt(weight_decay) * p
+        m_[...] = _lerp(m_, g, dt(1 - beta1))                      # first moment
+        v_ *= dt(beta2)                                            # second moment
+        v_ += (dt(1 - beta2) * g) * g
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2 ** 0.5
+        s = v_
+        if amsgrad:
+            np.maximum(vm, v_, out=vm)   # running max of v; NaN propagates
+            s = vm
+        denom = np.sqrt(s) / dt(bias_correction2_sqrt) + dt(eps)
+        p += (dt(-step_size) * m_) / denom
+
+
+def adamax_step(param, grad, m, u, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0, maximize=False):
+    """One AdaMax step, in place.
+
+    g = -grad if maximize else grad;   g = g + wd*p  (if weight_decay != 0)
+    m = lerp(m, g, 1 - beta1)                      first moment
+    u = max(u * beta2, |g| + eps)                  exponentially weighted infinity norm
+    p = p - (lr / (1 - beta1^t)) m / u,  except where u == 0: p is left unchanged there.
+
+    The paper has ``u = max(beta2 u, |g|)`` and no eps; torch.optim.Adamax adds eps to |g|
+    inside the max (kept here). With eps = 0 this is the paper's rule, and a coordinate that
+    never saw a gradient has u = m = 0: the paper's update is 0/0, here it is no update.
+    """
+    for p, g_in, m_, u_ in _as_lists(param, grad, m, u):
+        dt = p.dtype.type
+        g = -g_in if maximize else g_in.copy()
+        if weight_decay != 0:
+            g = g + dt(weight_decay) * p
+        m_[...] = _lerp(m_, g, dt(1 - beta1))                      # first moment
+        u_[...] = np.maximum(u_ * dt(beta2), np.abs(g) + dt(eps))  # infinity norm
+        clr = lr / (1 - beta1 ** step)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p[...] = np.where(u_ != 0, p + (dt(-clr) * m_) / u_, p)

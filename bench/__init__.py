@@ -1,0 +1,1 @@
+"""Benchmarks of pybackprop, installed as pybackprop._bench: python -m pybackprop bench."""

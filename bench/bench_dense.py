@@ -1,0 +1,366 @@
+"""bench_dense.py -- fused dense + activation, forward and backward, against numpy and PyTorch.
+
+    python -m pybackprop bench dense [--quick] [--large] [--dtype ...] [--threads ...]
+    python bench/bench_dense.py ...           (same, from a checkout, pybackprop installed)
+
+Dimension letters as everywhere in pybackprop: x (B, K), w (N, K), b (N,), y (B, N).
+  forward:  y = act(x @ w.T + b)                              2 B K N flops
+  backward: dz = dy * act'(y); dx = dz @ w; dw = dz.T @ x; db   4 B K N flops (2 without dx)
+Each (op, dtype, shape, activation) is first VERIFIED against ``pybackprop.reference`` (and
+PyTorch's result, when compared, against the same reference); only then timed. Compared in
+the same run: the numpy reference (``pybackprop.reference.dense_forward/dense_backward``:
+BLAS matmul plus numpy elementwise passes, allocating its results) and PyTorch when
+importable (forward ``act(F.linear(x, w, b))`` on tensors without grad; backward
+``torch.autograd.grad`` on a retained graph, so only the backward is timed). Ours is timed
+with preallocated ``out=``/``dx=``/``dw=``/``db=`` buffers. Ratios are their time / our
+time: > 1 means pybackprop is faster. GFLOP/s are also shown as a fraction of this
+machine's FMA peak, measured at start-up for the active SIMD path and each thread count.
+
+What it does not do: tune anything, or fail on a slow result (targets are read by people,
+see issue 3); it exits non-zero only when a result is wrong or a call fails.
+"""
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+
+try:
+    from pybackprop._bench import _common
+except ImportError:  # run as a script with a pybackprop that does not ship _bench
+    import _common
+
+import pybackprop
+from pybackprop import reference
+
+# (B, K, N)
+SHAPES_DEFAULT = [(32, 128, 128), (256, 1024, 1024), (1024, 1024, 1024), (1, 1024, 1024),
+                  (64, 512, 512), (1, 8, 8)]
+SHAPES_QUICK = [(1, 8, 8), (32, 128, 128), (256, 1024, 1024)]
+SHAPES_LARGE = [(2048, 2048, 2048)]
+# Full mode also times these activations at this shape (issue 3: the fused epilogue of
+# sigmoid/tanh should cost < 5% over relu).
+EXTRA_ACTS = ("sigmoid", "tanh")
+EXTRA_SHAPE = (1024, 1024, 1024)
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
+OPS = ("forward", "backward")
+
+# Timing budgets (seconds) per measured call site.
+TIMING_FULL = dict(min_time=0.2, warmup=0.03, min_samples=3)
+TIMING_QUICK = dict(min_time=0.03, warmup=0.01, min_samples=3)
+
+COLUMNS = [
+    ("op", "op", "s"),
+    ("act", "act", "s"),
+    ("dtype", "dtype", "s"),
+    ("thr", "threads", "d"),
+    ("B x K x N", "shape", "s"),
+    ("ours us", "ours_us", lambda v: _fmt_us(v)),
+    ("GFLOP/s", "gflops", ".1f"),
+    ("% peak", "peak_pct", ".0f"),
+    ("numpy us", "numpy_us", lambda v: _fmt_us(v)),
+    ("vs numpy", "vs_numpy", "s"),
+    ("torch us", "torch_us", lambda v: _fmt_us(v)),
+    ("vs torch", "vs_torch", "s"),
+    ("note", "note", "s"),
+]
+
+
+def _fmt_us(seconds):
+    us = seconds * 1e6
+    return f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 1000 else f"{us:.0f}"
+
+
+def _shape_text(shape):
+    return "x".join(str(d) for d in shape)
+
+
+def _parse_shape(text):
+    parts = text.replace(",", "x").lower().split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"shape B x K x N expected (e.g. 256x1024x1024), "
+                                         f"got {text!r}")
+    return shape
+
+
+def flops(op, shape, need_dx=True):
+    """Floating-point operations of one call: 2BKN forward, 4BKN backward (2BKN per GEMM:
+    dw always, dx when needed). Activation, bias and db work is not counted."""
+    B, K, N = shape
+    if op == "forward":
+        return 2.0 * B * K * N
+    return (4.0 if need_dx else 2.0) * B * K * N
+
+
+class Problem:
+    """Inputs, reference results and output buffers of one (dtype, shape, activation).
+
+    Data are scaled so that every pre-activation is O(1): x, dy ~ N(0, 1), w ~ N(0, 1/K),
+    b ~ N(0, 0.1^2) (sigmoid/tanh neither saturate nor stay linear).
+    """
+
+    def __init__(self, dtype, shape, act, slope, seed=0):
+        B, K, N = shape
+        rng = np.random.default_rng(seed)
+        self.dtype, self.shape, self.act, self.slope = np.dtype(dtype), shape, act, slope
+        self.x = rng.standard_normal((B, K)).astype(dtype)
+        self.w = (rng.standard_normal((N, K)) / math.sqrt(K)).astype(dtype)
+        self.b = (0.1 * rng.standard_normal(N)).astype(dtype)
+        self.dy = rng.standard_normal((B, N)).astype(dtype)
+        kw = dict(activation=act, negative_slope=slope)
+        self.y = reference.dense_forward(self.x, self.w, self.b, **kw)
+        self.dx_ref, self.dw_ref, self.db_ref = reference.dense_backward(
+            self.dy, self.x, self.w, self.y, **kw)
+        self.y_out = np.empty_like(self.y)
+        self.dx_out = np.empty_like(self.x)
+        self.dw_out = np.empty_like(self.w)
+        self.db_out = np.empty_like(self.b)
+
+    # -- the three implementations of each op, as zero-argument callables -----------------
+    def ours(self, op):
+        x, w, b, act, slope = self.x, self.w, self.b, self.act, self.slope
+        if op == "forward":
+            y_out = self.y_out
+            fwd = pybackprop.dense_forward
+            return lambda: fwd(x, w, b, activation=act, negative_slope=slope, out=y_out)
+        dy, y, dx, dw, db = self.dy, self.y, self.dx_out, self.dw_out, self.db_out
+        bwd = pybackprop.dense_backward
+        return lambda: bwd(dy, x, w, y, activation=act, negative_slope=slope, dx=dx, dw=dw,
+                           db=db)
+
+    def numpy(self, op):
+        x, w, b, kw = self.x, self.w, self.b, dict(activation=self.act,
+                                                   negative_slope=self.slope)
+        if op == "forward":
+            return lambda: reference.dense_forward(x, w, b, **kw)
+        dy, y = self.dy, self.y
+        return lambda: reference.dense_backward(dy, x, w, y, **kw)
+
+    def torch(self, op, torch):
+        F = torch.nn.functional
+        slope = self.slope
+        act = {
+            "identity": lambda z: z,
+            "relu": torch.relu,
+            "leaky_relu": lambda z: F.leaky_relu(z, slope),
+            "sigmoid": torch.sigmoid,
+            "tanh": torch.tanh,
+            "softplus": F.softplus,
+        }[self.act]
+        x, w, b = (torch.from_numpy(a) for a in (self.x, self.w, self.b))
+        if op == "forward":
+            def fwd():
+                with torch.no_grad():
+                    return act(F.linear(x, w, b))
+            return fwd
+        x, w, b = (t.detach().requires_grad_() for t in (x, w, b))
+        y = act(F.linear(x, w, b))
+        dy = torch.from_numpy(self.dy)
+        grad = torch.autograd.grad
+        return lambda: grad(y, (x, w, b), dy, retain_graph=True)
+
+    # -- verification ----------------------------------------------------------------------
+    def verify(self, op, fn, who):
+        """Run ``fn`` once and compare with the reference; raise AssertionError if off."""
+        B, K, N = self.shape
+        name = f"{who} {op} {self.act} {self.dtype.name} {_shape_text(self.shape)}"
+        if who == "ours":  # outputs prefilled with NaN: every element must be written
+            for a in (self.y_out, self.dx_out, self.dw_out, self.db_out):
+                a.fill(np.nan)
+        res = fn()
+        if op == "forward":
+            _common.check_close(name + " y", _as_numpy(res), self.y, self.dtype, K)
+            return
+        dx, dw, db = (_as_numpy(r) for r in res)
+        _common.check_close(name + " dx", dx, self.dx_ref, self.dtype, N)
+        _common.check_close(name + " dw", dw, self.dw_ref, self.dtype, B)
+        _common.check_close(name + " db", db, self.db_ref, self.dtype, B)
+
+
+def _as_numpy(a):
+    return a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
+def _ratio(theirs, ours, star=False):
+    if theirs is None or ours is None:
+        return None
+    return f"{theirs / ours:.2f}" + ("*" if star else "")
+
+
+def run_case(problem, op, threads, torch, timing, numpy_unmatched, runs=1):
+    """Verify, then time ours, numpy and torch for one row; returns (row dict, ok).
+
+    With ``runs`` > 1 the three are timed in turn ``runs`` times (so slow drifts of a shared
+    host hit all of them alike) and each keeps its best median.
+    """
+    row = dict(op=op, act=problem.act, dtype=problem.dtype.name.replace("float", "f"),
+               threads=threads, shape=_shape_text(problem.shape))
+    ok = True
+    try:
+        ours = problem.ours(op)
+        problem.verify(op, ours, "ours")
+    except Exception as e:  # a wrong result or a failing call: report, keep going
+        row["note"] = f"FAIL {type(e).__name__}: {e}"
+        return row, False
+    fns = {"ours": ours, "numpy": problem.numpy(op)}
+    if torch is not None:
+        try:
+            t_fn = problem.torch(op, torch)
+            problem.verify(op, t_fn, "torch")
+            fns["torch"] = t_fn
+        except Exception as e:  # the comparison is broken, not our kernel: note it
+            row["note"] = f"torch: {type(e).__name__}: {e}"
+            ok = False
+    for _ in range(max(1, runs)):
+        for name, fn in fns.items():
+            t = _common.measure(fn, **timing)
+            key = name + "_us"
+            row[key] = t if row.get(key) is None else min(row[key], t)
+    row["gflops"] = flops(op, problem.shape) / row["ours_us"] * 1e-9
+    row["peak_pct"] = 100.0 * row["gflops"] / _common.fma_peak(problem.dtype, threads)
+    row["vs_numpy"] = _ratio(row["numpy_us"], row["ours_us"], star=numpy_unmatched)
+    row["vs_torch"] = _ratio(row.get("torch_us"), row["ours_us"])
+    return row, ok
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m pybackprop bench dense",
+        description="Fused dense + activation forward/backward: pybackprop vs the numpy "
+                    "reference vs PyTorch, verified before timing.")
+    p.add_argument("--quick", action="store_true",
+                   help="few shapes, one thread count, short timing (CI / README smoke)")
+    p.add_argument("--large", action="store_true",
+                   help="also (2048, 2048, 2048)")
+    p.add_argument("--dtype", default="both",
+                   help="float32, float64 or both (default both)")
+    p.add_argument("--threads", default=None,
+                   help="comma-separated thread counts (default 1 and pybackprop's "
+                        "default; --quick: the default only)")
+    p.add_argument("--shapes", nargs="+", type=_parse_shape, default=None,
+                   metavar="BxKxN", help="shapes to run instead of the defaults")
+    p.add_argument("--act", default="relu", choices=ACTIVATIONS,
+                   help="activation of the main rows (default relu)")
+    p.add_argument("--negative-slope", type=float, default=0.01,
+                   help="slope of leaky_relu (default 0.01)")
+    p.add_argument("--ops", default="forward,backward",
+                   help="forward, backward or both (default both)")
+    p.add_argument("--arch", default=None,
+                   help="SIMD path to use (pybackprop.available_archs()); default: the "
+                        "one chosen at load time")
+    p.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
+    p.add_argument("--runs", type=int, default=1,
+                   help="time ours/numpy/torch in turn this many times, keep each one's "
+                        "best median (default 1; 2 steadies a noisy host)")
+    p.add_argument("--min-time", type=float, default=None,
+                   help="seconds of timed samples per measurement (default 0.2, "
+                        "--quick 0.03)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    shown_args = " ".join(sys.argv[1:] if argv is None else argv)
+    default_threads = pybackprop.get_num_threads()
+    try:
+        if args.arch is not None:
+            pybackprop.set_arch(args.arch)
+        dtypes = _common.parse_dtypes(args.dtype)
+        if args.threads is not None:
+            thread_counts = _common.parse_threads(args.threads)
+        else:
+            thread_counts = [default_threads] if args.quick else \
+                _common.parse_threads("default")
+        ops = [o.strip() for o in args.ops.split(",") if o.strip()]
+        if not ops or any(o not in OPS for o in ops):
+            raise ValueError(f"--ops: forward and/or backward expected, got {args.ops!r}")
+    except ValueError as e:
+        print(f"bench_dense: {e}", file=sys.stderr)
+        return 2
+    timing = dict(TIMING_QUICK if args.quick else TIMING_FULL)
+    if args.min_time is not None:
+        timing["min_time"] = args.min_time
+    if args.shapes is not None:
+        shapes = list(args.shapes)
+    else:
+        shapes = list(SHAPES_QUICK if args.quick else SHAPES_DEFAULT)
+    if args.large:
+        shapes += SHAPES_LARGE
+    extra = []  # (act, shape) rows of the full mode, at the highest thread count
+    if not args.quick and args.shapes is None:
+        extra = [(a, EXTRA_SHAPE) for a in EXTRA_ACTS if a != args.act]
+    torch = None if args.no_torch else _common.import_torch()
+
+    print("pybackprop bench: dense + activation, forward and backward")
+    for line in _common.machine_lines(torch):
+        print("  " + line)
+    arch = pybackprop.get_arch()
+    peak_seconds = 0.05 if args.quick else 0.15
+    for dt in dtypes:
+        peaks = ", ".join(f"{t} thr {_common.fma_peak(dt, t, seconds=peak_seconds):.1f}"
+                          for t in thread_counts)
+        print(f"  measured FMA peak {dt.name} ({arch}): {peaks} GFLOP/s")
+    copy, rmw = _common.bandwidth((64 << 20) if args.quick else (256 << 20),
+                                  3 if args.quick else 5, threads=max(thread_counts))
+    print(f"  measured bandwidth ({max(thread_counts)} thr): copy {copy:.1f} GB/s, "
+          f"read-modify-write {rmw:.1f} GB/s")
+    print(f"  timing: median per call of >= {timing['min_samples']} samples over >= "
+          f"{timing['min_time']} s after a {timing['warmup']} s warm-up; best of "
+          f"{args.runs} run(s); arguments: {shown_args or '(none)'}")
+    print()
+
+    rows, all_ok = [], True
+    for threads in thread_counts:
+        blas_matched = _common.set_threads(threads, torch)
+        numpy_unmatched = not blas_matched and threads < (_blas_default_threads())
+        cases = [(args.act, s) for s in shapes]
+        if threads == max(thread_counts):
+            cases += extra
+        for dt in dtypes:
+            for act, shape in cases:
+                problem = Problem(dt, shape, act, args.negative_slope)
+                for op in ops:
+                    row, ok = run_case(problem, op, threads, torch, timing, numpy_unmatched,
+                                       args.runs)
+                    rows.append(row)
+                    all_ok = all_ok and ok
+                    if sys.stderr.isatty():  # progress: the table prints at the end
+                        print(f"\r  {len(rows)} rows", end="", file=sys.stderr, flush=True)
+                del problem
+    _common.set_threads(default_threads, torch)
+    if sys.stderr.isatty():
+        print("\r", end="", file=sys.stderr)
+
+    _common.print_table(rows, COLUMNS)
+    print()
+    print("  ours: preallocated out=/dx=/dw=/db= buffers; numpy reference and torch "
+          "allocate their results.")
+    print("  ratios: their time / our time (> 1: pybackprop faster). GFLOP/s: forward "
+          "2BKN, backward 4BKN (dx, dw, db).")
+    print("  torch backward: torch.autograd.grad on a retained graph (backward only).")
+    if any(isinstance(r.get("vs_numpy"), str) and r["vs_numpy"].endswith("*")
+           for r in rows):
+        print("  *: numpy's BLAS used its default thread count here, more than ours.")
+    if not all_ok:
+        print("bench_dense: some results were WRONG or failed (see note column)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _blas_default_threads():
+    """numpy's BLAS thread count when it cannot be queried: what OpenBLAS/MKL default to
+    (the environment variables, else every CPU)."""
+    for v in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(v, "").isdigit():
+            return int(os.environ[v])
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""A small layer API on top of the kernels: ``Dense`` and ``Sequential``.
+
+Enough to build, train, inspect and save a multilayer perceptron in a few lines, and plain
+enough to read in one sitting: a layer holds its parameters and gradient buffers, ``forward``
+keeps what ``backward`` needs (the input and the OUTPUT: the fused kernels take the
+activation's derivative from the output, so the pre-activation is never stored), and
+``backward`` adds into the gradient buffers until ``zero_grad()``. There is no autograd:
+networks that are not a chain (two branches merged by ``maximum_forward``, say) are written
+by hand with the functional kernels -- see examples/two_branch.py.
+
+Shapes as ``torch.nn.Linear``: weight ``(out_features, in_features)``, inputs ``(B, in)``.
+Optimizers take ``model.parameters()`` and ``model.gradients()`` (two aligned lists).
+"""
+import json
+
+import numpy as np
+
+from ._core import FLOAT_DTYPES, act_code, as_input, describe, result_dtype
+from .dense import dense_backward, dense_forward
+
+__all__ = ["Dense", "Sequential"]
+
+_HE = ("relu", "leaky_relu", "softplus")        # He (Kaiming) normal init
+_XAVIER = ("sigmoid", "tanh", "identity")       # Xavier (Glorot) uniform init
+_FORMAT = "pybackprop.nn/1"                     # the layout of a saved .npz
+
+
+def _float_dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class Dense:
+    """Fully connected layer ``y = act(x @ weight.T + bias)`` with its gradient buffers.
+
+    Parameters
+    ----------
+    in_features, out_features : int >= 1
+    activation : "relu" (default), "leaky_relu", "softplus", "sigmoid", "tanh", "identity"
+    bias : bool, whether the layer has a bias (initialised to 0)
+    negative_slope : float >= 0, the slope of leaky_relu
+    spectral_norm : bool
+        Use ``weight / sigma(weight)`` in the forward pass, sigma from a power iteration
+        whose vectors persist between calls (:class:`pybackprop.SpectralNorm`, one iteration
+        per training forward, as ``torch.nn.utils.parametrizations.spectral_norm``);
+        ``backward`` goes through the spectral-norm backward into ``grad_w``.
+    dtype : np.float32 (default) or np.float64
+    rng : None, int or numpy.random.Generator, for the initial weights (and the power
+        iteration's start vectors)
+
+    Initialisation: He normal, ``std = gain / sqrt(in_features)`` with ``gain = sqrt(2)``
+    (``sqrt(2 / (1 + negative_slope^2))`` for leaky_relu), for the ReLU family (relu,
+    leaky_relu, softplus); Xavier uniform, ``U(-a, a)`` with
+    ``a = sqrt(6 / (in_features + out_features))``, for sigmoid, tanh and identity. Drawn in
+    float64 and rounded to ``dtype``.
+
+    Attributes
+    ----------
+    weight : (out, in) ndarray;  bias : (out,) ndarray or None
+    grad_w, grad_b : gradient buffers of the same shapes (grad_b None without bias)
+    """
+
+    def __init__(self, in_features, out_features, activation="relu", bias=True,
+                 negative_slope=0.01, spectral_norm=False, dtype=np.float32, rng=None):
+        K = _positive_int("in_features", in_features)
+        N = _positive_int("out_features", out_features)
+        act_code(activation, negative_slope)  # validates both
+        self.activation = activation
+        self.negative_slope = float(negative_slope)
+        self.dtype = _float_dtype(dtype)
+        rng = np.random.default_rng(rng)
+        if activation in _HE:
+            gain = np.sqrt(2.0 / (1.0 + (self.negative_slope ** 2
+                                         if activation == "leaky_relu" else 0.0)))
+            w = rng.standard_normal((N, K)) * (gain / np.sqrt(K))
+        else:
+            a = np.sqrt(6.0 / (K + N))
+            w = rng.uniform(-a, a, size=(N, K))
+        self.weight = w.astype(self.dtype)
+        self.bias = np.zeros(N, self.dtype) if bias else None
+        self.grad_w = np.zeros_like(self.weight)
+        self.grad_b = np.zeros_like(self.bias) if bias else None
+        self.spectral_norm = None
+        if spectral_norm:
+            from .spectral import SpectralNorm
+            self.spectral_norm = SpectralNorm((N, K), dtype=self.dtype, seed=rng)
+            self._g_sn = np.empty_like(self.weight)   # gradient w.r.t. weight / sigma
+            self._g_w = np.empty_like(self.weight)    # ... carried back to weight
+        self._x = self._y = self._w_used = None
+
+    @property
+    def in_features(self):
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self):
+        return self.weight.shape[0]
+
+    def __repr__(self):
+        return (f"Dense({self.in_features}, {self.out_features}, "
+                f"activation={self.activation!r}, bias={self.bias is not None}"
+                + (f", negative_slope={self.negative_slope}"
+                   if self.activation == "leaky_relu" else "")
+                + (", spectral_norm=True" if self.spectral_norm is not None else "")
+                + f", dtype={self.dtype.name})")
+
+    def _input(self, x):
+        dtype = result_dtype(x=x, weight=self.weight)  # TypeError on mixed dtypes
+        return as_input("x", x, dtype)
+
+    def effective_weight(self, *, training=False):
+        """The weight the forward pass multiplies by: ``weight``, or ``weight / sigma``
+        with spectral norm (``training=True`` runs the layer's power iteration and updates
+        its state, as ``forward`` does; ``False`` evaluates sigma from the stored vectors
+        and changes nothing)."""
+        if self.spectral_norm is None:
+            return self.weight
+        if training:
+            return self.spectral_norm.normalize(self.weight)
+        from .spectral import power_iteration, spectral_normalize
+        sn = self.spectral_norm
+        sigma = power_iteration(self.weight, sn.u.copy(), sn.v.copy(), n_iters=0,
+                                eps=sn.eps)
+        return spectral_normalize(self.weight, sigma)
+
+    def forward(self, x):
+        """``y = act(x @ W.T + b)`` for ``x`` of shape (B, in) or (in,); keeps ``x`` (by
+        reference: do not modify it before ``backward``) and ``y`` for ``backward``."""
+        xa = self._input(x)
+        w = self.effective_weight(training=True)
+        y = dense_forward(xa, w, self.bias, activation=self.activation,
+                          negative_slope=self.negative_slope)
+        self._x, self._y, self._w_used = xa, y, w
+        return y
+
+    def predict(self, x):
+        """The forward pass without keeping anything (and, with spectral norm, without
+        advancing the power iteration)."""
+        return dense_forward(self._input(x), self.effective_weight(), self.bias,
+                             activation=self.activation, negative_slope=self.negative_slope)
+
+    def backward(self, dy, need_dx=True):
+        """Add the gradients of the last ``forward`` into ``grad_w`` / ``grad_b`` and return
+        ``dx`` of the input's shape (None when ``need_dx`` is False)."""
+        if self._x is None:
+            raise RuntimeError("backward() needs a preceding forward()")
+        common = dict(activation=self.activation, negative_slope=self.negative_slope,
+                      need_dx=need_dx, db=self.grad_b, accumulate=True)
+        if self.spectral_norm is None:
+            dx, _, _ = dense_backward(dy, self._x, self.weight, self._y, dw=self.grad_w,
+                                      **common)
+            return dx
+        self._g_sn.fill(0)
+        dx, _, _ = dense_backward(dy, self._x, self._w_used, self._y, dw=self._g_sn,
+                                  **common)
+        self.spectral_norm.backward(self._g_sn, self.weight, out=self._g_w)
+        self.grad_w += self._g_w
+        return dx
+
+    def parameters(self):
+        """[weight, bias] (bias left out when absent): the arrays an optimizer updates."""
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def gradients(self):
+        """[grad_w, grad_b], aligned with :meth:`parameters`."""
+        return [self.grad_w] + ([self.grad_b] if self.grad_b is not None else [])
+
+    def zero_grad(self):
+        """Reset the gradient buffers to 0 (in place: optimizers may hold them)."""
+        for g in self.gradients():
+            g.fill(0)
+
+    # -- saving: the configuration and the arrays that determine every result --
+    def _config(self):
+        return {"type": "Dense", "in_features": self.in_features,
+                "out_features": self.out_features, "activation": self.activation,
+                "bias": self.bias is not None, "negative_slope": self.negative_slope,
+                "spectral_norm": self.spectral_norm is not None, "dtype": self.dtype.name}
+
+    def _arrays(self):
+        arrays = {"weight": self.weight}
+        if self.bias is not None:
+            arrays["bias"] = self.bias
+        if self.spectral_norm is not None:
+            sn = self.spectral_norm
+            arrays.update(sn_u=sn.u, sn_v=sn.v,
+                          sn_warmed_up=np.array(bool(sn.warmed_up)))
+        return arrays
+
+    @classmethod
+    def _from_saved(cls, config, arrays, where):
+        layer = cls(config["in_features"], config["out_features"],
+                    activation=config["activation"], bias=config["bias"],
+                    negative_slope=config["negative_slope"],
+                    spectral_norm=config["spectral_norm"], dtype=config["dtype"], rng=0)
+        for name, a in layer._arrays().items():
+            if name not in arrays:
+                raise ValueError(f"{where}: the file has no array {name!r}")
+            saved = arrays[name]
+            if saved.shape != a.shape or saved.dtype != a.dtype:
+                raise ValueError(f"{where}: array {name!r} has {describe(saved)}; expected "
+                                 f"{describe(a)}")
+        layer.weight[...] = arrays["weight"]
+        if layer.bias is not None:
+            layer.bias[...] = arrays["bias"]
+        if layer.spectral_norm is not None:
+            layer.spectral_norm.u[...] = arrays["sn_u"]
+            layer.spectral_norm.v[...] = arrays["sn_v"]
+            layer.spectral_norm.warmed_up = bool(arrays["sn_warmed_up"])
+        return layer
+
+
+class Sequential:
+    """A chain of layers: ``Sequential(Dense(2, 64), Dense(64, 3, activation="identity"))``.
+
+    Any object with ``forward``, ``backward(dy, need_dx)``, ``predict``, ``parameters``,
+    ``gradients`` and ``zero_grad`` can be a layer; ``save``/``load`` and
+    ``lipschitz_bound`` need :class:`Dense` layers.
+    """
+
+    def __init__(self, *layers):
+        for i, layer in enumerate(layers):
+            missing = [m for m in ("forward", "backward", "predict", "parameters",
+                                   "gradients", "zero_grad") if not hasattr(layer, m)]
+            if missing:
+                raise TypeError(f"layer {i} ({type(layer).__name__}) lacks {missing}")
+        self.layers = list(layers)
+
+    def __repr__(self):
+        inner = ",\n".join("    " + repr(layer) for layer in self.layers)
+        return f"Sequential(\n{inner}\n)"
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def forward(self, x):
+        """Run every layer's ``forward`` (each keeps what its backward needs)."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy, need_dx=True):
+        """Back-propagate ``dy`` (the gradient of the loss w.r.t. the output) through every
+        layer, adding into their gradient buffers; return the gradient w.r.t. the input
+        (None when ``need_dx`` is False: the first layer then skips that product)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            dy = self.layers[i].backward(dy, need_dx=need_dx or i > 0)
+        return dy
+
+    def predict(self, x):
+        """The output for ``x`` without keeping anything for a backward pass."""
+        for layer in self.layers:
+            x = layer.predict(x)
+        return x
+
+    def parameters(self):
+        """Every layer's parameters in order (flat list of arrays, updated in place)."""
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def gradients(self):
+        """Every layer's gradient buffers, aligned with :meth:`parameters`."""
+        return [g for layer in self.layers for g in layer.gradients()]
+
+    def zero_grad(self):
+        for layer in self.layers:
+            layer.zero_grad()
+
+    def _dense_layers(self, what):
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Dense):
+                raise TypeError(f"{what} needs Dense layers; layer {i} is "
+                                f"{type(layer).__name__}")
+        return self.layers
+
+    def lipschitz_bound(self, *, certified=False, n_iters=100):
+        """Upper bound of the network's Lipschitz constant (2-norm):
+        ``prod_l sigma(W_l) * lip(act_l)`` over the effective weights (``W / sigma`` for
+        spectral-norm layers), through :func:`pybackprop.lipschitz_bound`.
+
+        ``certified=False``: each sigma estimated by ``n_iters`` power iterations (a lower
+        estimate, so the product is an estimate); ``True``: certified per-layer upper
+        bounds, so the product is a guarantee. Returns ``(bound, factors)``.
+        """
+        from .spectral import lipschitz_bound
+        factors = []
+        for layer in self._dense_layers("lipschitz_bound"):
+            _, f = lipschitz_bound([layer.effective_weight()], [layer.activation],
+                                   negative_slope=layer.negative_slope, n_iters=n_iters,
+                                   certified=certified)
+            factors.extend(f)
+        bound = 1.0
+        for f in factors:
+            bound *= f
+        return bound, factors
+
+    def save(self, path):
+        """Write the architecture and every array to ``path`` (numpy ``.npz``; numpy adds
+        the suffix when missing). ``Sequential.load`` restores it bit for bit."""
+        layers = self._dense_layers("save")
+        arrays = {"format": np.array(_FORMAT),
+                  "config": np.array(json.dumps([layer._config() for layer in layers]))}
+        for i, layer in enumerate(layers):
+            for name, a in layer._arrays().items():
+                arrays[f"{i}.{name}"] = a
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path):
+        """A new ``Sequential`` from a file written by :meth:`save` (no pickles read)."""
+        with np.load(path, allow_pickle=False) as f:
+            if "format" not in f or str(f["format"]) != _FORMAT:
+                raise ValueError(f"{path} was not written by Sequential.save "
+                                 f"(format {_FORMAT})")
+            configs = json.loads(str(f["config"]))
+            layers = []
+            for i, config in enumerate(configs):
+                if config.get("type") != "Dense":
+                    raise ValueError(f"{path}: layer {i} has unknown type "
+                                     f"{config.get('type')!r}")
+                prefix = f"{i}."
+                arrays = {k[len(prefix):]: f[k] for k in f.files if k.startswith(prefix)}
+                layers.append(Dense._from_saved(config, arrays, f"{path}: layer {i}"))
+        return cls(*layers)

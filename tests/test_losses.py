@@ -1,0 +1,548 @@
+"""Tests of the losses and the maximum merge (pybackprop.losses).
+
+Checks mse_loss, softmax_cross_entropy, binary_cross_entropy_with_logits and
+maximum_forward/maximum_backward against the numpy specification in pybackprop.reference on
+every dispatch path, both dtypes, odd shapes, both reductions and out= given or not;
+thread-count independence; stability for huge logits and NaN propagation; gradients by
+finite differences (pybackprop.gradcheck); the error contract (bad labels and buffers raise
+before anything is written). Every tolerance comes from the error model below. Speed is not
+tested here (bench/).
+"""
+import numpy as np
+import pytest
+
+import pybackprop
+from pybackprop import reference as ref
+
+DTYPES = (np.float32, np.float64)
+REDUCTIONS = ("mean", "sum")
+# (B, C) for softmax cross-entropy: one class, one row, odd sizes around the vector widths
+# (4, 8, 16 lanes), a row longer than a reduction block (4096), and blocks of many rows.
+XENT_SHAPES = [(1, 1), (1, 2), (3, 1), (5, 3), (7, 7), (4, 8), (13, 17), (9, 31), (3, 33),
+               (2, 4099), (300, 3), (64, 129)]
+# Element counts for the elementwise losses and maximum: around the vector widths and the
+# 4096-element reduction block.
+SIZES = [1, 2, 3, 7, 8, 15, 17, 31, 33, 4095, 4097, 9001]
+# Shapes above the one-thread limit (32768 elements), several reduction blocks.
+THREAD_XENT = (1000, 41)
+THREAD_SIZE = 50001
+
+
+def _id(shape):
+    return "x".join(map(str, shape))
+
+
+# ---- error model: every tolerance of this file -------------------------------------------
+# Ours (in dtype T, eps = np.finfo(T).eps = 2u) is compared with the reference evaluated in
+# float64 on the same inputs cast up; for T = float64 the reference commits errors of the
+# same size as ours, which the constants count twice. Terms (in units of eps):
+#   ELEM: one subtraction/product/quotient rounds by u = eps/2; exp, log and log1p are
+#     within 2 ulp (glibc) or, for the SIMD paths, ~2-3 ulp (Taylor/atanh series with
+#     truncation < u/8, evaluated by Horner with FMA; see csrc/losses_simd.inc).
+#   SUM_C: a sum of n non-negative terms in any order is within gamma_n <= 1.01 n eps of
+#     the exact sum, relatively [Higham, ASNA 2nd ed., (3.5)].
+# mse: dpred = fl(fl(p - t) * fl(2/D)): 3 roundings each, ours and the reference: 3 eps.
+#   loss: terms (p - t)^2 >= 0, each within 2 roundings, summed in double (negligible for
+#   float32; 1.01 n eps for float64), divided and rounded to T: 4 eps + 1.01 n eps64.
+# softmax CE: dlogits = (p - t) / D with p = e / s: exp (4 eps, ours and the reference),
+#   s a sum of C terms in [0, 1] (1.01 C eps relative, shared by every p), the quotient, the
+#   subtraction and the scaling (3 u); the rounding of x - m moves e^(x - m) by
+#   u |x - m| e^(x - m) <= u / e absolutely. All relative to p + |t| <= 2 (t a probability
+#   row): |error| <= (XENT_GRAD_C + 1.01 C) eps (1 + |t|) / D.
+#   loss_r = (m - x_label) + log s, or sum_c t_c (m - x_c) + (sum t) log s: the roundings
+#   of m - x_c (u |m - x_c|), of log s and of s itself (1.01 C eps absolute in log s), and
+#   the additions: |error| <= (XENT_LOSS_C + 1.01 C) eps (loss_r + 1) per row, the rows
+#   summed in double, divided by D and rounded once more.
+# BCE: dlogits = (sigmoid(z) - t) / D: exp, 1 + e, the quotient, the subtraction and the
+#   scaling, relative to sigmoid + |t| <= 1 + |t|: BCE_GRAD_C eps (1 + |t|) / D.
+#   loss_i = max(z, 0) - z t + log1p(e^-|z|): z t and the subtraction round by at most
+#   u (|z t| + |z (1 - t)|) <= eps |z| for t in [0, 1]; log1p within 3 eps of a value
+#   <= log 2; the addition: |error| <= BCE_LOSS_C eps (|z| + 1) per element.
+# maximum: a selection, no arithmetic: bitwise equal to the reference.
+# gradcheck: central differences with step 1e-6 in float64 err by about eps |f| / h relative
+#   to max|grad| (|f| / max|grad| <= 1e3 here: <= 2e-7) plus h^2 |f'''| / 6 (~1e-12);
+#   FD_TOL = 1e-6 is above both and 1e4x below the O(1e-2..1) error of a wrong formula.
+MSE_GRAD_C = 3.0
+MSE_LOSS_C = 4.0
+XENT_GRAD_C = 8.0
+XENT_LOSS_C = 8.0
+BCE_GRAD_C = 8.0
+BCE_LOSS_C = 8.0
+FD_TOL = 1e-6
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+def _eps(dtype):
+    return float(np.finfo(dtype).eps)
+
+
+def _up(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def assert_within(ours, expected, bound, what):
+    """ours ~ expected elementwise within bound; non-finite values must match exactly."""
+    ours = np.asarray(ours, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert ours.shape == expected.shape, f"{what}: shape {ours.shape} != {expected.shape}"
+    bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), expected.shape)
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(ours[~finite], expected[~finite],
+                                  err_msg=f"{what}: non-finite values differ")
+    err = np.abs(ours - np.where(finite, expected, 0))
+    bad = finite & ~(err <= bound)
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.where(bad, err - bound, -np.inf)), expected.shape)
+        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} outside the bound; "
+                             f"worst at {i}: ours {ours[i]!r}, reference {expected[i]!r}, "
+                             f"bound {bound[i]:.3g}")
+
+
+def assert_bitwise(a, b, what):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, what
+    u = np.uint32 if a.dtype == np.float32 else np.uint64
+    assert np.array_equal(a.view(u), b.view(u)), f"{what}: bits differ"
+
+
+def _divisor(reduction, count):
+    return count if reduction == "mean" else 1
+
+
+# ---- inputs -----------------------------------------------------------------------------
+
+
+def make_logits(rng, shape, dtype, spread=4.0):
+    return (spread * rng.standard_normal(shape)).astype(dtype)
+
+
+def make_rows(rng, shape, dtype):
+    """Probability rows (non-negative, summing to 1 up to rounding)."""
+    t = rng.random(shape) ** 3
+    return (t / t.sum(axis=-1, keepdims=True)).astype(dtype)
+
+
+# ---- mse_loss ---------------------------------------------------------------------------
+
+
+def check_mse(pred, target, reduction, loss, dpred):
+    dtype = pred.dtype
+    eps = _eps(dtype)
+    D = _divisor(reduction, pred.size)
+    loss_ref, d_ref = ref.mse_loss(_up(pred), _up(target), reduction=reduction)
+    assert isinstance(loss, dtype.type) and dpred.dtype == dtype
+    assert_within(dpred, d_ref, MSE_GRAD_C * eps * np.abs(d_ref), "dpred")
+    assert_within(loss, loss_ref, (MSE_LOSS_C * eps + 1.01 * pred.size * EPS64) * loss_ref,
+                  "loss")
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_mse_matches_reference(rng, arch, n, dtype, reduction):
+    """mse_loss equals the reference within the error model, every path."""
+    pred, target = make_logits(rng, n, dtype), make_logits(rng, n, dtype)
+    loss, dpred = pybackprop.mse_loss(pred, target, reduction=reduction)
+    check_mse(pred, target, reduction, loss, dpred)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mse_any_shape_and_out(rng, dtype):
+    """A 3-D input keeps its shape; out= receives dpred and is returned."""
+    pred, target = make_logits(rng, (3, 5, 7), dtype), make_logits(rng, (3, 5, 7), dtype)
+    out = np.full(pred.shape, np.nan, dtype)
+    loss, dpred = pybackprop.mse_loss(pred, target, reduction="sum", out=out)
+    assert dpred is out
+    check_mse(pred, target, "sum", loss, dpred)
+
+
+# ---- softmax_cross_entropy --------------------------------------------------------------
+
+
+def check_xent(logits, labels, reduction, loss, dlogits):
+    dtype = logits.dtype
+    eps = _eps(dtype)
+    C = logits.shape[-1]
+    B = logits.shape[0] if logits.ndim == 2 else 1
+    D = _divisor(reduction, B)
+    labels_up = _up(labels) if np.ndim(labels) == logits.ndim else labels
+    loss_ref, d_ref = ref.softmax_cross_entropy(_up(logits), labels_up, reduction=reduction)
+    _, rows_ref = ref.softmax_cross_entropy(_up(logits), labels_up, reduction="sum")
+    assert isinstance(loss, dtype.type) and dlogits.dtype == dtype
+    t_mag = np.abs(_up(labels)) if np.ndim(labels) == logits.ndim else 1.0
+    assert_within(dlogits, d_ref, (XENT_GRAD_C + 1.01 * C) * eps * (1 + t_mag) / D,
+                  "dlogits")
+    # per-row losses of the reference (sum over a single row each)
+    x2 = _up(logits).reshape(B, C)
+    lab2 = labels_up.reshape(B, C) if np.ndim(labels) == logits.ndim else np.reshape(
+        labels, B)
+    row_loss = np.array([ref.softmax_cross_entropy(x2[r], lab2[r], reduction="sum")[0]
+                         for r in range(B)])
+    bound = ((XENT_LOSS_C + 1.01 * C) * eps * (np.abs(row_loss) + 1).sum() / D
+             + eps * abs(loss_ref))
+    assert_within(loss, loss_ref, bound, "loss")
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", XENT_SHAPES, ids=_id)
+def test_xent_indices_match_reference(rng, arch, shape, dtype, reduction):
+    """Class-index labels: loss and dlogits equal the reference, every path."""
+    logits = make_logits(rng, shape, dtype)
+    labels = rng.integers(0, shape[1], shape[0])
+    loss, d = pybackprop.softmax_cross_entropy(logits, labels, reduction=reduction)
+    check_xent(logits, labels, reduction, loss, d)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", XENT_SHAPES, ids=_id)
+def test_xent_rows_match_reference(rng, arch, shape, dtype, reduction):
+    """Probability-row targets: loss and dlogits equal the reference, every path."""
+    logits = make_logits(rng, shape, dtype)
+    rows = make_rows(rng, shape, dtype)
+    out = np.full(shape, np.nan, dtype)
+    loss, d = pybackprop.softmax_cross_entropy(logits, rows, reduction=reduction, out=out)
+    assert d is out
+    check_xent(logits, rows, reduction, loss, d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_one_hot_rows_equal_indices(rng, arch, dtype):
+    """One-hot rows (even as an int matrix) give the loss and gradient of the indices."""
+    logits = make_logits(rng, (11, 6), dtype)
+    labels = rng.integers(0, 6, 11)
+    onehot = np.eye(6, dtype=np.int64)[labels]
+    l1, d1 = pybackprop.softmax_cross_entropy(logits, labels)
+    l2, d2 = pybackprop.softmax_cross_entropy(logits, onehot)
+    eps = _eps(dtype)
+    assert_within(d2, d1, (XENT_GRAD_C + 1.01 * 6) * eps * 2 / 11, "dlogits")
+    assert_within(l2, l1, (XENT_LOSS_C + 1.01 * 6) * eps * (abs(l1) + 1), "loss")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_single_row(rng, dtype):
+    """1-D logits (C,) with a scalar label or a (C,) row is a batch of one."""
+    logits = make_logits(rng, 9, dtype)
+    loss, d = pybackprop.softmax_cross_entropy(logits, 4)
+    assert d.shape == (9,)
+    check_xent(logits, 4, "mean", loss, d)
+    rows = make_rows(rng, 9, dtype)
+    loss, d = pybackprop.softmax_cross_entropy(logits, rows, reduction="sum")
+    check_xent(logits, rows, "sum", loss, d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_huge_logits_are_finite(arch, dtype):
+    """Logits of +-1e4 give a finite loss and gradient (log-sum-exp), no warnings."""
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [0.0, 1e4, 1e4]], dtype)
+    labels = np.array([1, 2, 0])
+    with np.errstate(all="raise"):
+        loss, d = pybackprop.softmax_cross_entropy(logits, labels, reduction="sum")
+    assert np.isfinite(loss) and np.all(np.isfinite(d))
+    # row 0: 2e4; row 1: log 3; row 2: 1e4 + log 2 (exactly representable up to rounding)
+    expected = 2e4 + np.log(3) + 1e4 + np.log(2)
+    assert abs(float(loss) - expected) <= 4 * _eps(dtype) * expected
+    np.testing.assert_array_equal(d[0], np.array([1, -1, 0], dtype))
+    check_xent(logits, labels, "sum", loss, d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_underflow_and_minus_inf(arch, dtype):
+    """exp underflows to subnormals and to 0 like the reference; -inf logits get p = 0."""
+    row = [0.0, -20.0, -50.0, -88.0, -95.0, -103.0, -200.0, -800.0, -np.inf, 1.5, -1.0]
+    logits = np.array([row, row[::-1]], dtype)
+    labels = np.array([0, 1])
+    loss, d = pybackprop.softmax_cross_entropy(logits, labels)
+    check_xent(logits, labels, "mean", loss, d)
+    assert d[0, 8] == 0 and d[1, 2] == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_nan_row(arch, dtype):
+    """NaN in one row makes that row's gradient and the loss NaN; other rows unaffected."""
+    rng = np.random.default_rng(5)
+    logits = make_logits(rng, (4, 19), dtype)
+    logits[2, 7] = np.nan
+    labels = np.array([1, 2, 3, 4])
+    loss, d = pybackprop.softmax_cross_entropy(logits, labels)
+    assert np.isnan(loss) and np.all(np.isnan(d[2]))
+    keep = [0, 1, 3]
+    _, d_ok = pybackprop.softmax_cross_entropy(logits[keep], labels[keep], reduction="sum")
+    np.testing.assert_array_equal(d[keep] * 4, d_ok)
+
+
+# ---- binary_cross_entropy_with_logits -----------------------------------------------------
+
+
+def check_bce(z, t, reduction, loss, d):
+    dtype = z.dtype
+    eps = _eps(dtype)
+    D = _divisor(reduction, z.size)
+    loss_ref, d_ref = ref.binary_cross_entropy_with_logits(_up(z), _up(t), reduction=reduction)
+    assert isinstance(loss, dtype.type) and d.dtype == dtype
+    assert_within(d, d_ref, BCE_GRAD_C * eps * (1 + np.abs(_up(t))) / D, "dlogits")
+    bound = BCE_LOSS_C * eps * (np.abs(_up(z)) + 1).sum() / D + eps * abs(loss_ref)
+    assert_within(loss, loss_ref, bound, "loss")
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_bce_matches_reference(rng, arch, n, dtype, reduction):
+    """BCE with logits equals the reference, soft and hard targets, every path."""
+    z = make_logits(rng, n, dtype, spread=6.0)
+    t = rng.random(n).astype(dtype)
+    t[::3] = np.round(t[::3])  # some hard 0/1 targets
+    loss, d = pybackprop.binary_cross_entropy_with_logits(z, t, reduction=reduction)
+    check_bce(z, t, reduction, loss, d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_huge_logits_are_finite(arch, dtype):
+    """|logit| up to 1e4 gives finite, exact-to-rounding losses and no warnings."""
+    z = np.array([1e4, -1e4, 1e4, -1e4, 50.0, -50.0, 0.0], dtype)
+    t = np.array([1, 0, 0, 1, 1, 0, 0.5], dtype)
+    with np.errstate(all="raise"):
+        loss, d = pybackprop.binary_cross_entropy_with_logits(z, t, reduction="sum",
+                                                             out=np.empty(7, dtype))
+    assert np.isfinite(loss) and np.all(np.isfinite(d))
+    check_bce(z, t, "sum", loss, d)
+    # confident and right: loss ~ 0; confident and wrong: loss = |z|
+    expected = 2e4 + np.log(2)
+    assert abs(float(loss) - expected) <= 8 * _eps(dtype) * expected
+
+
+def test_bce_any_shape(rng, arch):
+    """A 2-D input keeps its shape; the mean divides by the element count."""
+    z, t = make_logits(rng, (6, 5), np.float64), rng.random((6, 5))
+    loss, d = pybackprop.binary_cross_entropy_with_logits(z, t)
+    assert d.shape == (6, 5)
+    check_bce(z, t, "mean", loss, d)
+
+
+# ---- maximum ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+def test_maximum_matches_reference_bitwise(rng, n, dtype):
+    """z, da, db equal the reference bit for bit (with ties, NaN in both inputs)."""
+    a, b = make_logits(rng, n, dtype), make_logits(rng, n, dtype)
+    b[::4] = a[::4]               # ties
+    a[1::9] = np.nan
+    b[2::9] = np.nan
+    dz = make_logits(rng, n, dtype)
+    z = pybackprop.maximum_forward(a, b)
+    assert_bitwise(z, ref.maximum_forward(a, b), "z")
+    da, db = pybackprop.maximum_backward(dz, a, b)
+    da_ref, db_ref = ref.maximum_backward(dz, a, b)
+    assert_bitwise(da, da_ref, "da")
+    assert_bitwise(db, db_ref, "db")
+
+
+def test_maximum_ties_go_to_first_argument():
+    """A tie sends the whole gradient to a; NaN in either input propagates to z."""
+    a = np.array([1.0, 2.0, 3.0, np.nan, 0.0])
+    b = np.array([1.0, 5.0, -1.0, 0.0, np.nan])
+    z = pybackprop.maximum_forward(a, b)
+    np.testing.assert_array_equal(z, [1.0, 5.0, 3.0, np.nan, np.nan])
+    da, db = pybackprop.maximum_backward(np.full(5, 7.0), a, b)
+    np.testing.assert_array_equal(da, [7.0, 0.0, 7.0, 7.0, 0.0])
+    np.testing.assert_array_equal(db, [0.0, 7.0, 0.0, 0.0, 7.0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maximum_buffers_and_shape(rng, dtype):
+    """out=, da=, db= are filled and returned; any shape is kept."""
+    a, b, dz = (make_logits(rng, (4, 3, 5), dtype) for _ in range(3))
+    out, da, db = (np.empty((4, 3, 5), dtype) for _ in range(3))
+    assert pybackprop.maximum_forward(a, b, out=out) is out
+    r = pybackprop.maximum_backward(dz, a, b, da=da, db=db)
+    assert r[0] is da and r[1] is db
+    assert_bitwise(out, ref.maximum_forward(a, b), "z")
+    assert_bitwise(da + db, dz, "da + db")
+
+
+# ---- threads --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_thread_count_does_not_change_bits(rng, arch, threads, dtype):
+    """1 and 2 threads give bitwise identical losses and gradients (blocked reduction)."""
+    logits = make_logits(rng, THREAD_XENT, dtype)
+    labels = rng.integers(0, THREAD_XENT[1], THREAD_XENT[0])
+    rows = make_rows(rng, THREAD_XENT, dtype)
+    z, t = make_logits(rng, THREAD_SIZE, dtype), rng.random(THREAD_SIZE).astype(dtype)
+    a, b = make_logits(rng, THREAD_SIZE, dtype), make_logits(rng, THREAD_SIZE, dtype)
+    calls = [
+        lambda: pybackprop.softmax_cross_entropy(logits, labels),
+        lambda: pybackprop.softmax_cross_entropy(logits, rows, reduction="sum"),
+        lambda: pybackprop.binary_cross_entropy_with_logits(z, t),
+        lambda: pybackprop.mse_loss(z, t, reduction="sum"),
+        lambda: (pybackprop.maximum_forward(a, b),) + pybackprop.maximum_backward(z, a, b),
+    ]
+    for k, call in enumerate(calls):
+        threads(1)
+        one = call()
+        threads(2)
+        two = call()
+        for i, (x, y) in enumerate(zip(one, two)):
+            assert_bitwise(x, y, f"call {k}, result {i}")
+
+
+# ---- gradients by finite differences --------------------------------------------------------
+
+
+def _loss_fn(loss, n_inputs):
+    """fn(*inputs) -> (value, grads) for pybackprop.gradcheck: gradient w.r.t. input 0."""
+    def fn(*inputs):
+        value, grad = loss(*inputs)
+        return value, [grad] + [None] * (n_inputs - 1)
+    return fn
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_gradcheck_losses(rng, arch, reduction):
+    """Every loss's gradient agrees with central differences in float64."""
+    x = make_logits(rng, (6, 5), np.float64, spread=2.0)
+    cases = [
+        (lambda p, t: pybackprop.mse_loss(p, t, reduction=reduction), [x, rng.random((6, 5))]),
+        (lambda x, l: pybackprop.softmax_cross_entropy(x, l, reduction=reduction),
+         [x, rng.integers(0, 5, 6)]),
+        (lambda x, t: pybackprop.softmax_cross_entropy(x, t, reduction=reduction),
+         [x, make_rows(rng, (6, 5), np.float64)]),
+        (lambda z, t: pybackprop.binary_cross_entropy_with_logits(z, t, reduction=reduction),
+         [x, rng.random((6, 5))]),
+    ]
+    for k, (loss, inputs) in enumerate(cases):
+        err = pybackprop.gradcheck(_loss_fn(loss, 2), inputs)
+        assert err[0] < FD_TOL and err[1] is None, f"case {k}: {err}"
+
+
+def test_gradcheck_maximum(rng):
+    """maximum_backward is the gradient of sum(r * maximum_forward(a, b)) away from ties."""
+    a, b = rng.standard_normal(17), rng.standard_normal(17)
+    r = rng.standard_normal(17)
+
+    def fn(a, b):
+        z = pybackprop.maximum_forward(a, b)
+        da, db = pybackprop.maximum_backward(r, a, b)
+        return float(r @ z), [da, db]
+
+    err = pybackprop.gradcheck(fn, [a, b])
+    assert max(err) < FD_TOL, err
+
+
+# ---- zero sizes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zero_size(dtype):
+    """Empty inputs: mean is NaN (0/0, as numpy and PyTorch), sum is 0, shapes kept."""
+    e2 = np.zeros((0, 4), dtype)
+    for reduction, check in (("mean", np.isnan), ("sum", lambda v: v == 0)):
+        loss, d = pybackprop.softmax_cross_entropy(e2, np.zeros(0, np.int64),
+                                                   reduction=reduction)
+        assert check(loss) and d.shape == (0, 4) and d.dtype == dtype
+        loss, d = pybackprop.mse_loss(e2, e2, reduction=reduction)
+        assert check(loss) and d.shape == (0, 4)
+        loss, d = pybackprop.binary_cross_entropy_with_logits(e2, e2, reduction=reduction)
+        assert check(loss) and d.shape == (0, 4)
+    assert pybackprop.maximum_forward(e2, e2).shape == (0, 4)
+
+
+# ---- errors: raised before anything is written --------------------------------------------------
+
+BAD_LABELS = [
+    (np.array([0, 1, 5]), ValueError, "outside"),           # out of range (C = 5)
+    (np.array([0, -1, 2]), ValueError, "negative"),
+    (np.array([0, 1]), ValueError, "shape"),                # wrong length
+    (np.array([0, 1, 2, 3]), ValueError, "shape"),
+    (np.array([0.0, 1.5, 2.0]), ValueError, "non-integer"),
+    (np.array([0.0, np.nan, 2.0]), ValueError, "non-integer"),
+    (np.array([True, False, True]), TypeError, "integers"),
+    (np.array(["a", "b", "c"]), TypeError, "integers"),
+    (np.array([[0, 1, 2]]), ValueError, "shape"),           # 2-D but not (B, C)
+    (np.array([0, 2**40, 1]), ValueError, "outside"),
+]
+
+
+@pytest.mark.parametrize("labels,exc,match", BAD_LABELS,
+                         ids=[f"bad{i}" for i in range(len(BAD_LABELS))])
+def test_bad_labels_raise_before_writing(labels, exc, match):
+    """Bad class labels raise a clear error and leave out= untouched."""
+    logits = np.zeros((3, 5))
+    out = np.full((3, 5), 42.0)
+    with pytest.raises(exc, match=match):
+        pybackprop.softmax_cross_entropy(logits, labels, out=out)
+    assert np.all(out == 42.0)
+
+
+def test_float_labels_that_are_whole_numbers_are_indices():
+    """[0.0, 2.0] counts as class indices (as they are integral)."""
+    logits = np.arange(6.0).reshape(2, 3)
+    l1, d1 = pybackprop.softmax_cross_entropy(logits, [0.0, 2.0])
+    l2, d2 = pybackprop.softmax_cross_entropy(logits, np.array([0, 2]))
+    assert l1 == l2 and np.array_equal(d1, d2)
+
+
+def _calls(dtype=np.float64):
+    x = np.zeros((3, 4), dtype)
+    lab = np.array([0, 1, 2])
+    return {
+        "mse": lambda **k: pybackprop.mse_loss(x, x, **k),
+        "xent": lambda **k: pybackprop.softmax_cross_entropy(x, lab, **k),
+        "bce": lambda **k: pybackprop.binary_cross_entropy_with_logits(x, x, **k),
+        "max": lambda **k: pybackprop.maximum_forward(x, x, **k),
+    }
+
+
+@pytest.mark.parametrize("name", ["mse", "xent", "bce", "max"])
+def test_bad_out_buffers(name):
+    """out of the wrong dtype, shape or layout raises ValueError and is not written."""
+    call = _calls()[name]
+    for out in (np.full((3, 4), 7.0, np.float32), np.full((4, 3), 7.0),
+                np.full((3, 8), 7.0)[:, ::2]):
+        with pytest.raises(ValueError, match="out"):
+            call(out=out)
+        assert np.all(out == 7.0)
+
+
+@pytest.mark.parametrize("name", ["mse", "xent", "bce"])
+def test_bad_reduction(name):
+    """An unknown reduction raises ValueError naming the choices."""
+    with pytest.raises(ValueError, match="reduction"):
+        _calls()[name](reduction="none")
+
+
+def test_shape_and_dtype_errors():
+    """Mismatched shapes raise ValueError naming both; mixed float dtypes raise TypeError."""
+    a, b = np.zeros((3, 4)), np.zeros((4, 3))
+    for call in (pybackprop.mse_loss, pybackprop.binary_cross_entropy_with_logits,
+                 pybackprop.maximum_forward):
+        with pytest.raises(ValueError, match=r"\(3, 4\).*\(4, 3\)"):
+            call(a, b)
+        with pytest.raises(TypeError, match="float32"):
+            call(a, a.astype(np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        pybackprop.softmax_cross_entropy(a, np.zeros((3, 5)))
+    with pytest.raises(TypeError, match="float32"):
+        pybackprop.softmax_cross_entropy(a, np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match="2-D"):
+        pybackprop.softmax_cross_entropy(np.zeros((2, 3, 4)), np.zeros((2, 3), np.int64))
+    with pytest.raises(ValueError, match="at least one class"):
+        pybackprop.softmax_cross_entropy(np.zeros((3, 0)), np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="dz"):
+        pybackprop.maximum_backward(np.zeros(3), np.zeros(4), np.zeros(4))
+
+
+def test_maximum_backward_buffers_must_not_overlap():
+    """da and db may not share memory with each other or with an input."""
+    a = np.zeros(6)
+    buf = np.full(6, 3.0)
+    with pytest.raises(ValueError, match="overlaps"):
+        pybackprop.maximum_backward(a, a, a, da=buf, db=buf)
+    with pytest.raises(ValueError, match="overlaps"):
+        pybackprop.maximum_backward(buf, a, a, da=buf)
+    assert np.all(buf == 3.0)
