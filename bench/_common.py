@@ -37,8 +37,12 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 # ---- timing ------------------------------------------------------------------------------
 def measure(fn, *, min_time=0.25, min_samples=3, max_samples=200, sample_time=2e-3,
-            warmup=0.05):
+            warmup=0.05, settle=0.2):
     """Median time of one call of ``fn()`` in seconds.
+
+    Settle: first sleep ``settle`` seconds, so that the idle worker threads of whichever
+    library ran before (OpenBLAS, PyTorch's and our OpenMP pools spin for a while after a
+    call) have gone to sleep and do not compete with ``fn`` for the cores.
 
     Warm-up: ``fn`` runs at least twice and for at least ``warmup`` seconds, untimed (first
     calls pay page faults, lazy allocation and thread start-up). Then calls are grouped so
@@ -48,6 +52,7 @@ def measure(fn, *, min_time=0.25, min_samples=3, max_samples=200, sample_time=2e
     samples' per-call times: robust to the noise of a shared host.
     """
     clock = time.perf_counter
+    time.sleep(settle)
     t_end = clock() + warmup
     calls = 0
     t0 = clock()
