@@ -102,20 +102,21 @@ def as_input(name, a, dtype):
 
 def check_out(name, out, shape, dtype, inputs=(), allow_alias=()):
     """Strict check of a caller-provided output buffer (never converted): an ndarray of
-    exactly ``shape`` and ``dtype``, C-contiguous, aligned, writeable, overlapping none of
-    ``inputs`` (pairs of name and array) unless it is exactly one of ``allow_alias``."""
-    if not isinstance(out, np.ndarray):
+    exactly ``shape`` and ``dtype``, C-contiguous, aligned, writeable, overlapping
+    none of ``inputs`` (pairs of name and array) unless it is exactly one of
+    ``allow_alias``."""
+    if type(out) is not np.ndarray and not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
         raise ValueError(f"{name} has {describe(out)}; expected dtype {dtype}")
-    if out.shape != tuple(shape):
+    if out.shape != shape and out.shape != tuple(shape):
         raise ValueError(f"{name} has {describe(out)}; expected shape {tuple(shape)}")
-    if not (out.flags.c_contiguous and out.flags.aligned):
+    if not out.flags.carray:  # C-contiguous, aligned and writeable, in one flag test
+        if not out.flags.writeable:
+            raise ValueError(f"{name} is read-only ({describe(out)})")
         raise ValueError(f"{name} must be C-contiguous and aligned ({describe(out)})")
-    if not out.flags.writeable:
-        raise ValueError(f"{name} is read-only ({describe(out)})")
     for iname, a in inputs:
-        if isinstance(a, np.ndarray) and a.size and out.size and np.may_share_memory(out, a):
+        if isinstance(a, np.ndarray) and np.may_share_memory(out, a) and a.size and out.size:
             if any(_same_view(a, b) and _same_view(out, b) for b in allow_alias):
                 continue
             raise ValueError(f"{name} overlaps the memory of {iname}; "
