@@ -146,3 +146,20 @@ def test_set_num_threads_from_many_threads_is_safe(arch):
                     _equal(a, b)
     finally:
         pybackprop.set_num_threads(saved)
+
+
+def test_no_flush_to_zero_behind_the_users_back(threads):
+    """After every kernel ran (1 and 2 threads), subnormals still survive arithmetic in the
+    calling thread (numpy) and in the kernels' threads (an identity activation and a GEMM
+    by 1): no kernel leaves FTZ/DAZ set in MXCSR."""
+    for n in (1, 2):
+        threads(n)
+        for dt in (np.float32, np.float64):
+            _kernel_set(0, dt)
+            tiny = np.finfo(dt).smallest_subnormal
+            sub = np.full(4096, tiny * 3, dt)            # subnormal, large enough to split
+            assert (sub * dt(1) == sub).all() and sub[0] != 0     # this thread
+            np.testing.assert_array_equal(pybackprop.activation(sub, "identity"), sub)
+            y = pybackprop.dense_forward(sub.reshape(-1, 1), np.ones((3, 1), dt),
+                                         activation="identity")
+            np.testing.assert_array_equal(y, np.repeat(sub.reshape(-1, 1), 3, axis=1))
