@@ -8,7 +8,13 @@ attributes, so no global -march flag is used and the module imports on any x86-6
 
 Environment:
   PYBACKPROP_NO_OPENMP=1      build without OpenMP (single-threaded kernels)
-  PYBACKPROP_EXTRA_CFLAGS=... extra compiler flags (e.g. sanitizers)
+  PYBACKPROP_EXTRA_CFLAGS=... extra compiler flags
+  PYBACKPROP_SANITIZE=address,undefined
+                              build with these sanitizers (any of address, undefined,
+                              leak, thread), with -g and frame pointers for readable
+                              reports (still -O3: the shipped code is checked); UBSan aborts on the first report. The resulting
+                              module needs the sanitizer runtime preloaded into Python:
+                              see SECURITY.md (.ci/sanitize does it).
 """
 import glob
 import os
@@ -29,6 +35,19 @@ def _cdef_text(header_path):
     return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
 
 
+_SANITIZERS = ("address", "undefined", "leak", "thread")
+
+
+def _sanitizers(spec):
+    """``"address,undefined"`` -> ["address", "undefined"]; unknown names are an error."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    bad = [n for n in names if n not in _SANITIZERS]
+    if bad:
+        raise ValueError(f"PYBACKPROP_SANITIZE: unknown sanitizer(s) {bad}; "
+                         f"choose from {_SANITIZERS}")
+    return names
+
+
 def _flags():
     cflags = ["-std=c11", "-O3", "-Wall", "-Wextra", "-fno-math-errno"]
     ldflags = []
@@ -40,6 +59,13 @@ def _flags():
     extra = shlex.split(os.environ.get("PYBACKPROP_EXTRA_CFLAGS", ""))
     cflags += extra
     ldflags += [f for f in extra if f.startswith("-fsanitize") or f.startswith("-fno-sanitize")]
+    san = _sanitizers(os.environ.get("PYBACKPROP_SANITIZE", ""))
+    if san:
+        flags = ["-fsanitize=" + ",".join(san), "-fno-omit-frame-pointer", "-g"]
+        if "undefined" in san:
+            flags.append("-fno-sanitize-recover=undefined")
+        cflags += flags
+        ldflags += [f for f in flags if f != "-g"]
     cflags.append('-DPB_CFLAGS="%s"' % " ".join(
         f for f in cflags if not f.startswith("-D")).replace('"', ""))
     return cflags, ldflags

@@ -191,6 +191,10 @@ def _validated_grads(grads, params, names):
 
 
 def _functional(kind, param, grad, states, state_names, step, hyper, flags):
+    for name, s in zip(state_names, states):
+        if s is None and name != "v_max":   # v_max alone is optional (amsgrad)
+            raise TypeError(f"{name} must be a numpy.ndarray (or a list of them) updated "
+                            "in place, got None")
     single = isinstance(param, np.ndarray)
     if single:
         params, grads = [param], [grad]

@@ -606,3 +606,17 @@ def test_matches_torch_optim(name, kw, dtype, rng):
     expect = tp.detach().numpy()
     bound = STEPS * _eps(dtype) * (TORCH_C * lr + np.abs(expect).max())
     assert np.abs(p.astype(np.float64) - expect).max() <= bound
+
+
+@pytest.mark.parametrize("fn, state", [("adam_step", "m"), ("adam_step", "v"),
+                                       ("adamax_step", "m"), ("adamax_step", "u")])
+def test_functional_state_none_is_named(fn, state):
+    """A required state given as None raises TypeError naming it (it used to reach C as a
+    NULL pointer and come back as an anonymous 'invalid dimension or option')."""
+    p = np.ones(4)
+    kw = {"param": p, "grad": np.ones(4), "m": np.zeros(4),
+          ("v" if fn == "adam_step" else "u"): np.zeros(4)}
+    kw[state] = None
+    with pytest.raises(TypeError, match=f"^{state} must be"):
+        getattr(optim, fn)(**kw, step=1)
+    assert (p == 1).all()

@@ -1,0 +1,165 @@
+"""Thread safety: many Python threads calling every kernel at once on independent data give
+the serial results bit for bit; the GIL is released while C runs (shown by a Python thread
+making progress during one long C call, never by a clock); set_num_threads from several
+threads at once is safe and every kernel stays bitwise reproducible meanwhile.
+
+Assumes the compiled core; uses no timing. The thread counts are module constants.
+"""
+import sys
+import threading
+
+import numpy as np
+
+import pybackprop
+from pybackprop import optim
+
+N_THREADS = 8       # Python threads calling kernels concurrently
+ROUNDS = 3          # calls of the whole kernel set per thread
+
+
+def _kernel_set(seed, dtype):
+    """Every kernel on data drawn from ``seed``: returns a list of result arrays."""
+    rng = np.random.default_rng(seed)
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    x, w, b = r(37, 29), r(23, 29), r(23)
+    out = []
+    y = pybackprop.dense_forward(x, w, b, activation="tanh")
+    out.append(y)
+    out += [a for a in pybackprop.dense_backward(r(37, 23), x, w, y, activation="tanh")]
+    out.append(pybackprop.activation(r(1000), "softplus"))
+    out.append(pybackprop.activation_backward(r(1000), r(1000), "sigmoid"))
+    for fn, args in ((pybackprop.mse_loss, (r(500), r(500))),
+                     (pybackprop.binary_cross_entropy_with_logits, (r(500), r(500))),
+                     (pybackprop.softmax_cross_entropy, (r(40, 11), rng.integers(0, 11, 40)))):
+        loss, g = fn(*args)
+        out += [np.array(loss), g]
+    out.append(pybackprop.maximum_forward(x, x.T.copy().T[::-1]))
+    out += list(pybackprop.maximum_backward(x, x, x[::-1]))
+    u, v = r(23), r(29)
+    out += [np.array(pybackprop.power_iteration(w, u, v, n_iters=3)), u, v]
+    out.append(pybackprop.spectral_normalize(w, 2.5))
+    out.append(pybackprop.spectral_norm_backward(r(23, 29), w, u, v, 2.5))
+    out.append(np.array(pybackprop.sigma_upper_bound(w)))
+    p, g, m, s = r(301), r(301), np.zeros(301, dtype), np.zeros(301, dtype)
+    optim.adam_step(p, g, m, s, step=1)
+    optim.adamax_step(p, g, m, s, step=2)
+    out += [p, m, s]
+    return out
+
+
+def _run_threads(fn, n):
+    barrier = threading.Barrier(n)
+    results, errors = [None] * n, []
+
+    def body(i):
+        try:
+            barrier.wait()
+            results[i] = fn(i)
+        except BaseException as e:  # reported in the main thread
+            errors.append(e)
+
+    ts = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    return results
+
+
+def _equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_threads_calling_every_kernel_equal_serial(arch):
+    """N_THREADS threads x ROUNDS calls of every kernel == the same calls made serially."""
+    for dtype in (np.float32, np.float64):
+        serial = [_kernel_set(i, dtype) for i in range(N_THREADS)]
+        got = _run_threads(lambda i: [_kernel_set(i, dtype) for _ in range(ROUNDS)],
+                           N_THREADS)
+        for i, rounds in enumerate(got):
+            for res in rounds:
+                _equal(res, serial[i])
+
+
+def test_gil_is_released_during_a_kernel():
+    """A Python thread keeps counting while another thread is inside one long C call.
+
+    The counter thread runs only while the caller holds no GIL; the count is read just
+    before and just after the C call from the calling thread, so any increase happened while
+    C ran. The kernel is made long by its size (a 1 GFLOP GEMM); no time is asserted."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 1000), dtype=np.float32)
+    w = rng.standard_normal((500, 1000), dtype=np.float32)
+    state = {"count": 0, "stop": False}
+    started = threading.Event()
+
+    def counter():
+        started.set()
+        while not state["stop"]:
+            state["count"] += 1
+
+    # A long switch interval: while the main thread runs Python it keeps the GIL (the
+    # counter, waiting for it, would only get it after 0.5 s), so the counter can advance
+    # between the two reads only if the C call itself released the GIL.
+    saved_interval = sys.getswitchinterval()
+    t = threading.Thread(target=counter)
+    t.start()
+    started.wait()
+    sys.setswitchinterval(0.5)
+    try:
+        advanced = False
+        for _ in range(20):   # each try is one C call; a single one normally suffices
+            before = state["count"]
+            pybackprop.dense_forward(x, w, activation="identity")
+            pybackprop.dense_forward(x, w, activation="identity")
+            if state["count"] > before:
+                advanced = True
+                break
+    finally:
+        sys.setswitchinterval(saved_interval)
+        state["stop"] = True
+        t.join()
+    assert advanced, "the counter thread never ran while C computed: is the GIL held?"
+
+
+def test_set_num_threads_from_many_threads_is_safe(arch):
+    """Threads changing the thread count while others compute: results stay bitwise equal."""
+    saved = pybackprop.get_num_threads()
+    try:
+        ref = [_kernel_set(i, np.float32) for i in range(4)]
+
+        def body(i):
+            if i % 2:   # setters
+                for k in range(200):
+                    pybackprop.set_num_threads(1 + (k + i) % 3)
+                    assert pybackprop.get_num_threads() >= 1
+                pybackprop.set_num_threads(None)
+                return None
+            return [_kernel_set(j, np.float32) for j in range(4)]
+
+        for res in _run_threads(body, 8):
+            if res is not None:
+                for a, b in zip(res, ref):
+                    _equal(a, b)
+    finally:
+        pybackprop.set_num_threads(saved)
+
+
+def test_no_flush_to_zero_behind_the_users_back(threads):
+    """After every kernel ran (1 and 2 threads), subnormals still survive arithmetic in the
+    calling thread (numpy) and in the kernels' threads (an identity activation and a GEMM
+    by 1): no kernel leaves FTZ/DAZ set in MXCSR."""
+    for n in (1, 2):
+        threads(n)
+        for dt in (np.float32, np.float64):
+            _kernel_set(0, dt)
+            tiny = np.finfo(dt).smallest_subnormal
+            sub = np.full(4096, tiny * 3, dt)            # subnormal, large enough to split
+            assert (sub * dt(1) == sub).all() and sub[0] != 0     # this thread
+            np.testing.assert_array_equal(pybackprop.activation(sub, "identity"), sub)
+            y = pybackprop.dense_forward(sub.reshape(-1, 1), np.ones((3, 1), dt),
+                                         activation="identity")
+            np.testing.assert_array_equal(y, np.repeat(sub.reshape(-1, 1), 3, axis=1))

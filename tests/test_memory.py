@@ -1,0 +1,52 @@
+"""Memory: many calls of every kernel do not grow the resident set (no leak per call).
+
+RSS is read from /proc/self/statm (Linux) after a warm-up (allocator pools, numpy caches,
+first-call buffers), then after CALLS more rounds of every kernel; it may grow by at most
+RSS_SLACK. A leak of even one small workspace per call (>= 64 bytes, our alignment) would
+exceed it: CALLS rounds x ~30 kernel calls x 64 B ~ 2 MB per byte-scale leak, and every
+workspace the kernels allocate (packing panels, dz, block partials) is kilobytes.
+LeakSanitizer over this module and the fuzz module is .ci/sanitize's second stage.
+"""
+import os
+
+import numpy as np
+
+from test_concurrency import _kernel_set
+
+CALLS = 150                 # rounds of every kernel after the warm-up
+RSS_SLACK = 8 * 2**20       # bytes the resident set may grow by (allocator noise)
+
+
+def _rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_rss_stays_bounded():
+    """CALLS rounds of every kernel (both dtypes) grow RSS by less than RSS_SLACK."""
+    for i in range(20):
+        for dt in (np.float32, np.float64):
+            _kernel_set(i, dt)
+    before = _rss()
+    for i in range(CALLS):
+        for dt in (np.float32, np.float64):
+            _kernel_set(i, dt)
+    grown = _rss() - before
+    assert grown < RSS_SLACK, f"RSS grew by {grown / 2**20:.1f} MiB over {CALLS} rounds"
+
+
+def test_many_calls_for_leak_sanitizer():
+    """Every kernel many times with both dtypes and 1-2 threads (LSan's target; also checks
+    the results stay equal call after call)."""
+    import pybackprop
+    saved = pybackprop.get_num_threads()
+    try:
+        first = {dt: _kernel_set(0, dt) for dt in (np.float32, np.float64)}
+        for n in (1, 2):
+            pybackprop.set_num_threads(n)
+            for _ in range(20):
+                for dt in (np.float32, np.float64):
+                    for a, b in zip(_kernel_set(0, dt), first[dt]):
+                        np.testing.assert_array_equal(a, b)
+    finally:
+        pybackprop.set_num_threads(saved)
