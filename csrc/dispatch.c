@@ -222,6 +222,7 @@ const char *pb_compiler(void) {
 const char *pb_cflags(void) { return PB_CFLAGS; }
 
 void *pb_alloc(size_t bytes) {
+    if (bytes > SIZE_MAX - PB_ALIGN) return NULL; /* the round-up below would wrap */
     size_t n = (bytes + PB_ALIGN - 1) / PB_ALIGN * PB_ALIGN;
     return aligned_alloc(PB_ALIGN, n > 0 ? n : PB_ALIGN);
 }
