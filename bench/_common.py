@@ -13,7 +13,6 @@ Conventions:
   - numpy's BLAS thread count can only be changed at run time through threadpoolctl; when
     it is not installed, numpy runs with its library default and the tables say so.
 """
-import contextlib
 import datetime
 import math
 import os
@@ -36,6 +35,17 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 # ---- timing ------------------------------------------------------------------------------
+# Timing budgets (seconds) of one measurement, as keyword arguments of measure().
+TIMING_FULL = dict(min_time=0.2, warmup=0.03, min_samples=3)
+TIMING_QUICK = dict(min_time=0.03, warmup=0.01, min_samples=3)
+
+
+def fmt_us(seconds):
+    """A time in microseconds with 3-4 significant digits, for the tables."""
+    us = seconds * 1e6
+    return f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 1000 else f"{us:.0f}"
+
+
 def measure(fn, *, min_time=0.25, min_samples=3, max_samples=200, sample_time=2e-3,
             warmup=0.05, settle=0.2):
     """Median time of one call of ``fn()`` in seconds.

@@ -46,30 +46,21 @@ EXTRA_SHAPE = (1024, 1024, 1024)
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
 OPS = ("forward", "backward")
 
-# Timing budgets (seconds) per measured call site.
-TIMING_FULL = dict(min_time=0.2, warmup=0.03, min_samples=3)
-TIMING_QUICK = dict(min_time=0.03, warmup=0.01, min_samples=3)
-
 COLUMNS = [
     ("op", "op", "s"),
     ("act", "act", "s"),
     ("dtype", "dtype", "s"),
     ("thr", "threads", "d"),
     ("B x K x N", "shape", "s"),
-    ("ours us", "ours_us", lambda v: _fmt_us(v)),
+    ("ours us", "ours_us", _common.fmt_us),
     ("GFLOP/s", "gflops", ".1f"),
     ("% peak", "peak_pct", ".0f"),
-    ("numpy us", "numpy_us", lambda v: _fmt_us(v)),
+    ("numpy us", "numpy_us", _common.fmt_us),
     ("vs numpy", "vs_numpy", "s"),
-    ("torch us", "torch_us", lambda v: _fmt_us(v)),
+    ("torch us", "torch_us", _common.fmt_us),
     ("vs torch", "vs_torch", "s"),
     ("note", "note", "s"),
 ]
-
-
-def _fmt_us(seconds):
-    us = seconds * 1e6
-    return f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 1000 else f"{us:.0f}"
 
 
 def _shape_text(shape):
@@ -282,7 +273,7 @@ def main(argv=None):
     except ValueError as e:
         print(f"bench_dense: {e}", file=sys.stderr)
         return 2
-    timing = dict(TIMING_QUICK if args.quick else TIMING_FULL)
+    timing = dict(_common.TIMING_QUICK if args.quick else _common.TIMING_FULL)
     if args.min_time is not None:
         timing["min_time"] = args.min_time
     if args.shapes is not None:

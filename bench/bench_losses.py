@@ -40,29 +40,22 @@ ELEM_SIZES = [10_000, 1_000_000, 10_000_000]
 QUICK_XENT = [(256, 10), (4096, 1000)]
 QUICK_SIZES = [10_000, 1_000_000]
 KERNELS = ("xent", "bce", "mse", "maximum")
-TIMING_FULL = dict(min_time=0.2, warmup=0.03, min_samples=3)
-TIMING_QUICK = dict(min_time=0.03, warmup=0.01, min_samples=3)
 
 COLUMNS = [
     ("kernel", "kernel", "s"),
     ("dtype", "dtype", "s"),
     ("thr", "threads", "d"),
     ("size", "size", "s"),
-    ("ours us", "ours_us", lambda v: _fmt_us(v)),
+    ("ours us", "ours_us", _common.fmt_us),
     ("ns/elem", "ns_elem", ".2f"),
     ("GB/s", "gbs", ".1f"),
     ("% bw", "bw_pct", ".0f"),
-    ("numpy us", "numpy_us", lambda v: _fmt_us(v)),
+    ("numpy us", "numpy_us", _common.fmt_us),
     ("vs numpy", "vs_numpy", "s"),
-    ("torch us", "torch_us", lambda v: _fmt_us(v)),
+    ("torch us", "torch_us", _common.fmt_us),
     ("vs torch", "vs_torch", "s"),
     ("note", "note", "s"),
 ]
-
-
-def _fmt_us(seconds):
-    us = seconds * 1e6
-    return f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 1000 else f"{us:.0f}"
 
 
 class Case:
@@ -236,7 +229,7 @@ def main(argv=None):
         print(f"bench_losses: {e}", file=sys.stderr)
         return 2
     kernels = [k for k in KERNELS if k in args.kernels.split(",")]
-    timing = dict(TIMING_QUICK if args.quick else TIMING_FULL)
+    timing = dict(_common.TIMING_QUICK if args.quick else _common.TIMING_FULL)
     if args.min_time is not None:
         timing["min_time"] = args.min_time
     torch = None if args.no_torch else _common.import_torch()

@@ -128,7 +128,6 @@ def make_rows(rng, shape, dtype):
 def check_mse(pred, target, reduction, loss, dpred):
     dtype = pred.dtype
     eps = _eps(dtype)
-    D = _divisor(reduction, pred.size)
     loss_ref, d_ref = ref.mse_loss(_up(pred), _up(target), reduction=reduction)
     assert isinstance(loss, dtype.type) and dpred.dtype == dtype
     assert_within(dpred, d_ref, MSE_GRAD_C * eps * np.abs(d_ref), "dpred")
