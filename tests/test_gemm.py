@@ -50,14 +50,15 @@ def check(c, c0, a, b, beta):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_edge_tile(arch, dtype):
-    """All m, n in 1..3*MR, 1..3*NR against the exact product, for several k, both betas and
-    every operand layout; C is a window of a NaN-filled buffer, so a read of C under beta 0 or
-    a write outside the window shows up as NaN or a changed sentinel."""
+    """Every combination of m in 1..3*MR, n in 1..3*NR and k in 0..3*MR against the exact
+    product, both betas and every operand layout (cycled with k); C is a window of a
+    NaN-filled buffer, so a read of C under beta 0 or a write outside the window shows up as
+    NaN or a changed sentinel. (m or n == 0 is test_empty_dimensions.)"""
     blk = _gemm.blocks(arch, dtype)
     M, N = 3 * blk["mr"], 3 * blk["nr"]
     rng = np.random.default_rng(1)
-    cases = [(1, "C", "C", 0), (2, "F", "C", 1), (3, "C", "F", 0), (5, "S", "S", 1),
-             (8, "F", "F", 0), (13, "C", "S", 1), (0, "C", "C", 1)]
+    layouts = [("C", "C"), ("F", "C"), ("C", "F"), ("S", "S"), ("F", "F"), ("C", "S")]
+    cases = [(k,) + layouts[k % len(layouts)] + (k % 2,) for k in range(3 * blk["mr"] + 1)]
     for k, la, lb, beta in cases:
         a = layout(rng, M, k, dtype, la)
         b = layout(rng, k, N, dtype, lb)
@@ -85,6 +86,22 @@ def test_every_edge_tile(arch, dtype):
             bad = mask & ~(err <= tol(dtype, k) * scale + np.finfo(dtype).tiny)
             assert not bad.any(), (f"m={m} k={k} beta={beta} layouts {la}{lb}: wrong at "
                                    f"(n-1, i, j) = {tuple(np.argwhere(bad)[0])}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_dimensions(arch, dtype):
+    """m == 0 or n == 0 writes nothing; k == 0 gives beta * c (zeros for beta 0)."""
+    blk = _gemm.blocks(arch, dtype)
+    rng = np.random.default_rng(2)
+    for m, n, k in ((0, blk["nr"] + 1, 3), (blk["mr"] + 1, 0, 3), (0, 0, 0)):
+        buf = np.full((m + 1, n + 1), np.nan, dtype)
+        _gemm.gemm(buf[:m, :n], layout(rng, m, k, dtype, "C"), layout(rng, k, n, dtype, "C"), 0)
+        assert np.isnan(buf).all()
+    for beta in (0, 1):
+        c0 = rng.standard_normal((blk["mr"] + 1, blk["nr"] + 1)).astype(dtype)
+        c = c0.copy()
+        _gemm.gemm(c, np.empty((c.shape[0], 0), dtype), np.empty((0, c.shape[1]), dtype), beta)
+        np.testing.assert_array_equal(c, c0 if beta else np.zeros_like(c0))
 
 
 def block_sizes(arch, dtype):
