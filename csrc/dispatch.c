@@ -16,32 +16,28 @@
 /* ---- the kernel tables: every ISA path in one place ---------------------------------------
  * Block sizes (Sapphire Rapids: 48 KiB L1d, 2 MiB L2 per core): KC keeps the B micro-panel
  * in L1, MC*KC the A block in L2, NC*KC the B panel in L3. */
-#define PB_SPEC_ENTRIES(ISA)                                                                 \
+/* The entries whose kernels are named by their ISA alone (the micro-kernels carry their
+ * tile in the name and are listed per table). */
+#define PB_ISA_ENTRIES(ISA)                                                                  \
+    .gemv_dot_f32 = pb_gemv_dot_f32_##ISA, .gemv_dot_f64 = pb_gemv_dot_f64_##ISA,            \
+    .gemv_axpy_f32 = pb_gemv_axpy_f32_##ISA, .gemv_axpy_f64 = pb_gemv_axpy_f64_##ISA,        \
+    .xent_row_f32 = pb_xent_row_f32_##ISA, .xent_row_f64 = pb_xent_row_f64_##ISA,            \
+    .bce_block_f32 = pb_bce_block_f32_##ISA, .bce_block_f64 = pb_bce_block_f64_##ISA,        \
+    .mse_block_f32 = pb_mse_block_f32_##ISA, .mse_block_f64 = pb_mse_block_f64_##ISA,        \
     .spec_rows_f32 = pb_spec_rows_f32_##ISA, .spec_rows_f64 = pb_spec_rows_f64_##ISA,        \
     .spec_dot_f32 = pb_spec_dot_f32_##ISA, .spec_dot_f64 = pb_spec_dot_f64_##ISA,            \
     .spec_bwd_f32 = pb_spec_bwd_f32_##ISA, .spec_bwd_f64 = pb_spec_bwd_f64_##ISA,            \
-    .spec_div_f32 = pb_spec_div_f32_##ISA, .spec_div_f64 = pb_spec_div_f64_##ISA
+    .spec_div_f32 = pb_spec_div_f32_##ISA, .spec_div_f64 = pb_spec_div_f64_##ISA,            \
+    .adam_f32 = pb_adam_range_f32_##ISA, .adam_f64 = pb_adam_range_f64_##ISA,                \
+    .adamax_f32 = pb_adamax_range_f32_##ISA, .adamax_f64 = pb_adamax_range_f64_##ISA
+
 const pb_arch_t pb_arch_ref = {
     .name = "ref",
     .blk_f32 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F32, .mc = 128, .kc = 256, .nc = 2048},
     .blk_f64 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F64, .mc = 128, .kc = 256, .nc = 2048},
     .ukr_f32 = pb_gemm_ukr_f32_ref,
     .ukr_f64 = pb_gemm_ukr_f64_ref,
-    .gemv_dot_f32 = pb_gemv_dot_f32_ref,
-    .gemv_dot_f64 = pb_gemv_dot_f64_ref,
-    .gemv_axpy_f32 = pb_gemv_axpy_f32_ref,
-    .gemv_axpy_f64 = pb_gemv_axpy_f64_ref,
-    .xent_row_f32 = pb_xent_row_f32_ref,
-    .xent_row_f64 = pb_xent_row_f64_ref,
-    .bce_block_f32 = pb_bce_block_f32_ref,
-    .bce_block_f64 = pb_bce_block_f64_ref,
-    .mse_block_f32 = pb_mse_block_f32_ref,
-    .mse_block_f64 = pb_mse_block_f64_ref,
-    PB_SPEC_ENTRIES(ref),
-    .adam_f32 = pb_adam_range_f32_ref,
-    .adam_f64 = pb_adam_range_f64_ref,
-    .adamax_f32 = pb_adamax_range_f32_ref,
-    .adamax_f64 = pb_adamax_range_f64_ref,
+    PB_ISA_ENTRIES(ref),
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -51,21 +47,7 @@ const pb_arch_t pb_arch_avx2 = {
     .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096},
     .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
     .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
-    .gemv_dot_f32 = pb_gemv_dot_f32_avx2,
-    .gemv_dot_f64 = pb_gemv_dot_f64_avx2,
-    .gemv_axpy_f32 = pb_gemv_axpy_f32_avx2,
-    .gemv_axpy_f64 = pb_gemv_axpy_f64_avx2,
-    .xent_row_f32 = pb_xent_row_f32_avx2,
-    .xent_row_f64 = pb_xent_row_f64_avx2,
-    .bce_block_f32 = pb_bce_block_f32_avx2,
-    .bce_block_f64 = pb_bce_block_f64_avx2,
-    .mse_block_f32 = pb_mse_block_f32_avx2,
-    .mse_block_f64 = pb_mse_block_f64_avx2,
-    PB_SPEC_ENTRIES(avx2),
-    .adam_f32 = pb_adam_range_f32_avx2,
-    .adam_f64 = pb_adam_range_f64_avx2,
-    .adamax_f32 = pb_adamax_range_f32_avx2,
-    .adamax_f64 = pb_adamax_range_f64_avx2,
+    PB_ISA_ENTRIES(avx2),
 };
 
 const pb_arch_t pb_arch_avx512 = {
@@ -74,23 +56,9 @@ const pb_arch_t pb_arch_avx512 = {
     .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 256, .nc = 4096},
     .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
     .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
-    .gemv_dot_f32 = pb_gemv_dot_f32_avx512,
-    .gemv_dot_f64 = pb_gemv_dot_f64_avx512,
-    .gemv_axpy_f32 = pb_gemv_axpy_f32_avx512,
-    .gemv_axpy_f64 = pb_gemv_axpy_f64_avx512,
-    .pack_t_f32 = pb_pack_t_f32_avx512,
+    .pack_t_f32 = pb_pack_t_f32_avx512, /* NULL in the other tables: portable packing */
     .pack_t_f64 = pb_pack_t_f64_avx512,
-    .xent_row_f32 = pb_xent_row_f32_avx512,
-    .xent_row_f64 = pb_xent_row_f64_avx512,
-    .bce_block_f32 = pb_bce_block_f32_avx512,
-    .bce_block_f64 = pb_bce_block_f64_avx512,
-    .mse_block_f32 = pb_mse_block_f32_avx512,
-    .mse_block_f64 = pb_mse_block_f64_avx512,
-    PB_SPEC_ENTRIES(avx512),
-    .adam_f32 = pb_adam_range_f32_avx512,
-    .adam_f64 = pb_adam_range_f64_avx512,
-    .adamax_f32 = pb_adamax_range_f32_avx512,
-    .adamax_f64 = pb_adamax_range_f64_avx512,
+    PB_ISA_ENTRIES(avx512),
 };
 #endif
 
