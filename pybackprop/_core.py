@@ -14,6 +14,7 @@ F64 = np.dtype(np.float64)
 FLOAT_DTYPES = (F32, F64)
 _CTYPE = {F32: "float[]", F64: "double[]"}
 _NULL = ffi.NULL
+_INF = float("inf")
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
 _ACT_CODE = {
@@ -38,6 +39,8 @@ def act_code(activation, negative_slope):
     except (KeyError, TypeError):
         raise ValueError(
             f"activation must be one of {ACTIVATIONS}, got {activation!r}") from None
+    if type(negative_slope) is float and 0.0 <= negative_slope < _INF:
+        return code, negative_slope  # the common call: a valid Python float
     slope = float(negative_slope)
     if not slope >= 0.0 or slope == float("inf"):
         raise ValueError(f"negative_slope must be finite and >= 0, got {negative_slope!r}")
@@ -86,6 +89,25 @@ def result_dtype(**inputs):
     return found[1] if found is not None else F64
 
 
+def fast_ctype(*arrays):
+    """``"float[]"`` or ``"double[]"`` when every one of ``arrays`` (None skipped) is an
+    ndarray of one float dtype that C can use as is (C-contiguous, aligned, writeable);
+    else None, and the caller takes its generic path. The hot-loop check of every kernel."""
+    dt = None
+    for a in arrays:
+        if a is None:
+            continue
+        if type(a) is not np.ndarray or not a.flags.carray:
+            return None
+        if dt is None:
+            dt = a.dtype
+            if dt is not F32 and dt is not F64:  # builtin dtypes are singletons
+                return None
+        elif a.dtype is not dt:
+            return None
+    return None if dt is None else "float[]" if dt is F32 else "double[]"
+
+
 def as_input(name, a, dtype):
     """``a`` as an aligned, C-contiguous ndarray of ``dtype`` (a copy only when needed)."""
     if (type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous
@@ -111,12 +133,16 @@ def check_out(name, out, shape, dtype, inputs=(), allow_alias=()):
         raise ValueError(f"{name} has {describe(out)}; expected dtype {dtype}")
     if out.shape != shape and out.shape != tuple(shape):
         raise ValueError(f"{name} has {describe(out)}; expected shape {tuple(shape)}")
-    if not out.flags.carray:  # C-contiguous, aligned and writeable, in one flag test
-        if not out.flags.writeable:
+    flags = out.flags
+    if not flags.carray:  # C-contiguous, aligned and writeable, in one flag test
+        if not flags.writeable:
             raise ValueError(f"{name} is read-only ({describe(out)})")
         raise ValueError(f"{name} must be C-contiguous and aligned ({describe(out)})")
+    owns = flags.owndata
     for iname, a in inputs:
-        if isinstance(a, np.ndarray) and np.may_share_memory(out, a) and a.size and out.size:
+        if not isinstance(a, np.ndarray) or (owns and a is not out and a.flags.owndata):
+            continue  # two arrays that each own their memory never overlap
+        if np.may_share_memory(out, a) and a.size and out.size:
             if any(_same_view(a, b) and _same_view(out, b) for b in allow_alias):
                 continue
             raise ValueError(f"{name} overlaps the memory of {iname}; "

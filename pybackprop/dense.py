@@ -9,9 +9,8 @@ The specification of every function here is its namesake in :mod:`pybackprop.ref
 import numpy as np
 
 from ._core import (ACTIVATIONS, F32, F64, act_code, as_input, check_out, check_status,
-                    describe, ffi, kernel, lib, ptr, result_dtype)
+                    describe, fast_ctype, ffi, kernel, lib, ptr, result_dtype)
 
-_FLOAT = (F32, F64)
 _CTYPE = {F32: "float[]", F64: "double[]"}
 _FWD = {F32: lib.pb_dense_forward_f32, F64: lib.pb_dense_forward_f64}
 _BWD = {F32: lib.pb_dense_backward_f32, F64: lib.pb_dense_backward_f64}
@@ -54,38 +53,34 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
     y : ndarray (B, N) or (N,), float32 if the inputs are float32, else float64.
     """
     act, slope = act_code(activation, negative_slope)
-    if (out is None and type(x) is np.ndarray and type(w) is np.ndarray
-            and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[1]
-            and x.dtype in _FLOAT and x.dtype == w.dtype and x.flags.carray and w.flags.carray
-            and (b is None or (type(b) is np.ndarray and b.dtype == x.dtype
-                               and b.shape == (w.shape[0],) and b.flags.carray))):
-        # Fast path for the common call (float ndarrays of one dtype, C-contiguous and
-        # aligned, matching shapes, no out=): the checks below hold already, so only
-        # allocate and call, without the generic helpers' overhead.
-        (B, K), N, dtype = x.shape, w.shape[0], x.dtype
-        y = np.empty((B, N), dtype)
+    ct = fast_ctype(x, w, b)
+    if (ct is not None and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[1]
+            and (b is None or b.shape == (w.shape[0],))):
+        # The common call (float ndarrays of one dtype, usable as they are, matching
+        # shapes): nothing to convert, only the output to allocate or check.
+        xa, wa, ba, dtype = x, w, b, x.dtype
+        (B, K), N = x.shape, w.shape[0]
+        shape = (B, N)
+    else:
+        dtype = result_dtype(x=x, w=w, b=b)
+        xa, wa = as_input("x", x, dtype), as_input("w", w, dtype)
+        B, K, N = _dense_shapes(xa, wa)
+        ba = None
+        if b is not None:
+            ba = as_input("b", b, dtype)
+            if ba.shape != (N,):
+                raise ValueError(f"b has shape {ba.shape}; expected ({N},) to match w of "
+                                 f"shape {wa.shape}")
+        shape = (B, N) if xa.ndim == 2 else (N,)
         ct = _CTYPE[dtype]
-        st = _FWD[dtype](_fb(ct, y), _fb(ct, x), _fb(ct, w), _NULL if b is None else _fb(ct, b),
-                         B, K, N, act, slope)
-        if st:
-            check_status(st)
-        return y
-    dtype = result_dtype(x=x, w=w, b=b)
-    xa, wa = as_input("x", x, dtype), as_input("w", w, dtype)
-    B, K, N = _dense_shapes(xa, wa)
-    ba = None
-    if b is not None:
-        ba = as_input("b", b, dtype)
-        if ba.shape != (N,):
-            raise ValueError(f"b has shape {ba.shape}; expected ({N},) to match w of shape "
-                             f"{wa.shape}")
-    shape = (B, N) if xa.ndim == 2 else (N,)
     if out is None:
         y = np.empty(shape, dtype)
     else:
         y = check_out("out", out, shape, dtype, (("x", x), ("w", w), ("b", b)))
-    check_status(kernel("dense_forward", dtype)(ptr(y), ptr(xa), ptr(wa), ptr(ba),
-                                                B, K, N, act, slope))
+    st = _FWD[dtype](_fb(ct, y), _fb(ct, xa), _fb(ct, wa), _NULL if ba is None else _fb(ct, ba),
+                     B, K, N, act, slope)
+    if st:
+        check_status(st)
     return y
 
 
@@ -114,51 +109,49 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
     (dx, dw, db) : ndarrays (dx is None when ``need_dx`` is False)
     """
     act, slope = act_code(activation, negative_slope)
-    if (dx is None and dw is None and db is None and not accumulate
-            and type(x) is np.ndarray and type(w) is np.ndarray and type(y) is np.ndarray
-            and type(dy) is np.ndarray and x.ndim == 2 and w.ndim == 2
-            and x.shape[1] == w.shape[1] and y.shape == dy.shape == (x.shape[0], w.shape[0])
-            and x.dtype in _FLOAT and x.dtype == w.dtype == y.dtype == dy.dtype
-            and x.flags.carray and w.flags.carray and y.flags.carray and dy.flags.carray):
-        # Fast path for the common call (float ndarrays of one dtype, C-contiguous and
-        # aligned, matching shapes, no output buffers): the checks below hold already.
-        (B, K), N, dtype = x.shape, w.shape[0], x.dtype
-        dxo = np.empty((B, K), dtype) if need_dx else None
-        dwo, dbo = np.empty((N, K), dtype), np.empty(N, dtype)
+    ct = fast_ctype(dy, x, w, y)
+    if (ct is not None and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[1]
+            and y.shape == dy.shape == (x.shape[0], w.shape[0])):
+        # The common call: nothing to convert, only the outputs to allocate or check.
+        dya, xa, wa, ya, dtype = dy, x, w, y, x.dtype
+        (B, K), N = x.shape, w.shape[0]
+    else:
+        dtype = result_dtype(dy=dy, x=x, w=w, y=y)
+        dya, xa, wa, ya = (as_input("dy", dy, dtype), as_input("x", x, dtype),
+                           as_input("w", w, dtype), as_input("y", y, dtype))
+        B, K, N = _dense_shapes(xa, wa)
+        yshape = (B, N) if xa.ndim == 2 else (N,)
+        if ya.shape != yshape:
+            raise ValueError(f"y has shape {ya.shape}; expected {yshape} for x of shape "
+                             f"{xa.shape} and w of shape {wa.shape}")
+        if dya.shape != yshape:
+            raise ValueError(f"dy has shape {dya.shape}; expected {yshape} (the shape of y)")
         ct = _CTYPE[dtype]
-        st = _BWD[dtype](_NULL if dxo is None else _fb(ct, dxo), _fb(ct, dwo), _fb(ct, dbo),
-                         _fb(ct, dy), _fb(ct, x), _fb(ct, w), _fb(ct, y), B, K, N, act, slope, 0)
-        if st:
-            check_status(st)
-        return dxo, dwo, dbo
-    dtype = result_dtype(dy=dy, x=x, w=w, y=y)
-    dya, xa, wa, ya = (as_input("dy", dy, dtype), as_input("x", x, dtype),
-                       as_input("w", w, dtype), as_input("y", y, dtype))
-    B, K, N = _dense_shapes(xa, wa)
-    yshape = (B, N) if xa.ndim == 2 else (N,)
-    if ya.shape != yshape:
-        raise ValueError(f"y has shape {ya.shape}; expected {yshape} for x of shape "
-                         f"{xa.shape} and w of shape {wa.shape}")
-    if dya.shape != yshape:
-        raise ValueError(f"dy has shape {dya.shape}; expected {yshape} (the shape of y)")
     if not need_dx and dx is not None:
         raise ValueError("dx was given but need_dx=False")
-    inputs = (("dy", dy), ("x", x), ("w", w), ("y", y))
-    bufs = []
-    for name, buf, shape, on in (("dx", dx, xa.shape, need_dx), ("dw", dw, (N, K), True),
-                                 ("db", db, (N,), True)):
-        if not on:
-            bufs.append(None)
-        elif buf is None:
-            bufs.append(np.zeros(shape, dtype) if accumulate else np.empty(shape, dtype))
-        else:
-            others = tuple((n, b) for n, b in (("dx", dx), ("dw", dw), ("db", db))
-                           if n != name and b is not None)
-            bufs.append(check_out(name, buf, shape, dtype, inputs + others))
-    dxo, dwo, dbo = bufs
-    check_status(kernel("dense_backward", dtype)(
-        ptr(dxo), ptr(dwo), ptr(dbo), ptr(dya), ptr(xa), ptr(wa), ptr(ya),
-        B, K, N, act, slope, 1 if accumulate else 0))
+    if dx is None and dw is None and db is None:
+        new = np.zeros if accumulate else np.empty
+        dxo = new(xa.shape, dtype) if need_dx else None
+        dwo, dbo = new((N, K), dtype), new(N, dtype)
+    else:
+        # each given buffer is checked against the inputs and the buffers checked before it
+        seen = (("dy", dy), ("x", x), ("w", w), ("y", y))
+        bufs = []
+        for name, buf, shape, on in (("dx", dx, xa.shape, need_dx), ("dw", dw, (N, K), True),
+                                     ("db", db, (N,), True)):
+            if not on:
+                bufs.append(None)
+            elif buf is None:
+                bufs.append(np.zeros(shape, dtype) if accumulate else np.empty(shape, dtype))
+            else:
+                bufs.append(check_out(name, buf, shape, dtype, seen))
+                seen += ((name, buf),)
+        dxo, dwo, dbo = bufs
+    st = _BWD[dtype](_NULL if dxo is None else _fb(ct, dxo), _fb(ct, dwo), _fb(ct, dbo),
+                     _fb(ct, dya), _fb(ct, xa), _fb(ct, wa), _fb(ct, ya), B, K, N, act, slope,
+                     1 if accumulate else 0)
+    if st:
+        check_status(st)
     return dxo, dwo, dbo
 
 
