@@ -10,6 +10,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <string.h>
 
 #define TARGET "avx512f,avx512dq,avx512bw,avx512vl,fma"
 #define MR 12
@@ -53,7 +54,34 @@
 #include "vmath_f32.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
+
+/* Lanes 0..7 of the result: the sums of the 16 lanes of a[0], ..., a[7], every one by the
+ * same fixed tree: 128-bit quarters (0+2, 1+3), then those two, then the 4 lanes of the
+ * quarter (0+2, 1+3), then those two. 14 shuffles and 8 adds for 8 dot products. */
+static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f32_avx512(
+    const __m512 *a) {
+    __m512 h[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) /* [a_2q: Q0+Q2, Q1+Q3 | a_2q+1: Q0+Q2, Q1+Q3] */
+        h[q] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * q], a[2 * q + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(a[2 * q], a[2 * q + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* quarter q of lo / hi: the 4 partial sums of a_q / a_4+q */
+    const __m512 lo = _mm512_add_ps(_mm512_shuffle_f32x4(h[0], h[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm512_shuffle_f32x4(h[0], h[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512 hi = _mm512_add_ps(_mm512_shuffle_f32x4(h[2], h[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm512_shuffle_f32x4(h[2], h[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* per quarter q: [lo0+lo2, hi0+hi2, lo1+lo3, hi1+hi3], then lanes 0 and 1 the totals */
+    const __m512 d = _mm512_add_ps(_mm512_unpacklo_ps(lo, hi), _mm512_unpackhi_ps(lo, hi));
+    const __m512 e = _mm512_add_ps(d, _mm512_shuffle_ps(d, d, _MM_SHUFFLE(1, 0, 3, 2)));
+    /* lane 4q holds sum a_q, lane 4q+1 sum a_4+q */
+    return _mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 4, 8, 12, 1, 5, 9, 13), e);
+}
+#define DOT_NAME pb_gemm_dot_f32_avx512
+#define VREDUCE8(a) pb_reduce8_f32_avx512(a)
 #include "ukr_simd.inc"
+#undef DOT_NAME
+#undef VREDUCE8
 #undef VSIGMOID
 #undef VTANH
 #undef T

@@ -87,6 +87,22 @@ typedef void (*pb_gemv_axpy_f64_t)(ptrdiff_t n, ptrdiff_t k, const double *x, pt
                                    const double *w, ptrdiff_t ldw, double *y, int beta,
                                    const pb_epi_f64_t *epi);
 
+/* ---- dot-product kernel (optional per ISA; NULL: the packed path) -------------------------
+ * c[i*ldc + j] = epi(beta c[i*ldc + j] + sum_p a[i*lda + p] b[j*ldb + p]) for i < m, j < n:
+ * the forward's layout (rows of x and of w both contiguous in p), without packing, for
+ * problems with few rows of A. epi as in the micro-kernel with epi->bias pointing at column
+ * 0 of c; beta 0 never reads c. Every c element is summed in an order that depends only on
+ * k (not on m, n, the operands' alignment or the split of the columns between threads).
+ * ws: 64-byte aligned scratch of (m + 8) * PB_DOT_KP(k) elements (aligned copies of
+ * rows that are not). */
+#define PB_DOT_KP(k) (((k) + 15) / 16 * 16)
+typedef void (*pb_gemm_dot_f32_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a,
+                                  ptrdiff_t lda, const float *b, ptrdiff_t ldb, float *c,
+                                  ptrdiff_t ldc, int beta, const pb_epi_f32_t *epi, float *ws);
+typedef void (*pb_gemm_dot_f64_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
+                                  ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *c,
+                                  ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
+
 /* Transposing pack (optional per ISA; NULL: the driver's portable loops):
  * dst[p*W + r] = src[r*ld + p] for 0 <= r < rows <= W, 0 <= p < kc; dst[p*W + r] = 0 for
  * rows <= r < W. Packs an A micro-panel of a row-major A (W = MR) or a B micro-panel of a
@@ -173,6 +189,8 @@ typedef struct {
     pb_gemv_axpy_f64_t gemv_axpy_f64;
     pb_pack_t_f32_t pack_t_f32;
     pb_pack_t_f64_t pack_t_f64;
+    pb_gemm_dot_f32_t dot_f32;
+    pb_gemm_dot_f64_t dot_f64;
     /* losses (losses.c) */
     pb_xent_row_f32_t xent_row_f32;
     pb_xent_row_f64_t xent_row_f64;
@@ -250,6 +268,9 @@ void pb_pack_t_f32_avx512(float *dst, const float *src, ptrdiff_t ld, ptrdiff_t 
                           ptrdiff_t kc, int W);
 void pb_pack_t_f64_avx512(double *dst, const double *src, ptrdiff_t ld, ptrdiff_t rows,
                           ptrdiff_t kc, int W);
+void pb_gemm_dot_f32_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a,
+                            ptrdiff_t lda, const float *b, ptrdiff_t ldb, float *c,
+                            ptrdiff_t ldc, int beta, const pb_epi_f32_t *epi, float *ws);
 #endif
 
 /* Loss kernels the tables point at: losses.c (ref), losses_avx2.c, losses_avx512.c. */

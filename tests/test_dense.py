@@ -45,7 +45,7 @@ BUFFER_SHAPES = [(1, 1, 1), (5, 6, 1), (17, 31, 29), (130, 300, 70)]
 ZERO_SHAPES = [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (0, 5, 0), (1, 0, 1)]
 # Big enough that every pass runs threaded: GEMM split by M blocks and by micro-panels, the
 # dz/db pass (B*N >= 32768, N > 64 columns) and the elementwise kernels.
-THREAD_SHAPES = [(130, 300, 70), (520, 70, 130)]
+THREAD_SHAPES = [(130, 300, 70), (520, 70, 130), (24, 300, 200)]  # packed x2, dot-product
 LEAKY_SLOPES = [0.0, 0.2, 1.5]
 
 
@@ -481,6 +481,34 @@ def test_results_do_not_depend_on_thread_count(arch, kind, dtype, shape, threads
     names = ["y", "dx", "dw", "db", "dx+=", "dw+=", "db+=", "act", "act_backward"]
     for name, r1, r2 in zip(names, one, two):
         assert_bitwise_equal(r1, r2, name)
+
+
+# ---- alignment --------------------------------------------------------------------------------
+
+
+def _at_offset(a, offset):
+    """A copy of ``a`` whose data starts ``offset`` bytes past a 64-byte boundary."""
+    raw = np.empty(a.nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 9), (5, 37, 24), (32, 128, 70), (64, 1024, 17),
+                                   (3, 4096, 8)], ids=_shape_id)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_does_not_depend_on_alignment(arch, dtype, shape, rng):
+    """Small-batch forwards may read x and w in place or from aligned copies (the dot-product
+    kernel copies rows that are not 64-byte aligned); either way, the same bits."""
+    B, K, N = shape
+    x, w, b = make_dense(rng, shape, dtype, True)
+    base = pybackprop.dense_forward(_at_offset(x, 0), _at_offset(w, 0), b)
+    for offset in (16, 32, 3 * np.dtype(dtype).itemsize):
+        got = pybackprop.dense_forward(_at_offset(x, offset), _at_offset(w, offset), b)
+        assert_bitwise_equal(got, base, f"y with inputs {offset} bytes past 64-byte alignment")
+    y_ref = reference_forward(x, w, b, "relu")
+    assert_within(base, y_ref, forward_bound(x, w, b, "relu", dtype, y_ref), "y")
 
 
 # ---- gradients by finite differences --------------------------------------------------------
