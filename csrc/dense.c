@@ -16,8 +16,12 @@
 #include "pb_internal.h"
 
 #define PB_DZ_COLS 64 /* columns per work item of the dz/db pass */
-/* Below this many flops per gradient GEMM, dw and dx are computed concurrently on two
- * threads instead of one after the other with both threads each. */
+/* Between these many flops per gradient GEMM, dw and dx are computed concurrently on two
+ * threads instead of one after the other with both threads each; below the lower bound the
+ * parallel region (~1-2 us) costs more than it saves, and both run on the calling thread. */
+#ifndef PB_BWD_TASKS_MIN_FLOPS
+#define PB_BWD_TASKS_MIN_FLOPS 3.0e5
+#endif
 #define PB_BWD_TASKS_MAX_FLOPS 8.0e6
 
 /* Rows of the dz/db pass for one activation ACT (a constant), columns [j0, j1). */
@@ -93,8 +97,9 @@
         const T *dz = dzbuf != NULL ? dzbuf : dy;                                          \
         /* Small layers: the two GEMMs run side by side, one thread each (each GEMM is      \
          * then single-threaded, which gives the same bits as any split). */               \
+        const double flops = 2.0 * (double)B * (double)N * (double)K;                      \
         const int tasks = dw != NULL && dx != NULL && pb_threads() > 1 && !pb_in_parallel() && \
-                          2.0 * (double)B * (double)N * (double)K < PB_BWD_TASKS_MAX_FLOPS; \
+                          flops >= PB_BWD_TASKS_MIN_FLOPS && flops < PB_BWD_TASKS_MAX_FLOPS; \
         int st_dw = PB_OK, st_dx = PB_OK;                                                  \
         /* dw (N x K) = dz^T @ x: A(i=n, p=r) = dz[r*N + n], B(p=r, j) = x[r*K + j]         \
          * dx (B x K) = dz @ w:   A(i=r, p=n) = dz[r*N + n], B(p=n, j) = w[n*K + j] */      \
