@@ -12,7 +12,8 @@ the same run: the numpy reference (``pybackprop.reference.dense_forward/dense_ba
 BLAS matmul plus numpy elementwise passes, allocating its results) and PyTorch when
 importable (forward ``act(F.linear(x, w, b))`` on tensors without grad; backward
 ``torch.autograd.grad`` on a retained graph, so only the backward is timed). Ours is timed
-with preallocated ``out=``/``dx=``/``dw=``/``db=`` buffers. Ratios are their time / our
+like them, allocating its results (``--out``: with preallocated ``out=``/``dx=``/``dw=``/
+``db=`` buffers instead, the layer API's way). Ratios are their time / our
 time: > 1 means pybackprop is faster. GFLOP/s are also shown as a fraction of this
 machine's FMA peak, measured at start-up for the active SIMD path and each thread count.
 
@@ -95,10 +96,11 @@ class Problem:
     b ~ N(0, 0.1^2) (sigmoid/tanh neither saturate nor stay linear).
     """
 
-    def __init__(self, dtype, shape, act, slope, seed=0):
+    def __init__(self, dtype, shape, act, slope, seed=0, buffers=False):
         B, K, N = shape
         rng = np.random.default_rng(seed)
         self.dtype, self.shape, self.act, self.slope = np.dtype(dtype), shape, act, slope
+        self.buffers = buffers
         self.x = rng.standard_normal((B, K)).astype(dtype)
         self.w = (rng.standard_normal((N, K)) / math.sqrt(K)).astype(dtype)
         self.b = (0.1 * rng.standard_normal(N)).astype(dtype)
@@ -115,12 +117,16 @@ class Problem:
     # -- the three implementations of each op, as zero-argument callables -----------------
     def ours(self, op):
         x, w, b, act, slope = self.x, self.w, self.b, self.act, self.slope
+        fwd, bwd = pybackprop.dense_forward, pybackprop.dense_backward
+        dy, y = self.dy, self.y
+        if not self.buffers:
+            if op == "forward":
+                return lambda: fwd(x, w, b, activation=act, negative_slope=slope)
+            return lambda: bwd(dy, x, w, y, activation=act, negative_slope=slope)
         if op == "forward":
             y_out = self.y_out
-            fwd = pybackprop.dense_forward
             return lambda: fwd(x, w, b, activation=act, negative_slope=slope, out=y_out)
-        dy, y, dx, dw, db = self.dy, self.y, self.dx_out, self.dw_out, self.db_out
-        bwd = pybackprop.dense_backward
+        dx, dw, db = self.dx_out, self.dw_out, self.db_out
         return lambda: bwd(dy, x, w, y, activation=act, negative_slope=slope, dx=dx, dw=dw,
                            db=db)
 
@@ -245,6 +251,9 @@ def build_parser():
                    help="SIMD path to use (pybackprop.available_archs()); default: the "
                         "one chosen at load time")
     p.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
+    p.add_argument("--out", action="store_true",
+                   help="time ours with preallocated out=/dx=/dw=/db= buffers (default: "
+                        "allocating its results, like numpy and torch)")
     p.add_argument("--runs", type=int, default=1,
                    help="time ours/numpy/torch in turn this many times, keep each one's "
                         "best median (default 1; 2 steadies a noisy host)")
@@ -314,7 +323,7 @@ def main(argv=None):
             cases += extra
         for dt in dtypes:
             for act, shape in cases:
-                problem = Problem(dt, shape, act, args.negative_slope)
+                problem = Problem(dt, shape, act, args.negative_slope, buffers=args.out)
                 for op in ops:
                     row, ok = run_case(problem, op, threads, torch, timing, numpy_unmatched,
                                        args.runs)
@@ -329,8 +338,10 @@ def main(argv=None):
 
     _common.print_table(rows, COLUMNS)
     print()
-    print("  ours: preallocated out=/dx=/dw=/db= buffers; numpy reference and torch "
-          "allocate their results.")
+    print("  ours: " + ("preallocated out=/dx=/dw=/db= buffers; numpy reference and torch "
+                        "allocate their results." if args.out else
+                        "allocating its results, as the numpy reference and torch do "
+                        "(--out: with buffers)."))
     print("  ratios: their time / our time (> 1: pybackprop faster). GFLOP/s: forward "
           "2BKN, backward 4BKN (dx, dw, db).")
     print("  torch backward: torch.autograd.grad on a retained graph (backward only).")
