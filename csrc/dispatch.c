@@ -2,8 +2,8 @@
  *
  * The active kernel table starts as the portable one and is replaced, once, by the best
  * table the CPU and OS support (or by PYBACKPROP_ARCH=ref|avx2|avx512). Tests and
- * benchmarks may switch it with pb_set_arch(). Also: status strings, workspace allocation
- * and build facts. Nothing here prints.
+ * benchmarks may switch it with pb_set_arch(). Also: the opt-in flush mode, status strings,
+ * workspace allocation and build facts. Nothing here prints.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>

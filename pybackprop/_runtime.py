@@ -45,22 +45,26 @@ def set_arch(name):
 
 
 def set_flush_denormal(mode):
-    """Flush subnormal numbers to zero inside pybackprop's kernels (``True``), or compute
+    """Flush subnormal numbers to zero inside pybackprop's kernels (``mode=True``), or compute
     them exactly (``False``, the default). Named after ``torch.set_flush_denormal``.
 
     On, every kernel runs with the FTZ and DAZ bits of MXCSR set in each thread that does its
-    work: subnormal inputs read as 0 and results below ``np.finfo(dtype).tiny`` become 0, so
-    a GEMM on subnormal data runs at full speed instead of taking a microcode assist per
-    operation (SECURITY.md has the figures). Results then differ from the reference
-    (``pybackprop.reference``, exact IEEE arithmetic) by at most a few ``tiny`` per operation.
-    Unlike PyTorch's switch, the mode stays inside the kernels: each thread's own MXCSR is
-    restored before the call returns, so numpy and every other library in the process keep
-    computing subnormals. Process-wide, like :func:`set_num_threads`; also set at load time
-    by ``PYBACKPROP_FLUSH_DENORMAL=1``. A call already running when the mode changes may see
+    work (the calling thread and every OpenMP thread): a subnormal input reads as a zero of
+    its sign and a result below ``np.finfo(dtype).tiny`` becomes 0, so a GEMM on subnormal
+    data runs at full speed instead of ~170x slower (SECURITY.md). Results then differ from
+    the reference (``pybackprop.reference``, exact IEEE arithmetic) by less than ``tiny`` per
+    rounding, and stay bitwise identical for any thread count. Unlike PyTorch's switch, the
+    mode stays inside the kernels: each thread's MXCSR control bits are put back before the
+    call returns, so numpy and every other library keep computing subnormals.
+
+    Process-wide, like :func:`set_num_threads`; ``PYBACKPROP_FLUSH_DENORMAL=1`` turns it on
+    at load time. A call already running in another thread when the mode changes may see
     either mode.
 
-    Returns True if the mode is now ``mode``; False if this CPU or build cannot flush
-    (no x86 SSE maths or no DAZ; the mode then stays off). ``False`` always succeeds.
+    mode : bool
+    Returns True if the mode is now ``mode``; False if this CPU or build cannot flush (no
+    x86 SSE arithmetic, or no DAZ; the mode then stays off). ``False`` always succeeds.
+    Raises TypeError if ``mode`` is not a bool.
     """
     if not isinstance(mode, (bool, np.bool_)):
         raise TypeError(f"mode must be a bool, got {type(mode).__name__} {mode!r}")
