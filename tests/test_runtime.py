@@ -9,8 +9,8 @@ subnormal and normal values match the reference evaluated on those inputs with t
 subnormals replaced by zero, within the error model below, on every dispatch path and
 bitwise equal for 1 and 2 threads; afterwards no thread is left flushing (the probe of
 test_concurrency.py); every OpenMP parallel region of the C sources opens a PB_FP_SCOPE.
-Fixtures arch, threads and rng come from conftest.py; the mode is restored by the `flush`
-fixture. No test reads a clock.
+Fixtures arch, threads, flush (which restores the mode) and rng come from conftest.py. No
+test reads a clock.
 """
 import os
 import platform
@@ -78,16 +78,6 @@ FLUSH_OP = 1.01
 FLUSH_ELEM = 4.0
 LIPSCHITZ = {"identity": 1.0, "relu": 1.0, "leaky_relu": 1.0, "sigmoid": 0.25,
              "tanh": 1.0, "softplus": 1.0}   # leaky_relu: max(1, SLOPE)
-
-
-@pytest.fixture
-def flush():
-    """``pybackprop.set_flush_denormal``; the mode in force before the test is restored."""
-    saved = pybackprop.get_flush_denormal()
-    try:
-        yield pybackprop.set_flush_denormal
-    finally:
-        pybackprop.set_flush_denormal(saved)
 
 
 def _tiny(dtype):
