@@ -1,6 +1,7 @@
 """bench_dense.py -- fused dense + activation, forward and backward, against numpy and PyTorch.
 
     python -m pybackprop bench dense [--quick] [--large] [--dtype ...] [--threads ...]
+    python -m pybackprop bench dense --subnormal   (only the subnormal-input table)
     python bench/bench_dense.py ...           (same, from a checkout, pybackprop installed)
 
 Dimension letters as everywhere in pybackprop: x (B, K), w (N, K), b (N,), y (B, N).
@@ -17,6 +18,15 @@ like them, allocating its results (``--out``: with preallocated ``out=``/``dx=``
 time: > 1 means pybackprop is faster. GFLOP/s are also shown as a fraction of this
 machine's FMA peak, measured at start-up for the active SIMD path and each thread count.
 
+Subnormal inputs (the full run's last table, or alone with --subnormal): at (512, 512, 512),
+relu, zero bias, the highest thread count, the forward on an x scaled into the subnormal range
+(x * 1e-40 in float32, x * 1e-310 in float64; w stays normal) against the same call on the
+normal x, as a slowdown factor, for pybackprop (exact, the default), pybackprop with
+set_flush_denormal(True), numpy, and PyTorch without and with torch.set_flush_denormal(True)
+(set back to False afterwards: torch has no getter). A flushing result must be the
+reference's on the flushed input (x = 0), which is exactly 0 everywhere: pybackprop fails
+otherwise, torch gets a note with the share of outputs it did not flush.
+
 What it does not do: tune anything, or fail on a slow result (targets are read by people,
 see issue 3); it exits non-zero only when a result is wrong or a call fails.
 """
@@ -24,6 +34,8 @@ import argparse
 import math
 import os
 import sys
+
+from copy import copy as shallow_copy
 
 import numpy as np
 
@@ -44,6 +56,11 @@ SHAPES_LARGE = [(2048, 2048, 2048)]
 # sigmoid/tanh should cost < 5% over relu).
 EXTRA_ACTS = ("sigmoid", "tanh")
 EXTRA_SHAPE = (1024, 1024, 1024)
+# The subnormal-input table: shape, activation, and the factor taking x into the subnormal
+# range (|x| < 4.5 sigma stays below np.finfo(dtype).tiny).
+SUBNORMAL_SHAPE = (512, 512, 512)
+SUBNORMAL_ACT = "relu"
+SUBNORMAL_SCALE = {"float32": 1e-40, "float64": 1e-310}
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
 OPS = ("forward", "backward")
 
@@ -225,6 +242,88 @@ def run_case(problem, op, threads, torch, timing, numpy_unmatched, runs=1):
     return row, ok
 
 
+SUBNORMAL_COLUMNS = [
+    ("impl", "impl", "s"),
+    ("dtype", "dtype", "s"),
+    ("thr", "threads", "d"),
+    ("B x K x N", "shape", "s"),
+    ("normal us", "normal_us", _common.fmt_us),
+    ("subnormal us", "sub_us", _common.fmt_us),
+    ("slowdown", "slowdown", ".1f"),
+    ("note", "note", "s"),
+]
+
+
+def subnormal_rows(dtype, threads, torch, timing):
+    """The subnormal-input rows of one dtype: for each implementation the time of the
+    forward on the normal x and on x scaled into the subnormal range, and their ratio."""
+    kw = dict(activation=SUBNORMAL_ACT)
+    normal = Problem(dtype, SUBNORMAL_SHAPE, SUBNORMAL_ACT, 0.01)
+    normal.b = np.zeros_like(normal.b)   # zero bias: exact subnormal outputs stay visible
+    normal.y = reference.dense_forward(normal.x, normal.w, normal.b, **kw)
+    sub = shallow_copy(normal)           # same w, b and buffers; x subnormal
+    sub.x = normal.x * normal.dtype.type(SUBNORMAL_SCALE[normal.dtype.name])
+    assert np.all(np.abs(sub.x) < np.finfo(dtype).tiny), "x is not all subnormal"
+    exact_y = reference.dense_forward(sub.x, sub.w, sub.b, **kw)
+    flushed_y = reference.dense_forward(np.zeros_like(sub.x), sub.w, sub.b, **kw)
+    impls = [("pybackprop", "ours", pybackprop.set_flush_denormal, False),
+             ("pybackprop flush", "ours", pybackprop.set_flush_denormal, True),
+             ("numpy", "numpy", None, False)]
+    if torch is not None:
+        impls += [("torch", "torch", torch.set_flush_denormal, False),
+                  ("torch flush", "torch", torch.set_flush_denormal, True)]
+    saved_ours = pybackprop.get_flush_denormal()
+    rows, ok = [], True
+    for name, who, set_mode, mode in impls:
+        row = dict(impl=name, dtype=normal.dtype.name.replace("float", "f"), threads=threads,
+                   shape=_shape_text(SUBNORMAL_SHAPE))
+        try:
+            if set_mode is not None and not set_mode(mode):
+                raise RuntimeError("flush mode unsupported on this CPU")
+            sub.y = flushed_y if mode else exact_y   # what verify() compares with
+            fns = {}
+            for key, prob in (("normal_us", normal), ("sub_us", sub)):
+                fn = (prob.ours("forward") if who == "ours" else prob.numpy("forward")
+                      if who == "numpy" else prob.torch("forward", torch))
+                prob.verify("forward", fn, who)
+                fns[key] = fn
+            # flushed: every output is exactly 0 (relu(0)); exact: about half are subnormal
+            left = np.count_nonzero(_as_numpy(fns["sub_us"]())) / exact_y.size
+            if mode and left > 0:
+                if who == "ours":
+                    raise AssertionError(f"{left:.1%} of the outputs were not flushed")
+                row["note"] = f"{left:.0%} of outputs not flushed"
+            for key, fn in fns.items():
+                row[key] = _common.measure(fn, **timing)
+            row["slowdown"] = row["sub_us"] / row["normal_us"]
+        except Exception as e:  # a wrong result or a failing call: report, keep going
+            row["note"] = f"FAIL {type(e).__name__}: {e}"
+            ok = False
+        finally:
+            if set_mode is not None:
+                set_mode(saved_ours if set_mode is pybackprop.set_flush_denormal else False)
+        rows.append(row)
+    return rows, ok
+
+
+def run_subnormal(dtypes, threads, torch, timing):
+    """Print the subnormal-input table; returns False if a result was wrong or failed."""
+    _common.set_threads(threads, torch)
+    rows, all_ok = [], True
+    for dt in dtypes:
+        r, ok = subnormal_rows(dt, threads, torch, timing)
+        rows += r
+        all_ok = all_ok and ok
+    print(f"Subnormal inputs: forward {SUBNORMAL_ACT}, x scaled by "
+          f"{SUBNORMAL_SCALE['float32']:g} (f32) / {SUBNORMAL_SCALE['float64']:g} (f64) into "
+          f"the subnormal range; slowdown = subnormal time / normal time")
+    _common.print_table(rows, SUBNORMAL_COLUMNS)
+    print("  flush: pybackprop.set_flush_denormal(True) (FTZ/DAZ in every thread of our "
+          "kernels, restored after) / torch.set_flush_denormal(True) (the calling thread's "
+          "MXCSR only); flushed results verified against the reference on x = 0 (all 0).")
+    return all_ok
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="python -m pybackprop bench dense",
@@ -234,6 +333,9 @@ def build_parser():
                    help="few shapes, one thread count, short timing (CI / README smoke)")
     p.add_argument("--large", action="store_true",
                    help="also (2048, 2048, 2048)")
+    p.add_argument("--subnormal", action="store_true",
+                   help="only the subnormal-input table (slowdown on all-subnormal x, with "
+                        "and without flush-to-zero; part of the full run)")
     p.add_argument("--dtype", default="both",
                    help="float32, float64 or both (default both)")
     p.add_argument("--threads", default=None,
@@ -313,6 +415,12 @@ def main(argv=None):
           f"{timing['min_time']} s after a {timing['warmup']} s warm-up; best of "
           f"{args.runs} run(s); arguments: {shown_args or '(none)'}")
     print()
+    # the subnormal-input table: alone with --subnormal, after the main table in a full run
+    subnormal = args.subnormal or (not args.quick and args.shapes is None)
+    if args.subnormal:
+        ok = run_subnormal(dtypes, max(thread_counts), torch, timing)
+        _common.set_threads(default_threads, torch)
+        return 0 if ok else 1
 
     rows, all_ok = [], True
     for threads in thread_counts:
@@ -345,6 +453,10 @@ def main(argv=None):
     print("  ratios: their time / our time (> 1: pybackprop faster). GFLOP/s: forward "
           "2BKN, backward 4BKN (dx, dw, db).")
     print("  torch backward: torch.autograd.grad on a retained graph (backward only).")
+    if subnormal:
+        print()
+        all_ok = run_subnormal(dtypes, max(thread_counts), torch, timing) and all_ok
+        _common.set_threads(default_threads, torch)
     if any(isinstance(r.get("vs_numpy"), str) and r["vs_numpy"].endswith("*")
            for r in rows):
         print("  *: numpy's BLAS used its default thread count here, more than ours.")

@@ -41,6 +41,7 @@
 #define PB_DEFINE_DENSE(T, SFX)                                                            \
     int pb_dense_forward_##SFX(T *y, const T *x, const T *w, const T *b, ptrdiff_t B,     \
                                ptrdiff_t K, ptrdiff_t N, int act, T slope) {              \
+        PB_FP_SCOPE;                                                                       \
         if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS)    \
             return PB_ERR_ARG;                                                             \
         const pb_epi_##SFX##_t epi = {b, act, slope};                                      \
@@ -71,6 +72,7 @@
     int pb_dense_backward_##SFX(T *dx, T *dw, T *db, const T *dy, const T *x, const T *w, \
                                 const T *y, ptrdiff_t B, ptrdiff_t K, ptrdiff_t N,         \
                                 int act, T slope, int accumulate) {                        \
+        PB_FP_SCOPE;                                                                       \
         if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS)    \
             return PB_ERR_ARG;                                                             \
         const int beta = accumulate ? 1 : 0;                                               \
@@ -88,10 +90,14 @@
                     dz_db_##SFX(dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,                   \
                                 PB_MIN(N, (jb + 1) * PB_DZ_COLS), act, slope, accumulate); \
             } else {                                                                       \
-                _Pragma("omp parallel for schedule(static) num_threads(nt)")               \
-                for (ptrdiff_t jb = 0; jb < nblk; ++jb)                                    \
-                    dz_db_##SFX(dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,                   \
-                                PB_MIN(N, (jb + 1) * PB_DZ_COLS), act, slope, accumulate); \
+                _Pragma("omp parallel num_threads(nt)")                                    \
+                {                                                                          \
+                    PB_FP_SCOPE;                                                           \
+                    _Pragma("omp for schedule(static) nowait")                             \
+                    for (ptrdiff_t jb = 0; jb < nblk; ++jb)                                \
+                        dz_db_##SFX(dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,               \
+                                    PB_MIN(N, (jb + 1) * PB_DZ_COLS), act, slope, accumulate); \
+                }                                                                          \
             }                                                                              \
         }                                                                                  \
         const T *dz = dzbuf != NULL ? dzbuf : dy;                                          \
@@ -106,6 +112,7 @@
         if (tasks) {                                                                       \
             _Pragma("omp parallel num_threads(2)")                                         \
             {                                                                              \
+                PB_FP_SCOPE;                                                               \
                 if (pb_thread_id() == 0)                                                   \
                     st_dw = pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta);        \
                 else                                                                       \

@@ -2,8 +2,8 @@
  *
  * The active kernel table starts as the portable one and is replaced, once, by the best
  * table the CPU and OS support (or by PYBACKPROP_ARCH=ref|avx2|avx512). Tests and
- * benchmarks may switch it with pb_set_arch(). Also: status strings, workspace allocation
- * and build facts. Nothing here prints.
+ * benchmarks may switch it with pb_set_arch(). Also: the opt-in flush mode, status strings,
+ * workspace allocation and build facts. Nothing here prints.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -12,6 +12,9 @@
 #include <string.h>
 
 #include "pb_internal.h"
+#if PB_HAVE_MXCSR
+#include <immintrin.h> /* _fxsave */
+#endif
 
 /* ---- the kernel tables: every ISA path in one place ---------------------------------------
  * Block sizes (Sapphire Rapids: 48 KiB L1d, 2 MiB L2 per core): KC keeps the B micro-panel
@@ -174,6 +177,41 @@ int pb_threads(void) {
 int pb_get_num_threads(void) { return pb_threads(); }
 
 int pb_has_openmp(void) { return PB_OMP; }
+
+/* ---- opt-in flush of subnormals (PB_FP_SCOPE in pb_internal.h does the work) ------------- */
+static atomic_int g_flush = -1; /* -1: PYBACKPROP_FLUSH_DENORMAL not read yet */
+
+/* MXCSR has a DAZ bit on this CPU: bit 6 of MXCSR_MASK, bytes 28-31 of the FXSAVE image
+ * (0 there means the default mask 0xFFBF, without DAZ). Writing an unsupported MXCSR bit
+ * faults, so the mode is refused rather than tried. */
+#if PB_HAVE_MXCSR
+__attribute__((target("fxsr"))) static int flush_supported(void) {
+    _Alignas(16) unsigned char area[512];
+    memset(area, 0, sizeof area);
+    _fxsave(area);
+    uint32_t mask;
+    memcpy(&mask, area + 28, sizeof mask);
+    return ((mask != 0 ? mask : 0xFFBFu) & 0x40u) != 0;
+}
+#else
+static int flush_supported(void) { return 0; }
+#endif
+
+int pb_get_flush_denormal(void) {
+    int f = atomic_load_explicit(&g_flush, memory_order_relaxed);
+    if (f >= 0) return f;
+    const char *env = getenv("PYBACKPROP_FLUSH_DENORMAL");
+    int want = env != NULL && env[0] != '\0' && strtol(env, NULL, 10) != 0 && flush_supported();
+    int unread = -1; /* a pb_set_flush_denormal() that came first wins */
+    atomic_compare_exchange_strong(&g_flush, &unread, want);
+    return atomic_load_explicit(&g_flush, memory_order_relaxed);
+}
+
+int pb_set_flush_denormal(int mode) {
+    if (mode && !flush_supported()) return 0;
+    atomic_store(&g_flush, mode ? 1 : 0);
+    return 1;
+}
 
 const char *pb_compiler(void) {
 #if defined(__clang__)

@@ -56,8 +56,12 @@ static int ordered_block_sum(double *total, pb_block_fn fn, const void *ctx, ptr
         if (part == NULL) return PB_ERR_NOMEM;
     }
     (void)nt; /* unused without OpenMP */
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (ptrdiff_t k = 0; k < nblk; ++k) part[k] = fn(ctx, k);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        PB_FP_SCOPE;
+#pragma omp for schedule(static) nowait
+        for (ptrdiff_t k = 0; k < nblk; ++k) part[k] = fn(ctx, k);
+    }
     double s = 0.0;
     for (ptrdiff_t k = 0; k < nblk; ++k) s += part[k];
     if (part != stack_part) pb_free(part);
@@ -150,6 +154,7 @@ PB_DEFINE_LOSS_REF(double, f64, exp, log, log1p, fabs)
     }                                                                                       \
     int pb_mse_loss_##SFX(T *loss, T *dpred, const T *pred, const T *target, ptrdiff_t n,   \
                           int reduction) {                                                  \
+        PB_FP_SCOPE;                                                                        \
         if (n < 0 || bad_reduction(reduction)) return PB_ERR_ARG;                           \
         const double D = reduction == PB_REDUCE_MEAN ? (double)n : 1.0;                     \
         const mse_ctx_##SFX cx = {dpred, pred, target, n, (T)(2.0 / D),                 \
@@ -185,6 +190,7 @@ PB_DEFINE_LOSS_REF(double, f64, exp, log, log1p, fabs)
     int pb_softmax_cross_entropy_##SFX(T *loss, T *dlogits, const T *logits,                \
                                        const int64_t *labels, const T *targets,             \
                                        ptrdiff_t B, ptrdiff_t C, int reduction) {           \
+        PB_FP_SCOPE;                                                                        \
         if (B < 0 || C < 0 || (B > 0 && C == 0) || bad_reduction(reduction) ||              \
             (labels == NULL) == (targets == NULL))                                          \
             return PB_ERR_ARG;                                                              \
@@ -219,6 +225,7 @@ PB_DEFINE_LOSS_REF(double, f64, exp, log, log1p, fabs)
     int pb_binary_cross_entropy_with_logits_##SFX(T *loss, T *dlogits, const T *logits,     \
                                                   const T *targets, ptrdiff_t n,            \
                                                   int reduction) {                          \
+        PB_FP_SCOPE;                                                                        \
         if (n < 0 || bad_reduction(reduction)) return PB_ERR_ARG;                           \
         const double D = reduction == PB_REDUCE_MEAN ? (double)n : 1.0;                     \
         const bce_ctx_##SFX cx = {dlogits, logits, targets, n, (T)(1.0 / D),                \
@@ -234,27 +241,37 @@ PB_DEFINE_LOSS_REF(double, f64, exp, log, log1p, fabs)
                                                                                             \
     /* maximum: "a won" is a >= b or a is NaN (so NaN in either input propagates). */      \
     int pb_maximum_forward_##SFX(T *z, const T *a, const T *b, ptrdiff_t n) {               \
+        PB_FP_SCOPE;                                                                        \
         if (n < 0) return PB_ERR_ARG;                                                       \
         const int nt = threads_for(n);                                                      \
         (void)nt; /* unused without OpenMP */                                               \
-        _Pragma("omp parallel for schedule(static) num_threads(nt) if (nt > 1)")            \
-        for (ptrdiff_t i = 0; i < n; ++i) {                                                 \
-            const T ai = a[i], bi = b[i];                                                   \
-            z[i] = (ai >= bi || ai != ai) ? ai : bi;                                        \
+        _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                 \
+        {                                                                                   \
+            PB_FP_SCOPE;                                                                    \
+            _Pragma("omp for schedule(static) nowait")                                      \
+            for (ptrdiff_t i = 0; i < n; ++i) {                                             \
+                const T ai = a[i], bi = b[i];                                               \
+                z[i] = (ai >= bi || ai != ai) ? ai : bi;                                    \
+            }                                                                               \
         }                                                                                   \
         return PB_OK;                                                                       \
     }                                                                                       \
     int pb_maximum_backward_##SFX(T *da, T *db, const T *dz, const T *a, const T *b,        \
                                   ptrdiff_t n) {                                            \
+        PB_FP_SCOPE;                                                                        \
         if (n < 0) return PB_ERR_ARG;                                                       \
         const int nt = threads_for(n);                                                      \
         (void)nt; /* unused without OpenMP */                                               \
-        _Pragma("omp parallel for schedule(static) num_threads(nt) if (nt > 1)")            \
-        for (ptrdiff_t i = 0; i < n; ++i) {                                                 \
-            const T ai = a[i], bi = b[i], g = dz[i];                                        \
-            const int a_won = ai >= bi || ai != ai;                                         \
-            da[i] = a_won ? g : (T)0;                                                       \
-            db[i] = a_won ? (T)0 : g;                                                       \
+        _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                 \
+        {                                                                                   \
+            PB_FP_SCOPE;                                                                    \
+            _Pragma("omp for schedule(static) nowait")                                      \
+            for (ptrdiff_t i = 0; i < n; ++i) {                                             \
+                const T ai = a[i], bi = b[i], g = dz[i];                                    \
+                const int a_won = ai >= bi || ai != ai;                                     \
+                da[i] = a_won ? g : (T)0;                                                   \
+                db[i] = a_won ? (T)0 : g;                                                   \
+            }                                                                               \
         }                                                                                   \
         return PB_OK;                                                                       \
     }

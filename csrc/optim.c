@@ -208,6 +208,7 @@ static int pb_optim_bad_hyper(int64_t step, double lr, double beta1, double beta
         (void)nt; /* unused without OpenMP */                                              \
         _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                \
         {                                                                                  \
+            PB_FP_SCOPE;                                                                   \
             int t = 0, nth = 1;                                                            \
             PB_OPTIM_THREAD_ID(t, nth);                                                    \
             const ptrdiff_t lo = pb_optim_cut(total, t, nth);                              \
@@ -231,6 +232,7 @@ static int pb_optim_bad_hyper(int64_t step, double lr, double beta1, double beta
                            int64_t step, double lr, double beta1, double beta2, double eps,  \
                            double weight_decay, int decoupled_weight_decay, int amsgrad,   \
                            int maximize) {                                                 \
+        PB_FP_SCOPE;                                                                       \
         const ptrdiff_t total = pb_optim_total(size, n_tensors);                           \
         if (total < 0 || pb_optim_bad_hyper(step, lr, beta1, beta2, eps, weight_decay) ||  \
             !pb_optim_ptrs_ok_##SFX((const T *const *)param, size, n_tensors) ||           \
@@ -251,6 +253,7 @@ static int pb_optim_bad_hyper(int64_t step, double lr, double beta1, double beta
                              const ptrdiff_t *size, ptrdiff_t n_tensors, int64_t step,     \
                              double lr, double beta1, double beta2, double eps,            \
                              double weight_decay, int maximize) {                          \
+        PB_FP_SCOPE;                                                                       \
         const ptrdiff_t total = pb_optim_total(size, n_tensors);                           \
         if (total < 0 || pb_optim_bad_hyper(step, lr, beta1, beta2, eps, weight_decay) ||  \
             !pb_optim_ptrs_ok_##SFX((const T *const *)param, size, n_tensors) ||           \

@@ -36,6 +36,44 @@ static inline int pb_in_parallel(void) {
 #endif
 }
 
+/* ---- opt-in flush of subnormals (pb_set_flush_denormal, pybackprop.set_flush_denormal) ----
+ * Off (the default): no kernel touches the floating-point environment; subnormals are
+ * computed exactly. On: every thread that does a kernel's work runs it with MXCSR's FTZ (a
+ * result below the smallest normal number becomes 0) and DAZ (a subnormal operand reads as
+ * 0) bits set -- the SSE control register governs AVX and AVX-512 arithmetic too -- and when
+ * it leaves puts its control bits back exactly; exception flags raised meanwhile stay raised,
+ * as they would with the mode off (feupdateenv's semantics).
+ *
+ * `PB_FP_SCOPE;` opens such a scope until the end of the enclosing block (the cleanup
+ * attribute restores on every path out of it). It is the first statement of every public
+ * compute kernel (the calling thread) and of every OpenMP parallel-region body (each thread
+ * of the team; a `parallel for` is written `parallel { PB_FP_SCOPE; for nowait }`). A nested
+ * scope -- a kernel calling a kernel, the master thread inside its own region -- finds both
+ * bits set and writes nothing. Where MXCSR does not govern the arithmetic (non-x86 builds,
+ * x87 maths) there is no mode: pb_set_flush_denormal(1) reports it unsupported. */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2_MATH__)
+#include <xmmintrin.h>
+#define PB_HAVE_MXCSR 1
+#define PB_MXCSR_FTZ_DAZ 0x8040u    /* bit 15 flush-to-zero, bit 6 denormals-are-zero */
+#define PB_MXCSR_FLAGS 0x003Fu      /* the sticky exception flags */
+#define PB_FP_UNTOUCHED 0xFFFFFFFFu /* never a saved MXCSR (its bits 16-31 are reserved 0) */
+static inline unsigned pb_fp_enter(void) {
+    if (!pb_get_flush_denormal()) return PB_FP_UNTOUCHED; /* mode off: MXCSR not even read */
+    const unsigned old = _mm_getcsr();
+    if ((old & PB_MXCSR_FTZ_DAZ) == PB_MXCSR_FTZ_DAZ) return PB_FP_UNTOUCHED;
+    _mm_setcsr(old | PB_MXCSR_FTZ_DAZ);
+    return old;
+}
+static inline void pb_fp_leave(const unsigned *saved) {
+    if (*saved != PB_FP_UNTOUCHED) _mm_setcsr(*saved | (_mm_getcsr() & PB_MXCSR_FLAGS));
+}
+#define PB_FP_SCOPE \
+    const unsigned pb_fp_saved_ __attribute__((cleanup(pb_fp_leave), unused)) = pb_fp_enter()
+#else
+#define PB_HAVE_MXCSR 0
+#define PB_FP_SCOPE (void)0
+#endif
+
 #define PB_ALIGN 64
 #define PB_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PB_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -49,6 +49,13 @@ int pb_arch_supported(const char *name); /* 1 if this CPU (and build) can run th
 void pb_set_num_threads(int n);
 int pb_get_num_threads(void);
 int pb_has_openmp(void);
+/* Opt-in flush of subnormals inside the kernels, process-wide, default off (or on from
+ * PYBACKPROP_FLUSH_DENORMAL=1, read once). On: every kernel runs with FTZ and DAZ set in
+ * MXCSR in each thread that does its work, and restores that thread's MXCSR control bits
+ * before returning (the caller's state is never changed). pb_set_flush_denormal returns 1
+ * if the mode is now as asked, 0 if this CPU or build cannot flush (mode 0 always works). */
+int pb_set_flush_denormal(int mode);
+int pb_get_flush_denormal(void);
 const char *pb_compiler(void);
 const char *pb_cflags(void);        /* the flags the core was compiled with */
 

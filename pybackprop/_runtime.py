@@ -1,11 +1,13 @@
-"""Run-time settings of the C core: threads, SIMD path, and build facts."""
+"""Run-time settings of the C core: threads, SIMD path, flush of subnormals, build facts."""
 import os
+
+import numpy as np
 
 from ._core import ffi, lib
 from ._version import __version__
 
 __all__ = ["set_num_threads", "get_num_threads", "set_arch", "get_arch", "available_archs",
-           "build_info"]
+           "set_flush_denormal", "get_flush_denormal", "build_info"]
 
 ARCHS = ("ref", "avx2", "avx512")
 
@@ -42,6 +44,38 @@ def set_arch(name):
         raise ValueError(f"arch must be one of {available_archs()} on this CPU, got {name!r}")
 
 
+def set_flush_denormal(mode):
+    """Flush subnormal numbers to zero inside pybackprop's kernels (``mode=True``), or compute
+    them exactly (``False``, the default). Named after ``torch.set_flush_denormal``.
+
+    On, every kernel runs with the FTZ and DAZ bits of MXCSR set in each thread that does its
+    work (the calling thread and every OpenMP thread): a subnormal input reads as a zero of
+    its sign and a result below ``np.finfo(dtype).tiny`` becomes 0, so a GEMM on subnormal
+    data runs at full speed instead of ~170x slower (SECURITY.md). Results then differ from
+    the reference (``pybackprop.reference``, exact IEEE arithmetic) by less than ``tiny`` per
+    rounding, and stay bitwise identical for any thread count. Unlike PyTorch's switch, the
+    mode stays inside the kernels: each thread's MXCSR control bits are put back before the
+    call returns, so numpy and every other library keep computing subnormals.
+
+    Process-wide, like :func:`set_num_threads`; ``PYBACKPROP_FLUSH_DENORMAL=1`` turns it on
+    at load time. A call already running in another thread when the mode changes may see
+    either mode.
+
+    mode : bool
+    Returns True if the mode is now ``mode``; False if this CPU or build cannot flush (no
+    x86 SSE arithmetic, or no DAZ; the mode then stays off). ``False`` always succeeds.
+    Raises TypeError if ``mode`` is not a bool.
+    """
+    if not isinstance(mode, (bool, np.bool_)):
+        raise TypeError(f"mode must be a bool, got {type(mode).__name__} {mode!r}")
+    return bool(lib.pb_set_flush_denormal(int(mode)))
+
+
+def get_flush_denormal():
+    """Whether the kernels flush subnormals to zero (see :func:`set_flush_denormal`)."""
+    return bool(lib.pb_get_flush_denormal())
+
+
 def build_info():
     """How the C core was built and what it runs with now."""
     from ._native import __file__ as native_file
@@ -53,8 +87,9 @@ def build_info():
         "available_archs": available_archs(),
         "openmp": bool(lib.pb_has_openmp()),
         "num_threads": get_num_threads(),
-        "env": {k: os.environ[k] for k in ("PYBACKPROP_ARCH", "PYBACKPROP_NUM_THREADS")
-                if k in os.environ},
+        "flush_denormal": get_flush_denormal(),
+        "env": {k: os.environ[k] for k in ("PYBACKPROP_ARCH", "PYBACKPROP_NUM_THREADS",
+                                           "PYBACKPROP_FLUSH_DENORMAL") if k in os.environ},
         "native_module": native_file,
     }
 

@@ -4,6 +4,7 @@ Assumes the package is installed with its compiled core (``pip install -e '.[tes
 Provides fixtures that change global library state and always restore it:
   arch     -- parametrised over every SIMD path this CPU can run (pybackprop.available_archs())
   threads  -- a setter for the kernel thread count
+  flush    -- a setter for the flush-to-zero mode (pybackprop.set_flush_denormal)
   rng      -- a numpy Generator seeded from the test's id (reproducible, distinct per test)
 and the hypothesis profiles: "default" (fast, used by CI) and "thorough" (select with
 PYBACKPROP_HYPOTHESIS_PROFILE=thorough). It does not skip anything: a missing compiled core
@@ -50,6 +51,16 @@ def threads():
         yield pybackprop.set_num_threads
     finally:
         pybackprop.set_num_threads(saved)
+
+
+@pytest.fixture
+def flush():
+    """``pybackprop.set_flush_denormal``; the mode in force before the test is restored."""
+    saved = pybackprop.get_flush_denormal()
+    try:
+        yield pybackprop.set_flush_denormal
+    finally:
+        pybackprop.set_flush_denormal(saved)
 
 
 @pytest.fixture

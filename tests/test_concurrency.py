@@ -148,18 +148,28 @@ def test_set_num_threads_from_many_threads_is_safe(arch):
         pybackprop.set_num_threads(saved)
 
 
+def _assert_subnormals_survive(dt):
+    """Subnormal arithmetic is exact in this thread (numpy) and in the threads of a kernel
+    run with the current thread count: a GEMM by 1 (2 x 4096 x 64 flops, split across
+    threads) and an elementwise product (65536 elements, split too). Kernels run with the
+    flush mode off never touch MXCSR, so they see whatever earlier calls left behind."""
+    tiny = np.finfo(dt).smallest_subnormal
+    sub = np.full(4096, tiny * 3, dt)
+    assert (sub * dt(1) == sub).all() and sub[0] != 0     # this thread
+    y = pybackprop.dense_forward(sub.reshape(-1, 1), np.ones((64, 1), dt),
+                                 activation="identity")
+    np.testing.assert_array_equal(y, np.repeat(sub.reshape(-1, 1), 64, axis=1))
+    quarter = pybackprop.activation_backward(np.full(65536, tiny * 4, dt),
+                                             np.full(65536, 0.5, dt), "sigmoid")
+    np.testing.assert_array_equal(quarter, np.full(65536, tiny, dt))  # 4 tiny * 0.25
+
+
 def test_no_flush_to_zero_behind_the_users_back(threads):
     """After every kernel ran (1 and 2 threads), subnormals still survive arithmetic in the
-    calling thread (numpy) and in the kernels' threads (an identity activation and a GEMM
-    by 1): no kernel leaves FTZ/DAZ set in MXCSR."""
+    calling thread (numpy) and in the kernels' threads (a GEMM by 1 and an elementwise
+    product, both threaded): no kernel leaves FTZ/DAZ set in MXCSR."""
     for n in (1, 2):
         threads(n)
         for dt in (np.float32, np.float64):
             _kernel_set(0, dt)
-            tiny = np.finfo(dt).smallest_subnormal
-            sub = np.full(4096, tiny * 3, dt)            # subnormal, large enough to split
-            assert (sub * dt(1) == sub).all() and sub[0] != 0     # this thread
-            np.testing.assert_array_equal(pybackprop.activation(sub, "identity"), sub)
-            y = pybackprop.dense_forward(sub.reshape(-1, 1), np.ones((3, 1), dt),
-                                         activation="identity")
-            np.testing.assert_array_equal(y, np.repeat(sub.reshape(-1, 1), 3, axis=1))
+            _assert_subnormals_survive(dt)
