@@ -129,7 +129,36 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define VRELU(v) _mm512_max_pd(_mm512_setzero_pd(), v)
 #define VLEAKY(v, s) \
     _mm512_mask_mul_pd(v, _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ), v, s)
+#undef VSUB
+#undef VMUL
+#undef VDIV
+#undef VMAXV
+#undef VMINV
+#undef VABS
+#undef VROUND
+#undef VSCALE
+#undef VBLEND_LT
+#undef VBLEND_LT0
+#undef VCOPYSIGN
+#undef FNAME
+#define VSUB(a, b) _mm512_sub_pd(a, b)
+#define VMUL(a, b) _mm512_mul_pd(a, b)
+#define VDIV(a, b) _mm512_div_pd(a, b)
+#define VMAXV(a, b) _mm512_max_pd(a, b)
+#define VMINV(a, b) _mm512_min_pd(a, b)
+#define VABS(a) _mm512_abs_pd(a)
+#define VROUND(a) _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VSCALE(p, n) _mm512_scalef_pd(p, n)
+#define VBLEND_LT(x, c, a, b) _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, c, _CMP_LT_OQ), b, a)
+#define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm512_setzero_pd(), a, b)
+#define VCOPYSIGN(m, s) _mm512_or_pd(m, _mm512_and_pd(s, _mm512_set1_pd(-0.0)))
+#define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f64_avx512)
+#include "vmath_f64.inc"
+#define VSIGMOID(v) FNAME(sigmoid)(v)
+#define VTANH(v) FNAME(tanh)(v)
 #include "ukr_simd.inc"
+#undef VSIGMOID
+#undef VTANH
 
 
 /* ---- transposing pack (both dtypes) ------------------------------------------------------
