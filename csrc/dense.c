@@ -104,8 +104,12 @@
         /* Small layers: the two GEMMs run side by side, one thread each (each GEMM is      \
          * then single-threaded, which gives the same bits as any split). */               \
         const double flops = 2.0 * (double)B * (double)N * (double)K;                      \
+        /* ... but not when B == 1 makes dw a large outer product: its streaming stores     \
+         * want both cores' store bandwidth (1 x 1024 x 1024: 270 -> 184 us split instead).  \
+         */                                                                                \
         const int tasks = dw != NULL && dx != NULL && pb_threads() > 1 && !pb_in_parallel() && \
-                          flops >= PB_BWD_TASKS_MIN_FLOPS && flops < PB_BWD_TASKS_MAX_FLOPS; \
+                          flops >= PB_BWD_TASKS_MIN_FLOPS && flops < PB_BWD_TASKS_MAX_FLOPS && \
+                          (B > 1 || (double)N * (double)K < 1048576.0);                     \
         int st_dw = PB_OK, st_dx = PB_OK;                                                  \
         /* dw (N x K) = dz^T @ x: A(i=n, p=r) = dz[r*N + n], B(p=r, j) = x[r*K + j]         \
          * dx (B x K) = dz @ w:   A(i=r, p=n) = dz[r*N + n], B(p=n, j) = w[n*K + j] */      \
