@@ -17,8 +17,9 @@
 #endif
 
 /* ---- the kernel tables: every ISA path in one place ---------------------------------------
- * Block sizes (Sapphire Rapids: 48 KiB L1d, 2 MiB L2 per core): KC keeps the B micro-panel
- * in L1, MC*KC the A block in L2, NC*KC the B panel in L3. */
+ * Block sizes (Sapphire Rapids: 48 KiB L1d, 2 MiB L2 per core): MC*KC the A block in L2,
+ * NC*KC the B panel in L3; KC keeps the B micro-panel in L1 on AVX2 and ref, while AVX-512
+ * takes deep panels so that C is swept once per 1024 (512) of k (docs/gemm.md). */
 /* The entries whose kernels are named by their ISA alone (the micro-kernels carry their
  * tile in the name and are listed per table). */
 #define PB_ISA_ENTRIES(ISA)                                                                  \
@@ -55,8 +56,8 @@ const pb_arch_t pb_arch_avx2 = {
 
 const pb_arch_t pb_arch_avx512 = {
     .name = "avx512",
-    .blk_f32 = {.mr = 12, .nr = 32, .mc = 384, .kc = 256, .nc = 4096},
-    .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 256, .nc = 4096},
+    .blk_f32 = {.mr = 12, .nr = 32, .mc = 192, .kc = 1024, .nc = 2048},
+    .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 512, .nc = 2048},
     .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
     .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
     .pack_t_f32 = pb_pack_t_f32_avx512, /* NULL in the other tables: portable packing */

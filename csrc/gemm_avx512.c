@@ -3,8 +3,8 @@
  * Compiled with per-function target attributes only, so this file builds on any x86-64
  * compiler and its code runs only after dispatch.c has checked the CPU.
  * f32: 12 x 32 tile (12 rows x 2 zmm), 24 accumulators; f64: 12 x 16 (12 rows x 2 zmm).
- * Blocks (Sapphire Rapids: 48 KiB L1d, 2 MiB L2 per core): KC=256 keeps the 32 KiB B
- * micro-panel (f32) in L1, MC=384 an A block of 384 KiB in L2.
+ * Blocks: see the table in dispatch.c and docs/gemm.md (deep K panels, so that C is swept
+ * once per 1024 (f32) / 512 (f64) of k).
  */
 #include "pb_internal.h"
 
