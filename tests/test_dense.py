@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 import pybackprop
 from pybackprop import reference as ref
 
+from _helpers import assert_bitwise, assert_within
+
 ARCHS = tuple(pybackprop.available_archs())
 DTYPES = (np.float32, np.float64)
 ACTIVATIONS = ref.ACTIVATIONS
@@ -162,33 +164,6 @@ def backward_bounds(dy, x, w, y, kind, dtype, slope=SLOPE, old=None):
     return tuple(bounds)
 
 
-def assert_within(ours, expected, bound, what):
-    """ours ~ expected elementwise within bound; NaN/inf must match exactly."""
-    assert ours.shape == expected.shape, f"{what}: shape {ours.shape} != {expected.shape}"
-    ours = np.asarray(ours, dtype=np.float64)
-    bound = np.broadcast_to(bound, expected.shape)
-    finite = np.isfinite(expected)
-    np.testing.assert_array_equal(ours[~finite], expected[~finite],
-                                  err_msg=f"{what}: non-finite values differ")
-    err = np.where(finite, np.abs(ours - np.where(finite, expected, 0)), 0)
-    excess = err - np.where(finite, bound, np.inf)
-    bad = ~(excess <= 0)  # also catches NaN in ours where expected is finite
-    if bad.any():
-        i = np.unravel_index(np.argmax(np.where(np.isnan(excess), np.inf, excess)),
-                             expected.shape)
-        raise AssertionError(
-            f"{what}: {int(bad.sum())} of {bad.size} elements outside the error bound; "
-            f"worst at {i}: ours {ours[i]!r}, reference {expected[i]!r}, "
-            f"|diff| {err[i]:.3g} > bound {bound[i]:.3g}")
-
-
-def assert_bitwise_equal(a, b, what):
-    """Same shape, dtype and bits (NaN payloads and signed zeros included)."""
-    assert a.shape == b.shape and a.dtype == b.dtype, what
-    u = np.uint32 if a.dtype == np.float32 else np.uint64
-    assert np.array_equal(a.view(u), b.view(u)), f"{what}: results differ in their bits"
-
-
 def make_dense(rng, shape, dtype, bias=True):
     """Random x (B, K), w (N, K), b (N,) or None, with pre-activations of order 1."""
     B, K, N = shape
@@ -249,7 +224,7 @@ def test_forward_matches_reference(arch, kind, dtype, shape, bias, rng):
     y_ref = reference_forward(x, w, b, kind)
     assert_within(y, y_ref, forward_bound(x, w, b, kind, dtype, y_ref), "y")
     for before, after in zip(saved, [a for a in (x, w, b) if a is not None]):
-        assert_bitwise_equal(before, after, "an input was modified")
+        assert_bitwise(before, after, "an input was modified")
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
@@ -262,7 +237,7 @@ def test_backward_matches_reference(arch, kind, dtype, shape, rng):
     got = pybackprop.dense_backward(dy, x, w, y, activation=kind)
     check_backward(got, dy, x, w, y, kind, dtype)
     for before, after in zip(saved, (dy, x, w, y)):
-        assert_bitwise_equal(before, after, "an input was modified")
+        assert_bitwise(before, after, "an input was modified")
 
 
 @pytest.mark.parametrize("shape", BUFFER_SHAPES, ids=_shape_id)
@@ -275,8 +250,8 @@ def test_backward_without_dx(arch, kind, dtype, shape, rng):
     assert dx is None
     _, dw_full, db_full = pybackprop.dense_backward(dy, x, w, y, activation=kind)
     check_backward((None, dw, db), dy, x, w, y, kind, dtype, need_dx=False)
-    assert_bitwise_equal(dw, dw_full, "dw")
-    assert_bitwise_equal(db, db_full, "db")
+    assert_bitwise(dw, dw_full, "dw")
+    assert_bitwise(db, db_full, "db")
 
 
 @pytest.mark.parametrize("slope", LEAKY_SLOPES)
@@ -306,7 +281,7 @@ def test_forward_out_is_written_not_read(arch, kind, dtype, shape, rng):
     out = np.full((shape[0], shape[2]), np.nan, dtype)
     y = pybackprop.dense_forward(x, w, b, activation=kind, out=out)
     assert y is out
-    assert_bitwise_equal(out, pybackprop.dense_forward(x, w, b, activation=kind), "y")
+    assert_bitwise(out, pybackprop.dense_forward(x, w, b, activation=kind), "y")
 
 
 @pytest.mark.parametrize("shape", BUFFER_SHAPES, ids=_shape_id)
@@ -322,7 +297,7 @@ def test_backward_buffers_are_written_not_read(arch, kind, dtype, shape, rng):
     plain = pybackprop.dense_backward(dy, x, w, y, activation=kind)
     for name, g, buf, p in zip(("dx", "dw", "db"), got, bufs, plain):
         assert g is buf, f"{name} buffer not returned"
-        assert_bitwise_equal(g, p, name)
+        assert_bitwise(g, p, name)
 
 
 @pytest.mark.parametrize("shape", BUFFER_SHAPES, ids=_shape_id)
@@ -396,10 +371,10 @@ def test_forward_1d_x(arch, kind, dtype, rng):
     assert y.shape == (33,)
     y_ref = reference_forward(x[0], w, b, kind)
     assert_within(y, y_ref, forward_bound(x[0], w, b, kind, dtype, y_ref), "y")
-    assert_bitwise_equal(y, pybackprop.dense_forward(x, w, b, activation=kind)[0], "y")
+    assert_bitwise(y, pybackprop.dense_forward(x, w, b, activation=kind)[0], "y")
     out = np.full(33, np.nan, dtype)
     assert pybackprop.dense_forward(x[0], w, b, activation=kind, out=out) is out
-    assert_bitwise_equal(out, y, "out")
+    assert_bitwise(out, y, "out")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -411,9 +386,9 @@ def test_backward_1d_x(arch, kind, dtype, rng):
     assert [g.shape for g in got] == [(67,), (33, 67), (33,)]
     check_backward(got, dy[0], x[0], w, y[0], kind, dtype)
     batch = pybackprop.dense_backward(dy, x, w, y, activation=kind)
-    assert_bitwise_equal(got[0], batch[0][0], "dx")
-    assert_bitwise_equal(got[1], batch[1], "dw")
-    assert_bitwise_equal(got[2], batch[2], "db")
+    assert_bitwise(got[0], batch[0][0], "dx")
+    assert_bitwise(got[1], batch[1], "dw")
+    assert_bitwise(got[2], batch[2], "db")
 
 
 # ---- zero-size dimensions --------------------------------------------------------------------
@@ -480,7 +455,7 @@ def test_results_do_not_depend_on_thread_count(arch, kind, dtype, shape, threads
     two = run()
     names = ["y", "dx", "dw", "db", "dx+=", "dw+=", "db+=", "act", "act_backward"]
     for name, r1, r2 in zip(names, one, two):
-        assert_bitwise_equal(r1, r2, name)
+        assert_bitwise(r1, r2, name)
 
 
 # ---- alignment --------------------------------------------------------------------------------
@@ -506,7 +481,7 @@ def test_forward_does_not_depend_on_alignment(arch, dtype, shape, rng):
     base = pybackprop.dense_forward(_at_offset(x, 0), _at_offset(w, 0), b)
     for offset in (16, 32, 3 * np.dtype(dtype).itemsize):
         got = pybackprop.dense_forward(_at_offset(x, offset), _at_offset(w, offset), b)
-        assert_bitwise_equal(got, base, f"y with inputs {offset} bytes past 64-byte alignment")
+        assert_bitwise(got, base, f"y with inputs {offset} bytes past 64-byte alignment")
     y_ref = reference_forward(x, w, b, "relu")
     assert_within(base, y_ref, forward_bound(x, w, b, "relu", dtype, y_ref), "y")
 
@@ -594,7 +569,7 @@ def test_activation_matches_reference(arch, kind, dtype, shape, rng):
     assert_within(y, y_ref, ELEM_C * _eps(dtype) * np.abs(y_ref) + _tiny(dtype), "y")
     out = np.full(shape, np.nan, dtype)
     assert pybackprop.activation(z, kind, out=out) is out
-    assert_bitwise_equal(out, y, "out")
+    assert_bitwise(out, y, "out")
 
     dy = rng.standard_normal(shape).astype(dtype)
     dz_ref = ref.activation_backward(_up(dy), _up(y), kind)
@@ -604,7 +579,7 @@ def test_activation_matches_reference(arch, kind, dtype, shape, rng):
                   "dz")
     out = np.full(shape, np.nan, dtype)
     assert pybackprop.activation_backward(dy, y, kind, out=out) is out
-    assert_bitwise_equal(out, dz, "out")
+    assert_bitwise(out, dz, "out")
 
 
 SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 1e-30, -1e-30]
@@ -715,13 +690,13 @@ def test_noncontiguous_inputs(arch, dtype, layout, rng):
 
     ins = [relayout(a) for a in (dy, x, w, y, b)]
     assert all(not (a.flags.c_contiguous and a.flags.aligned) for a in ins if a.ndim == 2)
-    assert_bitwise_equal(pybackprop.dense_forward(ins[1], ins[2], ins[4], activation="tanh"),
+    assert_bitwise(pybackprop.dense_forward(ins[1], ins[2], ins[4], activation="tanh"),
                          pybackprop.dense_forward(x, w, b, activation="tanh"), "y")
     got = pybackprop.dense_backward(*ins[:4], activation="tanh")
     for name, g, e in zip(("dx", "dw", "db"), got,
                           pybackprop.dense_backward(dy, x, w, y, activation="tanh")):
-        assert_bitwise_equal(g, e, name)
-    assert_bitwise_equal(pybackprop.activation(ins[1], "tanh"),
+        assert_bitwise(g, e, name)
+    assert_bitwise(pybackprop.activation(ins[1], "tanh"),
                          pybackprop.activation(x, "tanh"), "activation")
 
 
@@ -744,7 +719,7 @@ def test_rejects_unsupported_dtype(arg, bad, rng):
     with pytest.raises(TypeError, match=rf"(?s)\b{arg}\b.*{np.dtype(bad).name}"
                        rf"|{np.dtype(bad).name}.*\b{arg}\b"):
         pybackprop.dense_forward(args["x"], args["w"], args["b"], out=out)
-    assert_bitwise_equal(out, _sentinel((4, 5), np.float32), "out")
+    assert_bitwise(out, _sentinel((4, 5), np.float32), "out")
 
 
 @pytest.mark.parametrize("arg", ["dy", "x", "w", "y"])
@@ -757,7 +732,7 @@ def test_backward_rejects_mixed_float_dtypes(arg, rng):
         pybackprop.dense_backward(*args.values(), dx=bufs[0], dw=bufs[1], db=bufs[2])
     assert re.search(rf"\b{arg}\b", str(e.value)), str(e.value)
     for buf, s in zip(bufs, ((4, 3), (5, 3), (5,))):
-        assert_bitwise_equal(buf, _sentinel(s, np.float32), "buffer")
+        assert_bitwise(buf, _sentinel(s, np.float32), "buffer")
 
 
 def test_forward_rejects_mixed_float_dtypes(rng):
@@ -796,7 +771,7 @@ def test_forward_rejects_shape_mismatch(case, rng):
     msg = str(e.value)
     assert _s(culprit) in msg, msg
     assert not partners or any(_s(p) in msg for p in partners), msg
-    assert_bitwise_equal(out, _sentinel((4, 5), np.float64), "out")
+    assert_bitwise(out, _sentinel((4, 5), np.float64), "out")
 
 
 # (dy, x, w, y shapes, the offending shape, acceptable partner shapes)
@@ -819,7 +794,7 @@ def test_backward_rejects_shape_mismatch(case, rng):
         pybackprop.dense_backward(dy, x, w, y, dw=dw)
     msg = str(e.value)
     assert _s(culprit) in msg and any(_s(p) in msg for p in partners), msg
-    assert_bitwise_equal(dw, _sentinel(w.shape, np.float64), "dw")
+    assert_bitwise(dw, _sentinel(w.shape, np.float64), "dw")
 
 
 def test_activation_backward_rejects_shape_mismatch():
@@ -850,7 +825,7 @@ def test_rejects_bad_activation_options(fn, bad, rng):
             pybackprop.activation(y, kind, negative_slope=slope, out=out)
         else:
             pybackprop.activation_backward(y, y, kind, negative_slope=slope, out=out)
-    assert_bitwise_equal(out, _sentinel(y.shape, np.float64), "out")
+    assert_bitwise(out, _sentinel(y.shape, np.float64), "out")
 
 
 def _bad_buffer(case, shape, dtype):
@@ -884,7 +859,7 @@ def test_forward_rejects_bad_out(dtype, case, rng):
     before = out.copy()
     with pytest.raises(ValueError, match=r"\bout\b"):
         pybackprop.dense_forward(x, w, b, out=out)
-    assert_bitwise_equal(np.ascontiguousarray(out), np.ascontiguousarray(before), "out")
+    assert_bitwise(np.ascontiguousarray(out), np.ascontiguousarray(before), "out")
 
 
 @pytest.mark.parametrize("case", ["dtype", "shape", "flat", "strided", "readonly"])
@@ -921,7 +896,7 @@ def test_forward_rejects_out_overlapping_an_input(case, rng):
     with pytest.raises(ValueError, match=r"\bout\b"):
         pybackprop.dense_forward(x, w, b, out=out)
     for before, after in zip(snapshot, (base, x, w, b)):
-        assert_bitwise_equal(before, after, "memory changed")
+        assert_bitwise(before, after, "memory changed")
 
 
 @pytest.mark.parametrize("name,case", [(n, c) for n in ("dx", "dw", "db") for c in OUT_CASES
@@ -938,7 +913,7 @@ def test_backward_rejects_bad_buffer(name, case, rng):
         with pytest.raises(ValueError, match=rf"\b{name}\b"):
             pybackprop.dense_backward(dy, x, w, y, accumulate=accumulate, **bufs)
         for n, a in bufs.items():
-            assert_bitwise_equal(np.ascontiguousarray(a), before[n], n)
+            assert_bitwise(np.ascontiguousarray(a), before[n], n)
 
 
 # buffer name -> the input memory it is made to share (B = K = N so that shapes fit)
@@ -964,7 +939,7 @@ def test_backward_rejects_buffer_overlapping_an_input(case, rng):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         pybackprop.dense_backward(dy, x, w, y, activation="sigmoid", **bufs)
     for n, a in ins.items():
-        assert_bitwise_equal(a, snapshot[n], n)
+        assert_bitwise(a, snapshot[n], n)
 
 
 @pytest.mark.parametrize("case", OUT_CASES)
@@ -979,7 +954,7 @@ def test_activation_rejects_bad_out(fn, case, rng):
             pybackprop.activation(z, "tanh", out=out)
         else:
             pybackprop.activation_backward(z, np.tanh(z), "tanh", out=out)
-    assert_bitwise_equal(np.ascontiguousarray(out), before, "out")
+    assert_bitwise(np.ascontiguousarray(out), before, "out")
 
 
 # ---- dispatch and build information ---------------------------------------------------------

@@ -14,6 +14,8 @@ import pytest
 import pybackprop
 from pybackprop import reference as ref
 
+from _helpers import assert_bitwise, assert_within
+
 DTYPES = (np.float32, np.float64)
 REDUCTIONS = ("mean", "sum")
 # (B, C) for softmax cross-entropy: one class, one row, odd sizes around the vector widths
@@ -78,31 +80,6 @@ def _eps(dtype):
 
 def _up(a):
     return np.asarray(a, dtype=np.float64)
-
-
-def assert_within(ours, expected, bound, what):
-    """ours ~ expected elementwise within bound; non-finite values must match exactly."""
-    ours = np.asarray(ours, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert ours.shape == expected.shape, f"{what}: shape {ours.shape} != {expected.shape}"
-    bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), expected.shape)
-    finite = np.isfinite(expected)
-    np.testing.assert_array_equal(ours[~finite], expected[~finite],
-                                  err_msg=f"{what}: non-finite values differ")
-    err = np.abs(ours - np.where(finite, expected, 0))
-    bad = finite & ~(err <= bound)
-    if bad.any():
-        i = np.unravel_index(np.argmax(np.where(bad, err - bound, -np.inf)), expected.shape)
-        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} outside the bound; "
-                             f"worst at {i}: ours {ours[i]!r}, reference {expected[i]!r}, "
-                             f"bound {bound[i]:.3g}")
-
-
-def assert_bitwise(a, b, what):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape and a.dtype == b.dtype, what
-    u = np.uint32 if a.dtype == np.float32 else np.uint64
-    assert np.array_equal(a.view(u), b.view(u)), f"{what}: bits differ"
 
 
 def _divisor(reduction, count):

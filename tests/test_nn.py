@@ -16,15 +16,11 @@ import pybackprop as pb
 from pybackprop import reference as ref
 from pybackprop.nn import Dense, Sequential
 
+from _helpers import assert_bitwise
+
 FD_TOL = 1e-6
 STAT_SIGMAS = 5.0
 DTYPES = (np.float32, np.float64)
-
-
-def assert_bitwise(a, b, what=""):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape and a.dtype == b.dtype, what
-    assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), f"{what}: bits differ"
 
 
 # ---- initialisation ---------------------------------------------------------------------------
