@@ -53,7 +53,7 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
     y : ndarray (B, N) or (N,), float32 if the inputs are float32, else float64.
     """
     act, slope = act_code(activation, negative_slope)
-    ct = fast_ctype(x, w, b)
+    ct = fast_ctype(x, w, optional=b)
     if (ct is not None and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[1]
             and (b is None or b.shape == (w.shape[0],))):
         # The common call (float ndarrays of one dtype, usable as they are, matching

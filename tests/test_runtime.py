@@ -28,8 +28,8 @@ from pybackprop import reference as ref
 from pybackprop._core import lib
 from pybackprop._gemm import gemm
 from test_concurrency import _assert_subnormals_survive, _kernel_set
-from test_dense import (assert_bitwise_equal, assert_within, backward_bounds, forward_bound,
-                        reference_backward, reference_forward)
+from _helpers import assert_bitwise, assert_within
+from test_dense import backward_bounds, forward_bound, reference_backward, reference_forward
 from test_losses import EPS64, MSE_GRAD_C, MSE_LOSS_C
 
 DTYPES = (np.float32, np.float64)
@@ -305,7 +305,7 @@ def test_every_kernel_flushes_in_every_thread(flush, threads, case, dtype):
         _check_values(run(dtype, S), on_values, f"{case} on, {n} threads")
         assert flush(False)
         for a, b in zip(run(dtype, S), before):
-            assert_bitwise_equal(np.asarray(a), np.asarray(b), f"{case} off again")
+            assert_bitwise(np.asarray(a), np.asarray(b), f"{case} off again")
 
 
 # ---- results on mixed inputs: the reference on flushed inputs -----------------------------
@@ -340,7 +340,7 @@ def test_dense_forward_with_flush_matches_flushed_reference(flush, threads, arch
     assert flush(True)
     y1, y2 = _run_threads(lambda: pybackprop.dense_forward(x, w, b, activation=kind,
                                                            negative_slope=SLOPE), threads)
-    assert_bitwise_equal(y1, y2, "y, 1 vs 2 threads")
+    assert_bitwise(y1, y2, "y, 1 vs 2 threads")
     xf, wf, bf = flushed(x), flushed(w), flushed(b)
     y_ref = reference_forward(xf, wf, bf, kind, SLOPE)
     K = shape[1]
@@ -369,7 +369,7 @@ def test_dense_backward_with_flush_matches_flushed_reference(flush, threads, arc
     expected = reference_backward(dyf, xf, wf, yf, kind, SLOPE)
     bounds = backward_bounds(dyf, xf, wf, yf, kind, dtype, SLOPE)
     for name, a, c, e, bd, n in zip(("dx", "dw", "db"), r1, r2, expected, bounds, (N, B, B)):
-        assert_bitwise_equal(a, c, f"{name}, 1 vs 2 threads")
+        assert_bitwise(a, c, f"{name}, 1 vs 2 threads")
         assert_within(a, e, bd + (FLUSH_ELEM + 2) * n * FLUSH_OP * _tiny(dtype),
                       f"{name} {kind}")
 
@@ -387,8 +387,8 @@ def test_mse_loss_with_flush_matches_flushed_reference(flush, threads, arch, n, 
     assert flush(True)
     (l1, d1), (l2, d2) = _run_threads(
         lambda: pybackprop.mse_loss(pred, target, reduction=reduction), threads)
-    assert_bitwise_equal(np.array(l1), np.array(l2), "loss, 1 vs 2 threads")
-    assert_bitwise_equal(d1, d2, "dpred, 1 vs 2 threads")
+    assert_bitwise(np.array(l1), np.array(l2), "loss, 1 vs 2 threads")
+    assert_bitwise(d1, d2, "dpred, 1 vs 2 threads")
     loss_ref, d_ref = ref.mse_loss(flushed(pred).astype(np.float64),
                                    flushed(target).astype(np.float64), reduction=reduction)
     D = n if reduction == "mean" else 1
@@ -441,8 +441,8 @@ def test_optimizers_with_flush_equal_flushed_reference(flush, threads, arch, cas
     r1, r2 = _run_threads(lambda: step(ours_fn, [p, g] + state), threads)
     expected = step(ref_fn, [flushed(a) for a in [p, g] + state])
     for name, a, c, e in zip(("p", "m", "v/u", "v_max"), r1, r2, expected):
-        assert_bitwise_equal(a, c, f"{name}, 1 vs 2 threads")
-        assert_bitwise_equal(a, e, f"{name} vs the reference on flushed inputs")
+        assert_bitwise(a, c, f"{name}, 1 vs 2 threads")
+        assert_bitwise(a, e, f"{name} vs the reference on flushed inputs")
 
 
 # ---- nothing is left behind -----------------------------------------------------------------
