@@ -62,7 +62,8 @@ const pb_arch_t pb_arch_avx512 = {
     .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
     .pack_t_f32 = pb_pack_t_f32_avx512, /* NULL in the other tables: portable packing */
     .pack_t_f64 = pb_pack_t_f64_avx512,
-    .dot_f32 = pb_gemm_dot_f32_avx512, /* NULL elsewhere: small-M forwards pack too */
+    .dot_f32 = pb_gemm_dot_f32_avx512, /* NULL elsewhere: small-M forwards pack there */
+    .dot_f64 = pb_gemm_dot_f64_avx512,
     PB_ISA_ENTRIES(avx512),
 };
 #endif

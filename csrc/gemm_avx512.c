@@ -156,7 +156,31 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #include "vmath_f64.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
+
+/* Lanes 0..7 of the result: the sums of the 8 lanes of a[0], ..., a[7], every one by the
+ * same fixed tree: 128-bit quarters (0+2, 1+3), then those two, then the 2 lanes of the
+ * quarter. 14 shuffles and 7 adds for 8 dot products. */
+static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_f64_avx512(
+    const __m512d *a) {
+    __m512d h[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) /* [a_2q: Q0+Q2, Q1+Q3 | a_2q+1: Q0+Q2, Q1+Q3] */
+        h[q] = _mm512_add_pd(_mm512_shuffle_f64x2(a[2 * q], a[2 * q + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f64x2(a[2 * q], a[2 * q + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* quarter q of lo / hi: the 2 partial sums of a_q / a_4+q */
+    const __m512d lo = _mm512_add_pd(_mm512_shuffle_f64x2(h[0], h[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f64x2(h[0], h[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512d hi = _mm512_add_pd(_mm512_shuffle_f64x2(h[2], h[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f64x2(h[2], h[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* lane 2q holds sum a_q, lane 2q+1 sum a_4+q */
+    const __m512d e = _mm512_add_pd(_mm512_unpacklo_pd(lo, hi), _mm512_unpackhi_pd(lo, hi));
+    return _mm512_permutexvar_pd(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), e);
+}
+#define DOT_NAME pb_gemm_dot_f64_avx512
+#define VREDUCE8(a) pb_reduce8_f64_avx512(a)
 #include "ukr_simd.inc"
+#undef DOT_NAME
+#undef VREDUCE8
 #undef VSIGMOID
 #undef VTANH
 

@@ -309,6 +309,9 @@ void pb_pack_t_f64_avx512(double *dst, const double *src, ptrdiff_t ld, ptrdiff_
 void pb_gemm_dot_f32_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a,
                             ptrdiff_t lda, const float *b, ptrdiff_t ldb, float *c,
                             ptrdiff_t ldc, int beta, const pb_epi_f32_t *epi, float *ws);
+void pb_gemm_dot_f64_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
+                            ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *c,
+                            ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
 #endif
 
 /* Loss kernels the tables point at: losses.c (ref), losses_avx2.c, losses_avx512.c. */
