@@ -9,17 +9,42 @@
 /* Below this many elements a parallel region costs more than it saves. */
 #define PB_ELEMWISE_PAR_MIN 32768
 
+/* One loop per activation: with ACT a constant, pb_act_* / pb_dact_* inline to a single
+ * expression, so the simple ones vectorise (a switch per element kept 4096 relu' at ~3.7 us).
+ * The same scalar functions either way: the same bits. */
+#define PB_ACT_SWITCH(LOOP)                                                                 \
+    switch (act) {                                                                          \
+    case PB_ACT_RELU: LOOP(PB_ACT_RELU); break;                                            \
+    case PB_ACT_LEAKY_RELU: LOOP(PB_ACT_LEAKY_RELU); break;                                \
+    case PB_ACT_SIGMOID: LOOP(PB_ACT_SIGMOID); break;                                      \
+    case PB_ACT_TANH: LOOP(PB_ACT_TANH); break;                                            \
+    case PB_ACT_SOFTPLUS: LOOP(PB_ACT_SOFTPLUS); break;                                     \
+    default: LOOP(PB_ACT_IDENTITY); break;                                                 \
+    }
+
 #define PB_DEFINE_ACT_KERNELS(T, SFX)                                                      \
+    /* elements [i0, i1) */                                                                \
+    static void act_fwd_##SFX(T *y, const T *z, ptrdiff_t i0, ptrdiff_t i1, int act,      \
+                              T slope) {                                                   \
+        PB_ACT_SWITCH(PB_ACT_FWD_LOOP_##SFX)                                               \
+    }                                                                                      \
+    static void act_bwd_##SFX(T *dz, const T *dy, const T *y, ptrdiff_t i0, ptrdiff_t i1,  \
+                              int act, T slope) {                                          \
+        PB_ACT_SWITCH(PB_ACT_BWD_LOOP_##SFX)                                               \
+    }                                                                                      \
     int pb_activation_forward_##SFX(T *y, const T *z, ptrdiff_t n, int act, T slope) {    \
         PB_FP_SCOPE;                                                                       \
         if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS) return PB_ERR_ARG;    \
         const int nt = n >= PB_ELEMWISE_PAR_MIN ? pb_threads() : 1;                        \
-        (void)nt; /* unused without OpenMP */                                              \
-        _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                \
+        if (nt == 1) {                                                                     \
+            act_fwd_##SFX(y, z, 0, n, act, slope);                                         \
+            return PB_OK;                                                                  \
+        }                                                                                  \
+        _Pragma("omp parallel num_threads(nt)")                                            \
         {                                                                                  \
             PB_FP_SCOPE;                                                                   \
-            _Pragma("omp for schedule(static) nowait")                                     \
-            for (ptrdiff_t i = 0; i < n; ++i) y[i] = pb_act_##SFX(z[i], act, slope);       \
+            const ptrdiff_t t = pb_thread_id(), m = pb_team_size();                 \
+            act_fwd_##SFX(y, z, n * t / m, n * (t + 1) / m, act, slope);                   \
         }                                                                                  \
         return PB_OK;                                                                      \
     }                                                                                      \
@@ -28,15 +53,27 @@
         PB_FP_SCOPE;                                                                       \
         if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS) return PB_ERR_ARG;    \
         const int nt = n >= PB_ELEMWISE_PAR_MIN ? pb_threads() : 1;                        \
-        (void)nt; /* unused without OpenMP */                                              \
-        _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                \
+        if (nt == 1) {                                                                     \
+            act_bwd_##SFX(dz, dy, y, 0, n, act, slope);                                    \
+            return PB_OK;                                                                  \
+        }                                                                                  \
+        _Pragma("omp parallel num_threads(nt)")                                            \
         {                                                                                  \
             PB_FP_SCOPE;                                                                   \
-            _Pragma("omp for schedule(static) nowait")                                     \
-            for (ptrdiff_t i = 0; i < n; ++i) dz[i] = pb_dact_##SFX(dy[i], y[i], act, slope); \
+            const ptrdiff_t t = pb_thread_id(), m = pb_team_size();                 \
+            act_bwd_##SFX(dz, dy, y, n * t / m, n * (t + 1) / m, act, slope);              \
         }                                                                                  \
         return PB_OK;                                                                      \
     }
+
+#define PB_ACT_FWD_LOOP_f32(ACT) \
+    for (ptrdiff_t i = i0; i < i1; ++i) y[i] = pb_act_f32(z[i], ACT, slope)
+#define PB_ACT_FWD_LOOP_f64(ACT) \
+    for (ptrdiff_t i = i0; i < i1; ++i) y[i] = pb_act_f64(z[i], ACT, slope)
+#define PB_ACT_BWD_LOOP_f32(ACT) \
+    for (ptrdiff_t i = i0; i < i1; ++i) dz[i] = pb_dact_f32(dy[i], y[i], ACT, slope)
+#define PB_ACT_BWD_LOOP_f64(ACT) \
+    for (ptrdiff_t i = i0; i < i1; ++i) dz[i] = pb_dact_f64(dy[i], y[i], ACT, slope)
 
 PB_DEFINE_ACT_KERNELS(float, f32)
 PB_DEFINE_ACT_KERNELS(double, f64)

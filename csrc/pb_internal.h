@@ -19,13 +19,20 @@
 #define PB_OMP 0
 #endif
 
-/* The calling thread's number in the current OpenMP team, and whether we already run
- * inside a parallel region (kernels called from one then stay on their thread). */
+/* The calling thread's number in the current OpenMP team, the team's size, and whether we
+ * already run inside a parallel region (kernels called from one then stay on their thread). */
 static inline int pb_thread_id(void) {
 #if PB_OMP
     return omp_get_thread_num();
 #else
     return 0;
+#endif
+}
+static inline int pb_team_size(void) { /* threads of the current team (1 outside) */
+#if PB_OMP
+    return omp_get_num_threads();
+#else
+    return 1;
 #endif
 }
 static inline int pb_in_parallel(void) {
