@@ -51,6 +51,7 @@ const pb_arch_t pb_arch_avx2 = {
     .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096},
     .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
     .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
+    .act_fwd_f32 = pb_act_fwd_f32_avx2, /* float64 has no vector sigmoid/tanh on AVX2 */
     PB_ISA_ENTRIES(avx2),
 };
 
@@ -64,6 +65,8 @@ const pb_arch_t pb_arch_avx512 = {
     .pack_t_f64 = pb_pack_t_f64_avx512,
     .dot_f32 = pb_gemm_dot_f32_avx512, /* NULL elsewhere: small-M forwards pack there */
     .dot_f64 = pb_gemm_dot_f64_avx512,
+    .act_fwd_f32 = pb_act_fwd_f32_avx512,
+    .act_fwd_f64 = pb_act_fwd_f64_avx512,
     PB_ISA_ENTRIES(avx512),
 };
 #endif

@@ -61,7 +61,9 @@
 #include "vmath_f32.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
+#define ACT_FWD_NAME pb_act_fwd_f32_avx2
 #include "ukr_simd.inc"
+#undef ACT_FWD_NAME
 #undef VSIGMOID
 #undef VTANH
 #undef T

@@ -79,7 +79,9 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 }
 #define DOT_NAME pb_gemm_dot_f32_avx512
 #define VREDUCE8(a) pb_reduce8_f32_avx512(a)
+#define ACT_FWD_NAME pb_act_fwd_f32_avx512
 #include "ukr_simd.inc"
+#undef ACT_FWD_NAME
 #undef DOT_NAME
 #undef VREDUCE8
 #undef VSIGMOID
@@ -178,7 +180,9 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 }
 #define DOT_NAME pb_gemm_dot_f64_avx512
 #define VREDUCE8(a) pb_reduce8_f64_avx512(a)
+#define ACT_FWD_NAME pb_act_fwd_f64_avx512
 #include "ukr_simd.inc"
+#undef ACT_FWD_NAME
 #undef DOT_NAME
 #undef VREDUCE8
 #undef VSIGMOID

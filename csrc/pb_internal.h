@@ -148,6 +148,14 @@ typedef void (*pb_gemm_dot_f64_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const d
                                   ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *c,
                                   ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
 
+/* Vector activation forward (optional per ISA and dtype; NULL: act.c's scalar loops):
+ * y[i] = act(z[i]) for 0 <= i < n by the GEMM epilogue's code (the same function as the
+ * fused forward's, e.g. vmath_f32.inc's sigmoid/tanh); y may be z. act.c uses it for the
+ * activations that have a vector form there (sigmoid, tanh). */
+typedef void (*pb_act_fwd_f32_t)(float *y, const float *z, ptrdiff_t n, int act, float slope);
+typedef void (*pb_act_fwd_f64_t)(double *y, const double *z, ptrdiff_t n, int act,
+                                 double slope);
+
 /* Transposing pack (optional per ISA; NULL: the driver's portable loops):
  * dst[p*W + r] = src[r*ld + p] for 0 <= r < rows <= W, 0 <= p < kc; dst[p*W + r] = 0 for
  * rows <= r < W. Packs an A micro-panel of a row-major A (W = MR) or a B micro-panel of a
@@ -236,6 +244,8 @@ typedef struct {
     pb_pack_t_f64_t pack_t_f64;
     pb_gemm_dot_f32_t dot_f32;
     pb_gemm_dot_f64_t dot_f64;
+    pb_act_fwd_f32_t act_fwd_f32;
+    pb_act_fwd_f64_t act_fwd_f64;
     /* losses (losses.c) */
     pb_xent_row_f32_t xent_row_f32;
     pb_xent_row_f64_t xent_row_f64;
@@ -319,6 +329,9 @@ void pb_gemm_dot_f32_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *
 void pb_gemm_dot_f64_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
                             ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *c,
                             ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
+void pb_act_fwd_f32_avx512(float *y, const float *z, ptrdiff_t n, int act, float slope);
+void pb_act_fwd_f64_avx512(double *y, const double *z, ptrdiff_t n, int act, double slope);
+void pb_act_fwd_f32_avx2(float *y, const float *z, ptrdiff_t n, int act, float slope);
 #endif
 
 /* Loss kernels the tables point at: losses.c (ref), losses_avx2.c, losses_avx512.c. */
