@@ -22,6 +22,26 @@
     default: LOOP(PB_ACT_IDENTITY); break;                                                 \
     }
 
+/* CALL over [i0, i1) = [0, n) on the calling thread for small n, else over each thread's
+ * static contiguous share (no parallel region at all below PB_ELEMWISE_PAR_MIN). */
+#define PB_ELEMWISE_RUN(n, CALL)                                                            \
+    do {                                                                                    \
+        const int nt_ = (n) >= PB_ELEMWISE_PAR_MIN ? pb_threads() : 1;                      \
+        if (nt_ == 1) {                                                                     \
+            const ptrdiff_t i0 = 0, i1 = (n);                                               \
+            CALL;                                                                           \
+            break;                                                                          \
+        }                                                                                   \
+        (void)nt_; /* unused without OpenMP */                                              \
+        _Pragma("omp parallel num_threads(nt_)")                                            \
+        {                                                                                   \
+            PB_FP_SCOPE;                                                                    \
+            const ptrdiff_t t_ = pb_thread_id(), m_ = pb_team_size();                       \
+            const ptrdiff_t i0 = (n) * t_ / m_, i1 = (n) * (t_ + 1) / m_;                   \
+            CALL;                                                                           \
+        }                                                                                   \
+    } while (0)
+
 #define PB_DEFINE_ACT_KERNELS(T, SFX)                                                      \
     /* elements [i0, i1) */                                                                \
     static void act_fwd_##SFX(T *y, const T *z, ptrdiff_t i0, ptrdiff_t i1, int act,      \
@@ -40,34 +60,14 @@
     int pb_activation_forward_##SFX(T *y, const T *z, ptrdiff_t n, int act, T slope) {    \
         PB_FP_SCOPE;                                                                       \
         if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS) return PB_ERR_ARG;    \
-        const int nt = n >= PB_ELEMWISE_PAR_MIN ? pb_threads() : 1;                        \
-        if (nt == 1) {                                                                     \
-            act_fwd_##SFX(y, z, 0, n, act, slope);                                         \
-            return PB_OK;                                                                  \
-        }                                                                                  \
-        _Pragma("omp parallel num_threads(nt)")                                            \
-        {                                                                                  \
-            PB_FP_SCOPE;                                                                   \
-            const ptrdiff_t t = pb_thread_id(), m = pb_team_size();                 \
-            act_fwd_##SFX(y, z, n * t / m, n * (t + 1) / m, act, slope);                   \
-        }                                                                                  \
+        PB_ELEMWISE_RUN(n, act_fwd_##SFX(y, z, i0, i1, act, slope));                       \
         return PB_OK;                                                                      \
     }                                                                                      \
     int pb_activation_backward_##SFX(T *dz, const T *dy, const T *y, ptrdiff_t n, int act, \
                                      T slope) {                                            \
         PB_FP_SCOPE;                                                                       \
         if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS) return PB_ERR_ARG;    \
-        const int nt = n >= PB_ELEMWISE_PAR_MIN ? pb_threads() : 1;                        \
-        if (nt == 1) {                                                                     \
-            act_bwd_##SFX(dz, dy, y, 0, n, act, slope);                                    \
-            return PB_OK;                                                                  \
-        }                                                                                  \
-        _Pragma("omp parallel num_threads(nt)")                                            \
-        {                                                                                  \
-            PB_FP_SCOPE;                                                                   \
-            const ptrdiff_t t = pb_thread_id(), m = pb_team_size();                 \
-            act_bwd_##SFX(dz, dy, y, n * t / m, n * (t + 1) / m, act, slope);              \
-        }                                                                                  \
+        PB_ELEMWISE_RUN(n, act_bwd_##SFX(dz, dy, y, i0, i1, act, slope));                  \
         return PB_OK;                                                                      \
     }
 

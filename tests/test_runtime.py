@@ -485,4 +485,4 @@ def test_every_parallel_region_opens_an_fp_scope():
             body = [ln for ln in lines[i + 1:i + 4] if ln]
             assert body[:2] == ["{", "PB_FP_SCOPE;"], \
                 f"{where}: the region's body does not open with PB_FP_SCOPE"
-    assert regions >= 16
+    assert regions >= 15  # the regions in csrc today: the scan found them all
