@@ -57,14 +57,16 @@ const pb_arch_t pb_arch_avx2 = {
 
 const pb_arch_t pb_arch_avx512 = {
     .name = "avx512",
-    .blk_f32 = {.mr = 12, .nr = 32, .mc = 192, .kc = 1024, .nc = 2048},
-    .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 512, .nc = 2048},
+    .blk_f32 = {.mr = 12, .nr = 32, .mc = 192, .kc = 1024, .nc = 2048, .tw = 32, .tj = 12},
+    .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 512, .nc = 2048, .tw = 16, .tj = 8},
     .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
     .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
     .pack_t_f32 = pb_pack_t_f32_avx512, /* NULL in the other tables: portable packing */
     .pack_t_f64 = pb_pack_t_f64_avx512,
     .dot_f32 = pb_gemm_dot_f32_avx512, /* NULL elsewhere: small-M forwards pack there */
     .dot_f64 = pb_gemm_dot_f64_avx512,
+    .tt_f32 = pb_gemm_tt_f32_avx512,
+    .tt_f64 = pb_gemm_tt_f64_avx512,
     .act_fwd_f32 = pb_act_fwd_f32_avx512,
     .act_fwd_f64 = pb_act_fwd_f64_avx512,
     PB_ISA_ENTRIES(avx512),
@@ -140,6 +142,8 @@ int pb_gemm_blocks(ptrdiff_t *blk, const char *arch, int elem_bytes) {
     blk[2] = b->mc;
     blk[3] = b->kc;
     blk[4] = b->nc;
+    blk[5] = b->tw;
+    blk[6] = b->tj;
     return PB_OK;
 }
 

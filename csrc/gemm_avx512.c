@@ -80,7 +80,21 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define DOT_NAME pb_gemm_dot_f32_avx512
 #define VREDUCE8(a) pb_reduce8_f32_avx512(a)
 #define ACT_FWD_NAME pb_act_fwd_f32_avx512
+#define TT_NAME pb_gemm_tt_f32_avx512
+#define TT_NV 2
+#define TT_MJ 12
+#define TT_LOG2VL 4
+#define TT_IDX __m512i
+#define TT_IDX_ELEM int32_t
+#define TT_IDX_LOAD(p) _mm512_loadu_si512(p)
+#define TT_PERM2(a, i, b) _mm512_permutex2var_ps(a, i, b)
 #include "ukr_simd.inc"
+#undef TT_NAME
+#undef TT_NV
+#undef TT_MJ
+#undef TT_LOG2VL
+#undef TT_IDX_ELEM
+#undef TT_PERM2
 #undef ACT_FWD_NAME
 #undef DOT_NAME
 #undef VREDUCE8
@@ -181,7 +195,21 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 #define DOT_NAME pb_gemm_dot_f64_avx512
 #define VREDUCE8(a) pb_reduce8_f64_avx512(a)
 #define ACT_FWD_NAME pb_act_fwd_f64_avx512
+#define TT_NAME pb_gemm_tt_f64_avx512
+#define TT_NV 2
+#define TT_MJ 8
+#define TT_LOG2VL 3
+#define TT_IDX_ELEM int64_t
+#define TT_PERM2(a, i, b) _mm512_permutex2var_pd(a, i, b)
 #include "ukr_simd.inc"
+#undef TT_NAME
+#undef TT_NV
+#undef TT_MJ
+#undef TT_LOG2VL
+#undef TT_IDX
+#undef TT_IDX_ELEM
+#undef TT_IDX_LOAD
+#undef TT_PERM2
 #undef ACT_FWD_NAME
 #undef DOT_NAME
 #undef VREDUCE8

@@ -148,6 +148,21 @@ typedef void (*pb_gemm_dot_f64_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const d
                                   ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *c,
                                   ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
 
+/* ---- transposed-tile kernel (optional per ISA; NULL: not used) ---------------------------
+ * c[i*ldc + j] = epi(beta c[i*ldc + j] + sum_{p<k} a[i, p] b[j*ldb + p]) for i < m, j < n,
+ * with A given transposed and packed by the ISA's pack_t: at[(i0 + r)*k ... ] panels of
+ * W = blk.tw columns (panel i0/W at at + i0*k, at[i0*k + p*W + r] = a[i0 + r, p], zero rows
+ * past m). Every element is one FMA chain over p in order, fma(b, a, acc) starting from 0:
+ * the packed micro-kernel's operations for a panel of depth k, so the two give the same
+ * bits. epi as in the micro-kernel with epi->bias pointing at column 0 of c; beta 0 never
+ * reads c. ws: scratch of blk.tw_rows * k elements. */
+typedef void (*pb_gemm_tt_f32_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *at,
+                                 const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
+                                 int beta, const pb_epi_f32_t *epi, float *ws);
+typedef void (*pb_gemm_tt_f64_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *at,
+                                 const double *b, ptrdiff_t ldb, double *c, ptrdiff_t ldc,
+                                 int beta, const pb_epi_f64_t *epi, double *ws);
+
 /* Vector activation forward (optional per ISA and dtype; NULL: act.c's scalar loops):
  * y[i] = act(z[i]) for 0 <= i < n by the GEMM epilogue's code (the same function as the
  * fused forward's, e.g. vmath_f32.inc's sigmoid/tanh); y may be z. act.c uses it for the
@@ -184,6 +199,7 @@ typedef double (*pb_mse_block_f64_t)(double *d, const double *p, const double *q
 typedef struct {
     int mr, nr;
     ptrdiff_t mc, kc, nc;
+    int tw, tj; /* transposed-tile kernel: A^T panel width, rows of B per tile */
 } pb_blocks_t;
 
 /* ---- spectral norm kernels (one per ISA and dtype; drivers in spectral.c) --------------
@@ -244,6 +260,8 @@ typedef struct {
     pb_pack_t_f64_t pack_t_f64;
     pb_gemm_dot_f32_t dot_f32;
     pb_gemm_dot_f64_t dot_f64;
+    pb_gemm_tt_f32_t tt_f32;
+    pb_gemm_tt_f64_t tt_f64;
     pb_act_fwd_f32_t act_fwd_f32;
     pb_act_fwd_f64_t act_fwd_f64;
     /* losses (losses.c) */
@@ -329,6 +347,12 @@ void pb_gemm_dot_f32_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *
 void pb_gemm_dot_f64_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
                             ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *c,
                             ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
+void pb_gemm_tt_f32_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *at,
+                           const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int beta,
+                           const pb_epi_f32_t *epi, float *ws);
+void pb_gemm_tt_f64_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *at,
+                           const double *b, ptrdiff_t ldb, double *c, ptrdiff_t ldc, int beta,
+                           const pb_epi_f64_t *epi, double *ws);
 void pb_act_fwd_f32_avx512(float *y, const float *z, ptrdiff_t n, int act, float slope);
 void pb_act_fwd_f64_avx512(double *y, const double *z, ptrdiff_t n, int act, double slope);
 void pb_act_fwd_f32_avx2(float *y, const float *z, ptrdiff_t n, int act, float slope);
@@ -409,6 +433,10 @@ int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int b_t
 
 /* GEMM drivers (gemm.c): the operation of pb_gemm_* with an optional fused epilogue
  * applied on the last K panel. bias (length n) may be NULL. */
+int pb_gemm_path_f32(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa, ptrdiff_t csa,
+                     ptrdiff_t rsb, ptrdiff_t csb, int beta);
+int pb_gemm_path_f64(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa, ptrdiff_t csa,
+                     ptrdiff_t rsb, ptrdiff_t csb, int beta);
 int pb_gemm_epi_f32(float *c, ptrdiff_t ldc, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
                     const float *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
                     ptrdiff_t k, int beta, const pb_epi_f32_t *epi);

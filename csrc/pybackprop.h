@@ -98,8 +98,23 @@ int pb_gemm_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, ptrdif
                 const double *bm, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
                 ptrdiff_t k, int beta);
 /* The block sizes of the GEMM on SIMD path `arch` for elements of `elem_bytes` (4 or 8):
- * blk[0..4] = MR, NR (register tile), MC, KC, NC (cache blocks). PB_ERR_ARCH if unknown. */
+ * blk[0..4] = MR, NR (register tile), MC, KC, NC (cache blocks); blk[5..6] = the A^T panel
+ * width and the tile rows of the transposed-tile kernel (0 where the path has none).
+ * PB_ERR_ARCH if unknown. */
 int pb_gemm_blocks(ptrdiff_t *blk, const char *arch, int elem_bytes);
+/* *path = the path pb_gemm_f32/f64 takes for this problem (the dense forward makes the same
+ * choice) on the active SIMD path and thread count, for tests and benchmarks; PB_ERR_ARG
+ * (nothing written) unless m, n >= 1, k >= 0, beta 0 or 1 and elem_bytes 4 or 8. Paths sum
+ * in different orders (docs/gemm.md); the transposed-tile path gives the packed path's bits. */
+enum {
+    PB_GEMM_PACKED = 0, /* packing, macro-kernel, micro-kernel */
+    PB_GEMM_GEMV = 1,   /* m == 1 */
+    PB_GEMM_DOT = 2,    /* dot-product kernel, no packing */
+    PB_GEMM_TT = 3,     /* transposed-tile kernel: A^T packed, B read in place */
+    PB_GEMM_OUTER = 4   /* k == 1 outer product, streaming stores */
+};
+int pb_gemm_path(int *path, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa,
+                 ptrdiff_t csa, ptrdiff_t rsb, ptrdiff_t csb, int beta, int elem_bytes);
 
 /* ---- machine probes (bench/) ---------------------------------------------------------------
  * Peak FMA throughput of the current SIMD path with the current thread count, measured by a

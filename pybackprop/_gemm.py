@@ -48,7 +48,24 @@ def gemm(c, a, b, beta=0):
 
 def blocks(arch, dtype):
     """Block sizes of the GEMM on SIMD path ``arch`` for ``dtype``: a dict with the register
-    tile ``mr``, ``nr`` and the cache blocks ``mc``, ``kc``, ``nc``."""
-    blk = ffi.new("ptrdiff_t[5]")
+    tile ``mr``, ``nr``, the cache blocks ``mc``, ``kc``, ``nc`` and the transposed-tile
+    kernel's A^T panel width ``tw`` and tile rows ``tj`` (0 where the path has no such
+    kernel)."""
+    blk = ffi.new("ptrdiff_t[7]")
     check_status(lib.pb_gemm_blocks(blk, arch.encode(), np.dtype(dtype).itemsize))
-    return dict(zip(("mr", "nr", "mc", "kc", "nc"), list(blk)))
+    return dict(zip(("mr", "nr", "mc", "kc", "nc", "tw", "tj"), list(blk)))
+
+
+PATHS = {lib.PB_GEMM_PACKED: "packed", lib.PB_GEMM_GEMV: "gemv", lib.PB_GEMM_DOT: "dot",
+         lib.PB_GEMM_TT: "tt", lib.PB_GEMM_OUTER: "outer"}
+
+
+def path(a, b, beta=0):
+    """The name of the path ``gemm(c, a, b, beta)`` takes on the active SIMD path and thread
+    count: "packed", "gemv", "dot", "tt" or "outer" (see docs/gemm.md)."""
+    rsa, csa = _strides("a", a)
+    rsb, csb = _strides("b", b)
+    code = ffi.new("int *")
+    check_status(lib.pb_gemm_path(code, a.shape[0], b.shape[1], a.shape[1], rsa, csa, rsb, csb,
+                                  beta, a.itemsize))
+    return PATHS[code[0]]

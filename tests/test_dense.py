@@ -47,7 +47,8 @@ BUFFER_SHAPES = [(1, 1, 1), (5, 6, 1), (17, 31, 29), (130, 300, 70)]
 ZERO_SHAPES = [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (0, 5, 0), (1, 0, 1)]
 # Big enough that every pass runs threaded: GEMM split by M blocks and by micro-panels, the
 # dz/db pass (B*N >= 32768, N > 64 columns) and the elementwise kernels.
-THREAD_SHAPES = [(130, 300, 70), (520, 70, 130), (24, 300, 200)]  # packed x2, dot-product
+THREAD_SHAPES = [(130, 300, 70), (520, 70, 130), (24, 300, 200),  # packed x2, dot-product,
+                 (62, 300, 205)]  # transposed-tile
 LEAKY_SLOPES = [0.0, 0.2, 1.5]
 
 

@@ -246,3 +246,51 @@ def test_outer_product_path(arch, dtype, threads):
         assert np.isnan(buf[:, n + 1:]).all()
     small = _gemm.gemm(np.empty((7, 9), dtype), a[:7], b[:, :9], 0)  # the packed path
     assert np.array_equal(small, np.multiply.outer(a[:7, 0], b[0, :9]))
+
+
+def tt_shapes(blk):
+    """(m, k, n) that the transposed-tile rule sends to that kernel (on any thread count):
+    full and nearly full A^T panels (m within 15 % of a multiple of tw), n >= 192 with every
+    kind of last tile (tj - 1 rows, 1 row, 5 rows, full), k from 1 across one and two KC
+    boundaries."""
+    tw, tj, kc = blk["tw"] or 32, blk["tj"] or 12, blk["kc"]  # (the AVX-512 float32 sizes)
+    n0 = -(-192 // tj) * tj
+    return [(tw, 1, n0), (tw - 1, 5, n0 + tj - 1), (tw - 2, 33, n0 + 1),
+            (2 * tw, kc + 1, n0 + 3 * tj + 5), (2 * tw - 3, 2 * kc + 3, n0 + tj),
+            (256 - 5, 300, n0 + 7), (4 * tw, 256, 2 * n0 + 11)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_transposed_tile_path(arch, dtype, threads):
+    """Forwards (a row-major A times a column-major B, the dense forward's x @ w.T) that take
+    the transposed-tile kernel on paths that have one, on 1 and 2 threads: the same bits as
+    the packed path on a row-major copy of B (the kernel's contract: the micro-kernel's
+    products in its order, KC panel by KC panel), with beta 0 into NaN (C never read) and
+    beta 1, within the error bound of the exact product; and the fused dense forward with a
+    bias and relu gives relu(that + b) bitwise. Paths without the kernel pack both layouts
+    (the same bits too)."""
+    blk = _gemm.blocks(arch, dtype)
+    rng = np.random.default_rng(6)
+    for m, k, n in tt_shapes(blk):
+        a = rng.standard_normal((m, k)).astype(dtype)
+        w = rng.standard_normal((n, k)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        c0 = rng.standard_normal((m, n)).astype(dtype)
+        b_rows = np.empty((k, n + 1), dtype)[:, :n]  # row stride n + 1: never unit
+        b_rows[...] = w.T
+        results = []
+        for nt in (1, 2):
+            threads(nt)
+            assert _gemm.path(a, w.T) == ("tt" if blk["tw"] else "packed"), (m, k, n, nt)
+            assert _gemm.path(a, b_rows) == "packed"
+            for beta in (0, 1):
+                got = c0.copy() if beta else np.full((m, n), np.nan, dtype)
+                _gemm.gemm(got, a, w.T, beta)
+                packed = c0.copy() if beta else np.full((m, n), np.nan, dtype)
+                _gemm.gemm(packed, a, b_rows, beta)
+                assert np.array_equal(got, packed), (m, k, n, nt, beta)
+                check(got, c0, a, w.T, beta)
+                results.append(got)
+            y = pybackprop.dense_forward(a, w, bias, activation="relu")
+            assert np.array_equal(y, np.maximum(results[-2] + bias, 0)), (m, k, n, nt)
+        assert np.array_equal(results[0], results[2]) and np.array_equal(results[1], results[3])
