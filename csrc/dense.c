@@ -16,6 +16,9 @@
 #include "pb_internal.h"
 
 #define PB_DZ_COLS 64 /* columns per work item of the dz/db pass */
+#ifndef PB_DZ_PRIVATE_MAX
+#define PB_DZ_PRIVATE_MAX 32768 /* dz elements up to which each backward task forms its own */
+#endif
 /* From this many flops per gradient GEMM on, dw and dx are computed concurrently, one GEMM
  * per thread, instead of one after the other with both threads each (no barriers between K
  * panels, no shared packing): measured 2 threads, float32, relu, (B, K, N): (32, 128, 128)
@@ -85,6 +88,43 @@
             dzbuf = pb_workspace(PB_WS_DZ, sizeof(T) * (size_t)B * (size_t)N);             \
             if (dzbuf == NULL) return PB_ERR_NOMEM;                                        \
         }                                                                                  \
+        /* dw (N x K) = dz^T @ x: A(i=n, p=r) = dz[r*N + n], B(p=r, j) = x[r*K + j]         \
+         * dx (B x K) = dz @ w:   A(i=r, p=n) = dz[r*N + n], B(p=n, j) = w[n*K + j]         \
+         * From PB_BWD_TASKS_MIN_FLOPS on, the two GEMMs run side by side, one thread each   \
+         * (each GEMM is then single-threaded, which gives the same bits as any split); but  \
+         * not when B == 1 makes dw a large outer product: its streaming stores want both    \
+         * cores' store bandwidth (1 x 1024 x 1024: 270 -> 184 us split instead). */         \
+        const double flops = 2.0 * (double)B * (double)N * (double)K;                      \
+        const int tasks = dw != NULL && dx != NULL && pb_threads() > 1 && !pb_in_parallel() && \
+                          flops >= PB_BWD_TASKS_MIN_FLOPS &&                                 \
+                          (B > 1 || (double)N * (double)K < 1048576.0);                     \
+        /* Small layers with both tasks: each task forms its own dz (the dw task also db)     \
+         * in its own thread's workspace (the same values, by the same code), instead of one  \
+         * dz made by the calling thread and then read by the other core: moving 16 KiB of    \
+         * freshly written lines between the cores cost ~4 us of a 15 us backward at         \
+         * (32, 128, 128), against 0.7 us for the second dz pass. */                         \
+        if (tasks && dzbuf != NULL && B * N < PB_DZ_PRIVATE_MAX) {                         \
+            int st_dw = PB_OK, st_dx = PB_OK;                                              \
+            _Pragma("omp parallel num_threads(2)")                                         \
+            {                                                                              \
+                PB_FP_SCOPE;                                                               \
+                const int me = pb_thread_id();                                             \
+                T *dzp = me == 0 ? dzbuf                                                   \
+                                 : pb_workspace(PB_WS_DZ, sizeof(T) * (size_t)B * (size_t)N); \
+                if (dzp == NULL) {                                                         \
+                    st_dx = PB_ERR_NOMEM;                                                  \
+                } else {                                                                   \
+                    for (ptrdiff_t j0 = 0; j0 < N; j0 += PB_DZ_COLS)                        \
+                        dz_db_##SFX(dzp, me == 0 ? db : NULL, dy, y, B, N, j0,             \
+                                    PB_MIN(N, j0 + PB_DZ_COLS), act, slope, accumulate);   \
+                    if (me == 0)                                                           \
+                        st_dw = pb_gemm_##SFX(dw, K, dzp, 1, N, x, K, 1, N, K, B, beta);   \
+                    else                                                                   \
+                        st_dx = pb_gemm_##SFX(dx, K, dzp, N, 1, w, K, 1, B, K, N, beta);   \
+                }                                                                          \
+            }                                                                              \
+            return st_dw != PB_OK ? st_dw : st_dx;                                         \
+        }                                                                                  \
         if (dzbuf != NULL || db != NULL) {                                                 \
             const ptrdiff_t nblk = (N + PB_DZ_COLS - 1) / PB_DZ_COLS;                      \
             const int nt = B * N >= 32768 ? pb_threads() : 1;                              \
@@ -104,18 +144,7 @@
             }                                                                              \
         }                                                                                  \
         const T *dz = dzbuf != NULL ? dzbuf : dy;                                          \
-        /* The two GEMMs run side by side, one thread each (each GEMM is then             \
-         * single-threaded, which gives the same bits as any split). */                    \
-        const double flops = 2.0 * (double)B * (double)N * (double)K;                      \
-        /* ... but not when B == 1 makes dw a large outer product: its streaming stores     \
-         * want both cores' store bandwidth (1 x 1024 x 1024: 270 -> 184 us split instead).  \
-         */                                                                                \
-        const int tasks = dw != NULL && dx != NULL && pb_threads() > 1 && !pb_in_parallel() && \
-                          flops >= PB_BWD_TASKS_MIN_FLOPS &&                                 \
-                          (B > 1 || (double)N * (double)K < 1048576.0);                     \
         int st_dw = PB_OK, st_dx = PB_OK;                                                  \
-        /* dw (N x K) = dz^T @ x: A(i=n, p=r) = dz[r*N + n], B(p=r, j) = x[r*K + j]         \
-         * dx (B x K) = dz @ w:   A(i=r, p=n) = dz[r*N + n], B(p=n, j) = w[n*K + j] */      \
         if (tasks) {                                                                       \
             _Pragma("omp parallel num_threads(2)")                                         \
             {                                                                              \

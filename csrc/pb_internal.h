@@ -149,19 +149,20 @@ typedef void (*pb_gemm_dot_f64_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const d
                                   ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
 
 /* ---- transposed-tile kernel (optional per ISA; NULL: not used) ---------------------------
- * c[i*ldc + j] = epi(beta c[i*ldc + j] + sum_{p<k} a[i, p] b[j*ldb + p]) for i < m, j < n,
- * with A given transposed and packed by the ISA's pack_t: at[(i0 + r)*k ... ] panels of
- * W = blk.tw columns (panel i0/W at at + i0*k, at[i0*k + p*W + r] = a[i0 + r, p], zero rows
- * past m). Every element is one FMA chain over p in order, fma(b, a, acc) starting from 0:
- * the packed micro-kernel's operations for a panel of depth k, so the two give the same
- * bits. epi as in the micro-kernel with epi->bias pointing at column 0 of c; beta 0 never
- * reads c. ws: scratch of blk.tw_rows * k elements. */
+ * c[i*ldc + j] = epi(beta c[i*ldc + j] + sum_{p<k} a[i, p] b[p*rsb + j*csb]) for i < m,
+ * j < n, where B is column-major (rsb == 1: the forward's w) or row-major (csb == 1: w in
+ * the backward's dx = dz w) and read in place, and A is given transposed and packed by the
+ * ISA's pack_t in panels of W = blk.tw rows: panel i0/W at at + i0*k, at[i0*k + p*W + r] =
+ * a[i0 + r, p], zero rows past m. Every element is one FMA chain over p in order,
+ * fma(b, a, acc) from 0: the packed micro-kernel's operations for a panel of depth k, so the
+ * two give the same bits. epi as in the micro-kernel with epi->bias pointing at column 0 of
+ * c; beta 0 never reads c. ws: scratch of blk.tj * k elements. */
 typedef void (*pb_gemm_tt_f32_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *at,
-                                 const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
-                                 int beta, const pb_epi_f32_t *epi, float *ws);
+                                 const float *b, ptrdiff_t rsb, ptrdiff_t csb, float *c,
+                                 ptrdiff_t ldc, int beta, const pb_epi_f32_t *epi, float *ws);
 typedef void (*pb_gemm_tt_f64_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *at,
-                                 const double *b, ptrdiff_t ldb, double *c, ptrdiff_t ldc,
-                                 int beta, const pb_epi_f64_t *epi, double *ws);
+                                 const double *b, ptrdiff_t rsb, ptrdiff_t csb, double *c,
+                                 ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
 
 /* Vector activation forward (optional per ISA and dtype; NULL: act.c's scalar loops):
  * y[i] = act(z[i]) for 0 <= i < n by the GEMM epilogue's code (the same function as the
@@ -348,11 +349,11 @@ void pb_gemm_dot_f64_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double 
                             ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *c,
                             ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
 void pb_gemm_tt_f32_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *at,
-                           const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int beta,
-                           const pb_epi_f32_t *epi, float *ws);
+                           const float *b, ptrdiff_t rsb, ptrdiff_t csb, float *c,
+                           ptrdiff_t ldc, int beta, const pb_epi_f32_t *epi, float *ws);
 void pb_gemm_tt_f64_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *at,
-                           const double *b, ptrdiff_t ldb, double *c, ptrdiff_t ldc, int beta,
-                           const pb_epi_f64_t *epi, double *ws);
+                           const double *b, ptrdiff_t rsb, ptrdiff_t csb, double *c,
+                           ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
 void pb_act_fwd_f32_avx512(float *y, const float *z, ptrdiff_t n, int act, float slope);
 void pb_act_fwd_f64_avx512(double *y, const double *z, ptrdiff_t n, int act, double slope);
 void pb_act_fwd_f32_avx2(float *y, const float *z, ptrdiff_t n, int act, float slope);

@@ -249,48 +249,56 @@ def test_outer_product_path(arch, dtype, threads):
 
 
 def tt_shapes(blk):
-    """(m, k, n) that the transposed-tile rule sends to that kernel (on any thread count):
-    full and nearly full A^T panels (m within 15 % of a multiple of tw), n >= 192 with every
-    kind of last tile (tj - 1 rows, 1 row, 5 rows, full), k from 1 across one and two KC
-    boundaries."""
+    """(m, k, n, B's layout) that the transposed-tile rule sends to that kernel (on any
+    thread count): full and nearly full A^T panels (m within 15 % of a multiple of tw), every
+    kind of last tile (tj - 1 columns, 1, 5, full), k from 1 across one and two KC
+    boundaries; column-major B ("F", the forward's w: n >= 192) and row-major B ("C", dx =
+    dz @ w: m <= 64, k <= 512)."""
     tw, tj, kc = blk["tw"] or 32, blk["tj"] or 12, blk["kc"]  # (the AVX-512 float32 sizes)
     n0 = -(-192 // tj) * tj
-    return [(tw, 1, n0), (tw - 1, 5, n0 + tj - 1), (tw - 2, 33, n0 + 1),
-            (2 * tw, kc + 1, n0 + 3 * tj + 5), (2 * tw - 3, 2 * kc + 3, n0 + tj),
-            (256 - 5, 300, n0 + 7), (4 * tw, 256, 2 * n0 + 11)]
+    return [(tw, 1, n0, "F"), (tw - 1, 5, n0 + tj - 1, "F"), (tw - 2, 33, n0 + 1, "F"),
+            (2 * tw, kc + 1, n0 + 3 * tj + 5, "F"), (2 * tw - 3, 2 * kc + 3, n0 + tj, "F"),
+            (256 - 5, 300, n0 + 7, "F"), (4 * tw, 256, 2 * n0 + 11, "F"),
+            (tw, 1, 2, "C"), (tw - 1, 7, tj - 1, "C"), (tw - 2, 130, 2 * tj + 1, "C"),
+            (2 * tw, 512, 5 * tj + 5, "C"), (2 * tw - 3, 300, 100, "C")]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_transposed_tile_path(arch, dtype, threads):
-    """Forwards (a row-major A times a column-major B, the dense forward's x @ w.T) that take
-    the transposed-tile kernel on paths that have one, on 1 and 2 threads: the same bits as
-    the packed path on a row-major copy of B (the kernel's contract: the micro-kernel's
-    products in its order, KC panel by KC panel), with beta 0 into NaN (C never read) and
-    beta 1, within the error bound of the exact product; and the fused dense forward with a
-    bias and relu gives relu(that + b) bitwise. Paths without the kernel pack both layouts
-    (the same bits too)."""
+    """Products of a row-major A with a column-major B (the dense forward's x @ w.T) or a
+    row-major B (the backward's dz @ w) that take the transposed-tile kernel on paths that
+    have one, on 1 and 2 threads: the same bits as the packed path on a copy of B with no
+    unit stride (the kernel's contract: the micro-kernel's products in its order, KC panel
+    by KC panel), with beta 0 into NaN (C never read) and beta 1, within the error bound of
+    the exact product; the fused dense forward with a bias and relu gives relu(that + b)
+    bitwise. Paths without the kernel pack every layout (the same bits too)."""
     blk = _gemm.blocks(arch, dtype)
     rng = np.random.default_rng(6)
-    for m, k, n in tt_shapes(blk):
+    for m, k, n, lay in tt_shapes(blk):
         a = rng.standard_normal((m, k)).astype(dtype)
         w = rng.standard_normal((n, k)).astype(dtype)
+        b = w.T
+        if lay == "C":
+            b = np.empty((k, n), dtype)  # (a fresh array: strides (n, 1) even for k == 1)
+            b[...] = w.T
         bias = rng.standard_normal(n).astype(dtype)
         c0 = rng.standard_normal((m, n)).astype(dtype)
-        b_rows = np.empty((k, n + 1), dtype)[:, :n]  # row stride n + 1: never unit
-        b_rows[...] = w.T
+        b_packed = np.empty((2 * k, 2 * n), dtype)[::2, ::2]  # strides (4n, 2): packed
+        b_packed[...] = w.T
         results = []
         for nt in (1, 2):
             threads(nt)
-            assert _gemm.path(a, w.T) == ("tt" if blk["tw"] else "packed"), (m, k, n, nt)
-            assert _gemm.path(a, b_rows) == "packed"
+            assert _gemm.path(a, b) == ("tt" if blk["tw"] else "packed"), (m, k, n, lay, nt)
+            assert _gemm.path(a, b_packed) == "packed"
             for beta in (0, 1):
                 got = c0.copy() if beta else np.full((m, n), np.nan, dtype)
-                _gemm.gemm(got, a, w.T, beta)
+                _gemm.gemm(got, a, b, beta)
                 packed = c0.copy() if beta else np.full((m, n), np.nan, dtype)
-                _gemm.gemm(packed, a, b_rows, beta)
-                assert np.array_equal(got, packed), (m, k, n, nt, beta)
-                check(got, c0, a, w.T, beta)
+                _gemm.gemm(packed, a, b_packed, beta)
+                assert np.array_equal(got, packed), (m, k, n, lay, nt, beta)
+                check(got, c0, a, b, beta)
                 results.append(got)
-            y = pybackprop.dense_forward(a, w, bias, activation="relu")
-            assert np.array_equal(y, np.maximum(results[-2] + bias, 0)), (m, k, n, nt)
+            if lay == "F":
+                y = pybackprop.dense_forward(a, w, bias, activation="relu")
+                assert np.array_equal(y, np.maximum(results[-2] + bias, 0)), (m, k, n, nt)
         assert np.array_equal(results[0], results[2]) and np.array_equal(results[1], results[3])
