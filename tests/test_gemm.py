@@ -152,7 +152,8 @@ def test_threads_bitwise(arch, dtype, threads):
 
 
 def test_bad_arguments():
-    """The wrapper rejects mismatched shapes, mixed dtypes and a strided C column."""
+    """The wrapper rejects mismatched shapes, mixed dtypes and a strided C column; the path
+    query rejects what the GEMM would."""
     a = np.ones((3, 4), np.float32)
     b = np.ones((4, 5), np.float32)
     with pytest.raises(ValueError):
@@ -163,6 +164,12 @@ def test_bad_arguments():
         _gemm.gemm(np.empty((3, 10), np.float32)[:, ::2], a, b)
     with pytest.raises(ValueError):
         _gemm.gemm(np.empty((3, 5), np.float32), a, b, beta=2)
+    # pb_gemm_path: only problems with m, n >= 1 and beta 0 or 1 have a path
+    assert _gemm.path(a, b) in _gemm.PATHS.values()
+    with pytest.raises(ValueError):
+        _gemm.path(np.ones((0, 4), np.float32), b)
+    with pytest.raises(ValueError):
+        _gemm.path(a, b, beta=2)
 
 
 # Error bound of the fused float32 sigmoid/tanh epilogues in ulps of the result (documented in
@@ -248,19 +255,19 @@ def test_outer_product_path(arch, dtype, threads):
     assert np.array_equal(small, np.multiply.outer(a[:7, 0], b[0, :9]))
 
 
-def tt_shapes(blk):
+def tt_shapes(blk, itemsize):
     """(m, k, n, B's layout) that the transposed-tile rule sends to that kernel (on any
     thread count): full and nearly full A^T panels (m within 15 % of a multiple of tw), every
     kind of last tile (tj - 1 columns, 1, 5, full), k from 1 across one and two KC
     boundaries; column-major B ("F", the forward's w: n >= 192) and row-major B ("C", dx =
-    dz @ w: m <= 64, k <= 512)."""
+    dz @ w: m <= 64, k rows of at most 2 KiB)."""
     tw, tj, kc = blk["tw"] or 32, blk["tj"] or 12, blk["kc"]  # (the AVX-512 float32 sizes)
     n0 = -(-192 // tj) * tj
     return [(tw, 1, n0, "F"), (tw - 1, 5, n0 + tj - 1, "F"), (tw - 2, 33, n0 + 1, "F"),
             (2 * tw, kc + 1, n0 + 3 * tj + 5, "F"), (2 * tw - 3, 2 * kc + 3, n0 + tj, "F"),
             (256 - 5, 300, n0 + 7, "F"), (4 * tw, 256, 2 * n0 + 11, "F"),
             (tw, 1, 2, "C"), (tw - 1, 7, tj - 1, "C"), (tw - 2, 130, 2 * tj + 1, "C"),
-            (2 * tw, 512, 5 * tj + 5, "C"), (2 * tw - 3, 300, 100, "C")]
+            (2 * tw, 2048 // itemsize, 5 * tj + 5, "C"), (2 * tw - 3, 200, 100, "C")]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -274,7 +281,7 @@ def test_transposed_tile_path(arch, dtype, threads):
     bitwise. Paths without the kernel pack every layout (the same bits too)."""
     blk = _gemm.blocks(arch, dtype)
     rng = np.random.default_rng(6)
-    for m, k, n, lay in tt_shapes(blk):
+    for m, k, n, lay in tt_shapes(blk, np.dtype(dtype).itemsize):
         a = rng.standard_normal((m, k)).astype(dtype)
         w = rng.standard_normal((n, k)).astype(dtype)
         b = w.T
