@@ -457,13 +457,7 @@ int pb_gemm_epi_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, pt
     static inline T pb_act_##SFX(T z, int act, T slope) {                                  \
         switch (act) {                                                                      \
         case PB_ACT_RELU: return z < (T)0 ? (T)0 : z;                                       \
-        /* leaky_relu: the factor picked from a table, then one multiply (x * 1 == x      \
-         * exactly): under the default -ftrapping-math GCC vectorises this form, not a       \
-         * conditional multiply (measured 7x faster in the backward's dz pass) */            \
-        case PB_ACT_LEAKY_RELU: {                                                           \
-            const T f[2] = {(T)1, slope};                                                   \
-            return z * f[z < (T)0];                                                         \
-        }                                                                                   \
+        case PB_ACT_LEAKY_RELU: return z < (T)0 ? slope * z : z;                            \
         case PB_ACT_SIGMOID: {                                                              \
             T e = EXP(-(z < (T)0 ? -z : z));                                                \
             return z >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);                          \
@@ -477,10 +471,7 @@ int pb_gemm_epi_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, pt
     static inline T pb_dact_##SFX(T dy, T y, int act, T slope) {                           \
         switch (act) {                                                                      \
         case PB_ACT_RELU: return y > (T)0 ? dy : (T)0;                                        \
-        case PB_ACT_LEAKY_RELU: { /* (the form of pb_act's leaky_relu) */                  \
-            const T f[2] = {slope, (T)1};                                                   \
-            return dy * f[y > (T)0];                                                        \
-        }                                                                                   \
+        case PB_ACT_LEAKY_RELU: return y > (T)0 ? dy : slope * dy;                          \
         case PB_ACT_SIGMOID: return dy * (y * ((T)1 - y));                                  \
         case PB_ACT_TANH: return dy * ((T)1 - y * y);                                       \
         case PB_ACT_SOFTPLUS: return dy * -EXPM1(-y);                                       \

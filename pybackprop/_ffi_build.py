@@ -49,7 +49,11 @@ def _sanitizers(spec):
 
 
 def _flags():
-    cflags = ["-std=c11", "-O3", "-Wall", "-Wextra", "-fno-math-errno"]
+    # -fno-trapping-math: no FP exception flag or trap is part of any kernel's contract, and
+    # without it GCC keeps every conditional FP operation scalar (it may not evaluate one the
+    # C code does not ask for), e.g. leaky_relu's `y > 0 ? dy : slope * dy`. It changes no
+    # value (contraction and reassociation stay off under -std=c11).
+    cflags = ["-std=c11", "-O3", "-Wall", "-Wextra", "-fno-math-errno", "-fno-trapping-math"]
     ldflags = []
     if os.environ.get("PYBACKPROP_NO_OPENMP", "") not in ("", "0"):
         cflags += ["-DPB_NO_OPENMP", "-Wno-unknown-pragmas"]
