@@ -18,6 +18,7 @@ BENCHES = [
     ("spectral", "pybackprop._bench.bench_spectral"),
     ("optim", "pybackprop._bench.bench_optim"),
     ("losses", "pybackprop._bench.bench_losses"),
+    ("activation", "pybackprop._bench.bench_activation"),
 ]
 
 
