@@ -47,7 +47,8 @@
     static void act_fwd_##SFX(T *y, const T *z, ptrdiff_t i0, ptrdiff_t i1, int act,      \
                               T slope) {                                                   \
         const pb_act_fwd_##SFX##_t vec = pb_arch()->act_fwd_##SFX;                         \
-        if (vec != NULL && (act == PB_ACT_SIGMOID || act == PB_ACT_TANH)) {                \
+        if (vec != NULL &&                                                                 \
+            (act == PB_ACT_SIGMOID || act == PB_ACT_TANH || act == PB_ACT_SOFTPLUS)) {     \
             vec(y + i0, z + i0, i1 - i0, act, slope); /* the fused epilogue's vector code */ \
             return;                                                                        \
         }                                                                                  \

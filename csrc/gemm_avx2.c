@@ -61,11 +61,13 @@
 #include "vmath_f32.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
+#define VSOFTPLUS(v) FNAME(softplus)(v)
 #define ACT_FWD_NAME pb_act_fwd_f32_avx2
 #include "ukr_simd.inc"
 #undef ACT_FWD_NAME
 #undef VSIGMOID
 #undef VTANH
+#undef VSOFTPLUS
 #undef T
 #undef SFX
 #undef EPI_T

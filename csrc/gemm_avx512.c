@@ -54,6 +54,7 @@
 #include "vmath_f32.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
+#define VSOFTPLUS(v) FNAME(softplus)(v)
 
 /* Lanes 0..7 of the result: the sums of the 16 lanes of a[0], ..., a[7], every one by the
  * same fixed tree: 128-bit quarters (0+2, 1+3), then those two, then the 4 lanes of the
@@ -100,6 +101,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #undef VREDUCE8
 #undef VSIGMOID
 #undef VTANH
+#undef VSOFTPLUS
 #undef T
 #undef SFX
 #undef EPI_T
@@ -172,6 +174,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #include "vmath_f64.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
+#define VSOFTPLUS(v) FNAME(softplus)(v)
 
 /* Lanes 0..7 of the result: the sums of the 8 lanes of a[0], ..., a[7], every one by the
  * same fixed tree: 128-bit quarters (0+2, 1+3), then those two, then the 2 lanes of the
@@ -215,6 +218,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 #undef VREDUCE8
 #undef VSIGMOID
 #undef VTANH
+#undef VSOFTPLUS
 
 
 /* ---- transposing pack (both dtypes) ------------------------------------------------------

@@ -167,7 +167,7 @@ typedef void (*pb_gemm_tt_f64_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const do
 /* Vector activation forward (optional per ISA and dtype; NULL: act.c's scalar loops):
  * y[i] = act(z[i]) for 0 <= i < n by the GEMM epilogue's code (the same function as the
  * fused forward's, e.g. vmath_f32.inc's sigmoid/tanh); y may be z. act.c uses it for the
- * activations that have a vector form there (sigmoid, tanh). */
+ * activations that have a vector form there (sigmoid, tanh, softplus). */
 typedef void (*pb_act_fwd_f32_t)(float *y, const float *z, ptrdiff_t n, int act, float slope);
 typedef void (*pb_act_fwd_f64_t)(double *y, const double *z, ptrdiff_t n, int act,
                                  double slope);

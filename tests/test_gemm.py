@@ -172,19 +172,26 @@ def test_bad_arguments():
         _gemm.path(a, b, beta=2)
 
 
-# Error bound of the fused float32 sigmoid/tanh epilogues in ulps of the result (documented in
-# csrc/vmath_f32.inc): exp <= 1 ulp, then 1 + e and one division; for sigmoid's e / (1 + e)
-# branch the exp error passes through unscaled, giving <= 2.5 ulp -- the scalar libm path with
-# the same formula reaches 2.25. The vector tanh measures 1.5 ulp, but the ref path calls
-# glibc's tanhf, which reaches 2.1 by this measure, so both share the 2.5 bound.
-ACT_ULPS = {"sigmoid": 2.5, "tanh": 2.5}
+# Error bound of the fused float32 sigmoid/tanh/softplus epilogues in ulps of the result
+# (documented in csrc/vmath_f32.inc): exp <= 1 ulp, then 1 + e and one division; for sigmoid's
+# e / (1 + e) branch the exp error passes through unscaled, giving <= 2.5 ulp -- the scalar
+# libm path with the same formula reaches 2.25. The vector tanh measures 1.5 ulp, but the ref
+# path calls glibc's tanhf, which reaches 2.1 by this measure, so both share the 2.5 bound.
+# softplus: for z < 0 the result is log1p(e) ~ e, so e's error (<= 1 ulp) passes through,
+# plus the final rounding: <= 2 ulp; measured 1.5 (vector, s = e / (2 + e) carried in two
+# parts) and 1.45 (glibc's log1pf(expf)).
+ACT_ULPS = {"sigmoid": 2.5, "tanh": 2.5, "softplus": 2.0}
+ACT_EXACT = {"sigmoid": lambda z: 1 / (1 + np.exp(-z)), "tanh": np.tanh,
+             "softplus": lambda z: np.logaddexp(z.dtype.type(0), z)}
+ACT_SPECIAL = {"sigmoid": (1, 0), "tanh": (1, -1), "softplus": (np.inf, 0)}  # at inf, -inf
 
 
 @pytest.mark.parametrize("act", sorted(ACT_ULPS))
 def test_epilogue_activation_ulps(arch, act):
-    """The fused sigmoid/tanh epilogue (vectorised on SIMD paths) stays within ACT_ULPS of the
-    double-precision function over [-110, 110] (dense_forward with an identity weight feeds
-    z through the GEMM unchanged); inf, -inf and NaN map as in the scalar path."""
+    """The fused sigmoid/tanh/softplus epilogue (vectorised on SIMD paths) stays within
+    ACT_ULPS of the double-precision function over [-110, 110] (dense_forward with an
+    identity weight feeds z through the GEMM unchanged), and the standalone activation gives
+    the same bits; inf, -inf and NaN map as in the scalar path."""
     K = 64
     rng = np.random.default_rng(4)
     z = np.concatenate([np.linspace(-110, 110, 2 ** 18), rng.standard_normal(2 ** 18) * 3,
@@ -192,13 +199,13 @@ def test_epilogue_activation_ulps(arch, act):
     z = np.concatenate([z, np.zeros(-len(z) % K)]).astype(np.float32)
     y = pybackprop.dense_forward(z.reshape(-1, K), np.eye(K, dtype=np.float32),
                                  activation=act).ravel()
-    z64 = z.astype(np.float64)
-    exact = 1 / (1 + np.exp(-z64)) if act == "sigmoid" else np.tanh(z64)
+    exact = ACT_EXACT[act](z.astype(np.float64))
     ulp = np.abs(y - exact) / np.spacing(np.abs(exact).astype(np.float32))
     assert ulp.max() <= ACT_ULPS[act], f"{ulp.max():.2f} ulp at z = {z[np.argmax(ulp)]!r}"
+    assert np.array_equal(pybackprop.activation(z, act), y)
     special = pybackprop.dense_forward(np.array([[np.inf], [-np.inf], [np.nan]], np.float32),
                                        np.ones((1, 1), np.float32), activation=act).ravel()
-    assert special[0] == 1 and special[1] == (0 if act == "sigmoid" else -1)
+    assert (special[0], special[1]) == ACT_SPECIAL[act]
     assert np.isnan(special[2])
 
 
@@ -206,17 +213,19 @@ def test_epilogue_activation_ulps(arch, act):
 # Taylor polynomial whose truncation is far below an ulp, within ~1 ulp by rounding; then
 # 1 + e (or 2 + em) and one division, 0.5 ulp each, with the exp error passing through
 # unscaled in sigmoid's e / (1 + e) and tanh's em / (2 + em): <= 3 ulp. Measured: sigmoid 2.16
-# (as glibc's exp through the same formula), tanh 2.50 (glibc's tanh: 2.09). Exact values
-# from long double (64-bit significand).
-ACT_ULPS_F64 = {"sigmoid": 3.0, "tanh": 3.0}
+# (as glibc's exp through the same formula), tanh 2.50 (glibc's tanh: 2.09). softplus as in
+# float32 (<= 2 ulp; measured 1.50, glibc 1.46). Exact values from long double (64-bit
+# significand).
+ACT_ULPS_F64 = {"sigmoid": 3.0, "tanh": 3.0, "softplus": 2.0}
 
 
 @pytest.mark.skipif(np.finfo(np.longdouble).nmant < 60,
                     reason="needs an extended long double for the exact values")
 @pytest.mark.parametrize("act", sorted(ACT_ULPS_F64))
 def test_epilogue_activation_ulps_float64(arch, act):
-    """The float64 sigmoid/tanh epilogue stays within ACT_ULPS_F64 of the exact function over
-    [-750, 750] and near 0 (where tanh must not cancel); inf, -inf, NaN as the scalar path."""
+    """The float64 sigmoid/tanh/softplus epilogue stays within ACT_ULPS_F64 of the exact
+    function over [-750, 750] and near 0 (where tanh must not cancel), and the standalone
+    activation gives the same bits; inf, -inf, NaN as the scalar path."""
     K = 64
     rng = np.random.default_rng(5)
     z = np.concatenate([np.linspace(-750, 750, 2 ** 17), rng.standard_normal(2 ** 17) * 3,
@@ -224,14 +233,14 @@ def test_epilogue_activation_ulps_float64(arch, act):
                         -np.geomspace(1e-300, 1, 2 ** 13), [0.0, 709, 710, -745, -746, 19, 20]])
     z = np.concatenate([z, np.zeros(-len(z) % K)])
     y = pybackprop.dense_forward(z.reshape(-1, K), np.eye(K), activation=act).ravel()
-    zl = z.astype(np.longdouble)
-    exact = 1 / (1 + np.exp(-zl)) if act == "sigmoid" else np.tanh(zl)
+    exact = ACT_EXACT[act](z.astype(np.longdouble))
     ulp = (np.abs(y.astype(np.longdouble) - exact)
            / np.spacing(np.abs(exact).astype(np.float64))).astype(np.float64)
     assert ulp.max() <= ACT_ULPS_F64[act], f"{ulp.max():.2f} ulp at z = {z[np.argmax(ulp)]!r}"
+    assert np.array_equal(pybackprop.activation(z, act), y)
     special = pybackprop.dense_forward(np.array([[np.inf], [-np.inf], [np.nan]]),
                                        np.ones((1, 1)), activation=act).ravel()
-    assert special[0] == 1 and special[1] == (0 if act == "sigmoid" else -1)
+    assert (special[0], special[1]) == ACT_SPECIAL[act]
     assert np.isnan(special[2])
 
 
