@@ -56,6 +56,11 @@
     }                                                                                      \
     static void act_bwd_##SFX(T *dz, const T *dy, const T *y, ptrdiff_t i0, ptrdiff_t i1,  \
                               int act, T slope) {                                          \
+        const pb_softplus_bwd_##SFX##_t vec = pb_arch()->softplus_bwd_##SFX;               \
+        if (vec != NULL && act == PB_ACT_SOFTPLUS) { /* expm1: no compiler vectorises it */ \
+            vec(dz + i0, dy + i0, y + i0, i1 - i0);                                        \
+            return;                                                                        \
+        }                                                                                  \
         PB_ACT_SWITCH(PB_ACT_BWD_LOOP_##SFX)                                               \
     }                                                                                      \
     int pb_activation_forward_##SFX(T *y, const T *z, ptrdiff_t n, int act, T slope) {    \

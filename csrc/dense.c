@@ -62,13 +62,23 @@
                             ptrdiff_t N, ptrdiff_t j0, ptrdiff_t j1, int act, T slope,     \
                             int accumulate) {                                              \
         T sum[PB_DZ_COLS] = {0};                                                           \
-        switch (act) {                                                                     \
-        case PB_ACT_RELU: PB_DZ_ROWS(SFX, PB_ACT_RELU); break;                            \
-        case PB_ACT_LEAKY_RELU: PB_DZ_ROWS(SFX, PB_ACT_LEAKY_RELU); break;                \
-        case PB_ACT_SIGMOID: PB_DZ_ROWS(SFX, PB_ACT_SIGMOID); break;                      \
-        case PB_ACT_TANH: PB_DZ_ROWS(SFX, PB_ACT_TANH); break;                            \
-        case PB_ACT_SOFTPLUS: PB_DZ_ROWS(SFX, PB_ACT_SOFTPLUS); break;                    \
-        default: PB_DZ_ROWS(SFX, PB_ACT_IDENTITY); break;                                 \
+        const pb_softplus_bwd_##SFX##_t sp = pb_arch()->softplus_bwd_##SFX;                \
+        if (act == PB_ACT_SOFTPLUS && sp != NULL && dz != NULL) {                          \
+            /* the vector expm1 (the same as act.c's), then the sums in row order */       \
+            for (ptrdiff_t r = 0; r < B; ++r) {                                            \
+                const ptrdiff_t o = r * N + j0;                                            \
+                sp(dz + o, dy + o, y + o, j1 - j0);                                        \
+                for (ptrdiff_t j = 0; j < j1 - j0; ++j) sum[j] += dz[o + j];               \
+            }                                                                              \
+        } else {                                                                           \
+            switch (act) {                                                                 \
+            case PB_ACT_RELU: PB_DZ_ROWS(SFX, PB_ACT_RELU); break;                        \
+            case PB_ACT_LEAKY_RELU: PB_DZ_ROWS(SFX, PB_ACT_LEAKY_RELU); break;            \
+            case PB_ACT_SIGMOID: PB_DZ_ROWS(SFX, PB_ACT_SIGMOID); break;                  \
+            case PB_ACT_TANH: PB_DZ_ROWS(SFX, PB_ACT_TANH); break;                        \
+            case PB_ACT_SOFTPLUS: PB_DZ_ROWS(SFX, PB_ACT_SOFTPLUS); break;                \
+            default: PB_DZ_ROWS(SFX, PB_ACT_IDENTITY); break;                             \
+            }                                                                              \
         }                                                                                  \
         if (db != NULL)                                                                    \
             for (ptrdiff_t j = j0; j < j1; ++j)                                            \

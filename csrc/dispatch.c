@@ -52,6 +52,7 @@ const pb_arch_t pb_arch_avx2 = {
     .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
     .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
     .act_fwd_f32 = pb_act_fwd_f32_avx2, /* float64 has no vector sigmoid/tanh on AVX2 */
+    .softplus_bwd_f32 = pb_softplus_bwd_f32_avx2,
     PB_ISA_ENTRIES(avx2),
 };
 
@@ -69,6 +70,8 @@ const pb_arch_t pb_arch_avx512 = {
     .tt_f64 = pb_gemm_tt_f64_avx512,
     .act_fwd_f32 = pb_act_fwd_f32_avx512,
     .act_fwd_f64 = pb_act_fwd_f64_avx512,
+    .softplus_bwd_f32 = pb_softplus_bwd_f32_avx512,
+    .softplus_bwd_f64 = pb_softplus_bwd_f64_avx512,
     PB_ISA_ENTRIES(avx512),
 };
 #endif

@@ -63,8 +63,12 @@
 #define VTANH(v) FNAME(tanh)(v)
 #define VSOFTPLUS(v) FNAME(softplus)(v)
 #define ACT_FWD_NAME pb_act_fwd_f32_avx2
+#define ACT_BWD_NAME pb_softplus_bwd_f32_avx2
+#define VEXPM1(v) FNAME(expm1)(v)
 #include "ukr_simd.inc"
 #undef ACT_FWD_NAME
+#undef ACT_BWD_NAME
+#undef VEXPM1
 #undef VSIGMOID
 #undef VTANH
 #undef VSOFTPLUS

@@ -81,6 +81,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define DOT_NAME pb_gemm_dot_f32_avx512
 #define VREDUCE8(a) pb_reduce8_f32_avx512(a)
 #define ACT_FWD_NAME pb_act_fwd_f32_avx512
+#define ACT_BWD_NAME pb_softplus_bwd_f32_avx512
+#define VEXPM1(v) FNAME(expm1)(v)
 #define TT_NAME pb_gemm_tt_f32_avx512
 #define TT_NV 2
 #define TT_MJ 12
@@ -97,6 +99,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #undef TT_IDX_ELEM
 #undef TT_PERM2
 #undef ACT_FWD_NAME
+#undef ACT_BWD_NAME
+#undef VEXPM1
 #undef DOT_NAME
 #undef VREDUCE8
 #undef VSIGMOID
@@ -198,6 +202,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 #define DOT_NAME pb_gemm_dot_f64_avx512
 #define VREDUCE8(a) pb_reduce8_f64_avx512(a)
 #define ACT_FWD_NAME pb_act_fwd_f64_avx512
+#define ACT_BWD_NAME pb_softplus_bwd_f64_avx512
+#define VEXPM1(v) FNAME(expm1)(v)
 #define TT_NAME pb_gemm_tt_f64_avx512
 #define TT_NV 2
 #define TT_MJ 8
@@ -214,6 +220,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 #undef TT_IDX_LOAD
 #undef TT_PERM2
 #undef ACT_FWD_NAME
+#undef ACT_BWD_NAME
+#undef VEXPM1
 #undef DOT_NAME
 #undef VREDUCE8
 #undef VSIGMOID

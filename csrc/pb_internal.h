@@ -172,6 +172,13 @@ typedef void (*pb_act_fwd_f32_t)(float *y, const float *z, ptrdiff_t n, int act,
 typedef void (*pb_act_fwd_f64_t)(double *y, const double *z, ptrdiff_t n, int act,
                                  double slope);
 
+/* Vector softplus backward (optional per ISA and dtype; NULL: the scalar pb_dact loops):
+ * dz[i] = dy[i] * -expm1(-y[i]) for 0 <= i < n (y the softplus OUTPUT, as pb_dact), with
+ * the vmath expm1; dz may be dy or y. Used by act.c and by the dense backward's dz pass. */
+typedef void (*pb_softplus_bwd_f32_t)(float *dz, const float *dy, const float *y, ptrdiff_t n);
+typedef void (*pb_softplus_bwd_f64_t)(double *dz, const double *dy, const double *y,
+                                      ptrdiff_t n);
+
 /* Transposing pack (optional per ISA; NULL: the driver's portable loops):
  * dst[p*W + r] = src[r*ld + p] for 0 <= r < rows <= W, 0 <= p < kc; dst[p*W + r] = 0 for
  * rows <= r < W. Packs an A micro-panel of a row-major A (W = MR) or a B micro-panel of a
@@ -265,6 +272,8 @@ typedef struct {
     pb_gemm_tt_f64_t tt_f64;
     pb_act_fwd_f32_t act_fwd_f32;
     pb_act_fwd_f64_t act_fwd_f64;
+    pb_softplus_bwd_f32_t softplus_bwd_f32;
+    pb_softplus_bwd_f64_t softplus_bwd_f64;
     /* losses (losses.c) */
     pb_xent_row_f32_t xent_row_f32;
     pb_xent_row_f64_t xent_row_f64;
@@ -357,6 +366,9 @@ void pb_gemm_tt_f64_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *
 void pb_act_fwd_f32_avx512(float *y, const float *z, ptrdiff_t n, int act, float slope);
 void pb_act_fwd_f64_avx512(double *y, const double *z, ptrdiff_t n, int act, double slope);
 void pb_act_fwd_f32_avx2(float *y, const float *z, ptrdiff_t n, int act, float slope);
+void pb_softplus_bwd_f32_avx512(float *dz, const float *dy, const float *y, ptrdiff_t n);
+void pb_softplus_bwd_f64_avx512(double *dz, const double *dy, const double *y, ptrdiff_t n);
+void pb_softplus_bwd_f32_avx2(float *dz, const float *dy, const float *y, ptrdiff_t n);
 #endif
 
 /* Loss kernels the tables point at: losses.c (ref), losses_avx2.c, losses_avx512.c. */
