@@ -28,7 +28,7 @@ import pybackprop
 __all__ = [
     "measure", "fma_peak", "bandwidth", "import_torch", "set_threads", "blas_threads_note",
     "tolerance", "check_close", "print_table", "machine_lines", "parse_threads",
-    "parse_dtypes", "DTYPES",
+    "parse_dtypes", "DTYPES", "run_elementwise_case",
 ]
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -305,3 +305,40 @@ def parse_dtypes(text):
             raise ValueError(f"--dtype: float32, float64 or both expected, got {t!r}")
         out.append(np.dtype(names[t.strip()]))
     return out
+
+
+def _ratio(theirs, ours):
+    return None if theirs is None or ours is None else f"{theirs / ours:.2f}"
+
+
+def run_elementwise_case(case, label, threads, torch, timing, copy_bw):
+    """One row of the elementwise benches (losses, activation): ``case`` gives ``ours()``,
+    ``numpy()``, ``torch(torch)`` (callables to time), ``verify(fn, who)``, ``dtype``,
+    ``size_text``, ``elements`` and ``bytes``. Ours is verified, then timed; a failing
+    check or call is reported in the note column (returns ok False), as is a broken
+    PyTorch comparison. Returns (row, ok)."""
+    row = dict(kernel=label, dtype=case.dtype.name.replace("float", "f"), threads=threads,
+               size=case.size_text)
+    try:
+        ours = case.ours()
+        case.verify(ours, "ours")
+        row["ours_us"] = measure(ours, **timing)
+    except Exception as e:  # a wrong result or a failing call: report, keep going
+        row["note"] = f"FAIL {type(e).__name__}: {e}"
+        return row, False
+    row["ns_elem"] = row["ours_us"] * 1e9 / case.elements
+    row["gbs"] = case.bytes / row["ours_us"] * 1e-9
+    row["bw_pct"] = 100.0 * row["gbs"] / copy_bw if copy_bw > 0 else None
+    row["numpy_us"] = measure(case.numpy(), **timing)
+    row["vs_numpy"] = _ratio(row["numpy_us"], row["ours_us"])
+    ok = True
+    if torch is not None:
+        try:
+            t_fn = case.torch(torch)
+            case.verify(t_fn, "torch")
+            row["torch_us"] = measure(t_fn, **timing)
+            row["vs_torch"] = _ratio(row["torch_us"], row["ours_us"])
+        except Exception as e:  # the comparison is broken, not our kernel: note it
+            row["note"] = f"torch: {type(e).__name__}: {e}"
+            ok = False
+    return row, ok

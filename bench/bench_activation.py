@@ -8,9 +8,11 @@ n = 2^16, 2^20, 2^24 elements):
   <kind> fwd  activation(z, kind)               -> y = act(z)          (n,)
   <kind> bwd  activation_backward(dy, y, kind)  -> dz = dy * act'(z)   (n,), from the output y
 Each case is first VERIFIED against ``pybackprop.reference`` (PyTorch's results too, when
-compared), then timed: ours with a preallocated ``out=``; the numpy reference as written
-(it allocates); PyTorch forward as a user writes it (``torch.relu`` / ``F.leaky_relu`` /
-``torch.sigmoid`` / ``torch.tanh`` / ``F.softplus`` on ``torch.from_numpy`` tensors), and
+compared), then timed, every library allocating its result (at 2^24 elements the page faults
+of a fresh 64 or 128 MiB result are part of every figure): ours as called without ``out=``;
+the numpy reference as written; PyTorch forward as a user writes it (``torch.relu`` /
+``F.leaky_relu`` / ``torch.sigmoid`` / ``torch.tanh`` / ``F.softplus`` on
+``torch.from_numpy`` tensors), and
 PyTorch backward as the ``torch.ops.aten`` op its autograd calls, given the tensor autograd
 saves: ``threshold_backward(dy, y, 0)`` / ``leaky_relu_backward(dy, z, 0.01, False)`` /
 ``sigmoid_backward(dy, y)`` / ``tanh_backward(dy, y)`` / ``softplus_backward(dy, z, 1, 20)``
@@ -77,12 +79,11 @@ class Case:
         else:
             self.args, self.bytes = (self.dy, self.y), 3 * n * self.dtype.itemsize
             self.fn, self.ref = pybackprop.activation_backward, reference.activation_backward
-        self.out = np.empty_like(self.z)
 
     # -- implementations -------------------------------------------------------------------
     def ours(self):
-        fn, args, kind, out = self.fn, self.args, self.kind, self.out
-        return lambda: fn(*args, kind, negative_slope=SLOPE, out=out)
+        fn, args, kind = self.fn, self.args, self.kind
+        return lambda: fn(*args, kind, negative_slope=SLOPE)
 
     def numpy(self):
         fn, args, kind = self.ref, self.args, self.kind
@@ -106,8 +107,6 @@ class Case:
     # -- verification ----------------------------------------------------------------------
     def verify(self, fn, who):
         """Run ``fn`` once and compare its result with the reference (in float64)."""
-        if who == "ours":
-            self.out.fill(np.nan)
         got = _as_numpy(fn())
         up = [np.asarray(a, np.float64) for a in self.args]
         want = self.ref(*up, self.kind, negative_slope=SLOPE)
@@ -117,39 +116,6 @@ class Case:
 
 def _as_numpy(a):
     return a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
-
-
-def _ratio(theirs, ours):
-    return None if theirs is None or ours is None else f"{theirs / ours:.2f}"
-
-
-def run_case(case, threads, torch, timing, copy_bw):
-    row = dict(kernel=f"{case.kind} {case.direction}",
-               dtype=case.dtype.name.replace("float", "f"), threads=threads,
-               size=case.size_text)
-    try:
-        ours = case.ours()
-        case.verify(ours, "ours")
-        row["ours_us"] = _common.measure(ours, **timing)
-    except Exception as e:  # a wrong result or a failing call: report, keep going
-        row["note"] = f"FAIL {type(e).__name__}: {e}"
-        return row, False
-    row["ns_elem"] = row["ours_us"] * 1e9 / case.elements
-    row["gbs"] = case.bytes / row["ours_us"] * 1e-9
-    row["bw_pct"] = 100.0 * row["gbs"] / copy_bw if copy_bw > 0 else None
-    row["numpy_us"] = _common.measure(case.numpy(), **timing)
-    row["vs_numpy"] = _ratio(row["numpy_us"], row["ours_us"])
-    ok = True
-    if torch is not None:
-        try:
-            t_fn = case.torch(torch)
-            case.verify(t_fn, "torch")
-            row["torch_us"] = _common.measure(t_fn, **timing)
-            row["vs_torch"] = _ratio(row["torch_us"], row["ours_us"])
-        except Exception as e:  # the comparison is broken, not our kernel: note it
-            row["note"] = f"torch: {type(e).__name__}: {e}"
-            ok = False
-    return row, ok
 
 
 def build_parser():
@@ -212,16 +178,17 @@ def main(argv=None):
             for kind in kinds:
                 for direction in ("fwd", "bwd"):
                     for n in sizes:
-                        row, ok = run_case(Case(kind, direction, dt, n), threads, torch,
-                                           timing, copy)
+                        case = Case(kind, direction, dt, n)
+                        row, ok = _common.run_elementwise_case(
+                            case, f"{kind} {direction}", threads, torch, timing, copy)
                         rows.append(row)
                         all_ok = all_ok and ok
     _common.set_threads(default_threads, torch)
 
     _common.print_table(rows, COLUMNS)
     print()
-    print("  fwd: y = act(z); bwd: dz = dy * act'(z) from y. ours: out= preallocated; "
-          "numpy reference and torch allocate.")
+    print("  fwd: y = act(z); bwd: dz = dy * act'(z) from y. Every library allocates its "
+          "result.")
     print("  torch: torch.<act>/F.<act> forward; backward = the aten *_backward op autograd "
           "calls, no graph. ratios: their time / our time (> 1: pybackprop faster).")
     print("  GB/s: bytes that must move (inputs once, output once); % bw: of the copy "

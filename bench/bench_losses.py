@@ -164,38 +164,6 @@ def _as_numpy(a):
     return a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
 
 
-def _ratio(theirs, ours):
-    return None if theirs is None or ours is None else f"{theirs / ours:.2f}"
-
-
-def run_case(case, threads, torch, timing, copy_bw):
-    row = dict(kernel=case.kernel, dtype=case.dtype.name.replace("float", "f"),
-               threads=threads, size=case.size_text)
-    try:
-        ours = case.ours()
-        case.verify(ours, "ours")
-        row["ours_us"] = _common.measure(ours, **timing)
-    except Exception as e:  # a wrong result or a failing call: report, keep going
-        row["note"] = f"FAIL {type(e).__name__}: {e}"
-        return row, False
-    row["ns_elem"] = row["ours_us"] * 1e9 / case.elements
-    row["gbs"] = case.bytes / row["ours_us"] * 1e-9
-    row["bw_pct"] = 100.0 * row["gbs"] / copy_bw if copy_bw > 0 else None
-    row["numpy_us"] = _common.measure(case.numpy(), **timing)
-    row["vs_numpy"] = _ratio(row["numpy_us"], row["ours_us"])
-    ok = True
-    if torch is not None:
-        try:
-            t_fn = case.torch(torch)
-            case.verify(t_fn, "torch")
-            row["torch_us"] = _common.measure(t_fn, **timing)
-            row["vs_torch"] = _ratio(row["torch_us"], row["ours_us"])
-        except Exception as e:  # the comparison is broken, not our kernel: note it
-            row["note"] = f"torch: {type(e).__name__}: {e}"
-            ok = False
-    return row, ok
-
-
 def build_parser():
     p = argparse.ArgumentParser(
         prog="python -m pybackprop bench losses",
@@ -251,7 +219,9 @@ def main(argv=None):
                 sizes = (QUICK_XENT if args.quick else XENT_SHAPES) if kernel == "xent" \
                     else (QUICK_SIZES if args.quick else ELEM_SIZES)
                 for size in sizes:
-                    row, ok = run_case(Case(kernel, dt, size), threads, torch, timing, copy)
+                    case = Case(kernel, dt, size)
+                    row, ok = _common.run_elementwise_case(case, case.kernel, threads, torch,
+                                                           timing, copy)
                     rows.append(row)
                     all_ok = all_ok and ok
     _common.set_threads(default_threads, torch)
