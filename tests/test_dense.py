@@ -595,7 +595,8 @@ SOFTPLUS_BWD_ULPS = 1.5
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softplus_backward_ulps(arch, dtype):
     """activation_backward for softplus stays within SOFTPLUS_BWD_ULPS of -expm1(-y) over
-    y in [0, 110] (float64: [0, 750]) and near 0, maps inf to 1 and NaN to NaN; the dense
+    y in [0, 110] (float64: [0, 750]) and near 0, maps inf to 1, NaN to NaN and a large
+    negative y to -inf; the dense
     backward's dz pass (seen through db with B = 1, db = 0 + dz) gives the same bits."""
     hi = 110 if dtype == np.float32 else 750
     y = np.concatenate([np.linspace(0, hi, 2 ** 17), np.geomspace(1e-30, 1, 2 ** 14),
@@ -605,9 +606,11 @@ def test_softplus_backward_ulps(arch, dtype):
     exact = -np.expm1(-y.astype(wide))
     ulp = (np.abs(g.astype(wide) - exact) / np.spacing(np.abs(exact).astype(dtype)))
     assert ulp.astype(np.float64).max() <= SOFTPLUS_BWD_ULPS, f"at y = {y[np.argmax(ulp)]!r}"
-    special = pybackprop.activation_backward(np.ones(2, dtype), np.array([np.inf, np.nan], dtype),
-                                             "softplus")
-    assert special[0] == 1 and np.isnan(special[1])
+    # y < 0 is no softplus output, but the kernel takes any y: -expm1(-y) overflows to -inf
+    # there as the scalar path does (not NaN from an overflowing 2^n)
+    special = pybackprop.activation_backward(
+        np.ones(4, dtype), np.array([np.inf, np.nan, -np.inf, -1000], dtype), "softplus")
+    assert special[0] == 1 and np.isnan(special[1]) and special[2] == special[3] == -np.inf
     n = 4099  # several 64-column blocks of the dz pass and a masked vector tail
     _, _, db = pybackprop.dense_backward(np.ones((1, n), dtype), np.ones((1, 3), dtype),
                                          np.ones((n, 3), dtype), y[None, :n],
