@@ -28,7 +28,8 @@ import pybackprop
 __all__ = [
     "measure", "fma_peak", "bandwidth", "import_torch", "set_threads", "blas_threads_note",
     "tolerance", "check_close", "print_table", "machine_lines", "parse_threads",
-    "parse_dtypes", "DTYPES", "run_elementwise_case",
+    "parse_dtypes", "DTYPES", "run_elementwise_case", "add_elementwise_arguments",
+    "parse_elementwise_arguments", "ELEMENTWISE_COLUMNS", "print_elementwise_header",
 ]
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -342,3 +343,66 @@ def run_elementwise_case(case, label, threads, torch, timing, copy_bw):
             row["note"] = f"torch: {type(e).__name__}: {e}"
             ok = False
     return row, ok
+
+
+def add_elementwise_arguments(p, quick_help, kernels_help, kernels_default):
+    """The options of the elementwise benches (losses, activation)."""
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--dtype", default="both", help="float32, float64 or both")
+    p.add_argument("--threads", default=None,
+                   help="comma-separated thread counts (default 1 and the default count; "
+                        "--quick: the default only)")
+    p.add_argument("--kernels", default=kernels_default, help=kernels_help)
+    p.add_argument("--arch", default=None, help="SIMD path (pybackprop.available_archs())")
+    p.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
+    p.add_argument("--min-time", type=float, default=None,
+                   help="seconds of timed samples per measurement")
+    return p
+
+
+def parse_elementwise_arguments(args):
+    """Apply --arch; returns (dtypes, thread counts, the default thread count, timing) of
+    the parsed options of add_elementwise_arguments. Raises ValueError for a bad --dtype or
+    --threads."""
+    if args.arch is not None:
+        pybackprop.set_arch(args.arch)
+    default_threads = pybackprop.get_num_threads()
+    dtypes = parse_dtypes(args.dtype)
+    thread_counts = (parse_threads(args.threads) if args.threads is not None
+                     else [default_threads] if args.quick else parse_threads("default"))
+    timing = dict(TIMING_QUICK if args.quick else TIMING_FULL)
+    if args.min_time is not None:
+        timing["min_time"] = args.min_time
+    return dtypes, thread_counts, default_threads, timing
+
+
+# The table of the elementwise benches: (header, row key, format) per column.
+ELEMENTWISE_COLUMNS = [
+    ("kernel", "kernel", "s"),
+    ("dtype", "dtype", "s"),
+    ("thr", "threads", "d"),
+    ("size", "size", "s"),
+    ("ours us", "ours_us", fmt_us),
+    ("ns/elem", "ns_elem", ".2f"),
+    ("GB/s", "gbs", ".1f"),
+    ("% bw", "bw_pct", ".0f"),
+    ("numpy us", "numpy_us", fmt_us),
+    ("vs numpy", "vs_numpy", "s"),
+    ("torch us", "torch_us", fmt_us),
+    ("vs torch", "vs_torch", "s"),
+    ("note", "note", "s"),
+]
+
+
+def print_elementwise_header(title, torch, quick, threads):
+    """Print the title, the machine lines and the copy bandwidth measured with ``threads``
+    (the % bw column's reference); returns that bandwidth in GB/s."""
+    print(title)
+    for line in machine_lines(torch):
+        print("  " + line)
+    copy, rmw = bandwidth((64 << 20) if quick else (256 << 20), 3 if quick else 5,
+                          threads=threads)
+    print(f"  measured bandwidth ({threads} thr): copy {copy:.1f} GB/s, "
+          f"read-modify-write {rmw:.1f} GB/s")
+    print()
+    return copy

@@ -41,21 +41,7 @@ QUICK_XENT = [(256, 10), (4096, 1000)]
 QUICK_SIZES = [10_000, 1_000_000]
 KERNELS = ("xent", "bce", "mse", "maximum")
 
-COLUMNS = [
-    ("kernel", "kernel", "s"),
-    ("dtype", "dtype", "s"),
-    ("thr", "threads", "d"),
-    ("size", "size", "s"),
-    ("ours us", "ours_us", _common.fmt_us),
-    ("ns/elem", "ns_elem", ".2f"),
-    ("GB/s", "gbs", ".1f"),
-    ("% bw", "bw_pct", ".0f"),
-    ("numpy us", "numpy_us", _common.fmt_us),
-    ("vs numpy", "vs_numpy", "s"),
-    ("torch us", "torch_us", _common.fmt_us),
-    ("vs torch", "vs_torch", "s"),
-    ("note", "note", "s"),
-]
+COLUMNS = _common.ELEMENTWISE_COLUMNS
 
 
 class Case:
@@ -169,47 +155,25 @@ def build_parser():
         prog="python -m pybackprop bench losses",
         description="Losses (value and gradient in one call) and the maximum merge: "
                     "pybackprop vs the numpy reference vs PyTorch, verified before timing.")
-    p.add_argument("--quick", action="store_true", help="few sizes, short timing")
-    p.add_argument("--dtype", default="both", help="float32, float64 or both")
-    p.add_argument("--threads", default=None,
-                   help="comma-separated thread counts (default 1 and the default count; "
-                        "--quick: the default only)")
-    p.add_argument("--kernels", default=",".join(KERNELS),
-                   help=f"comma-separated subset of {','.join(KERNELS)}")
-    p.add_argument("--arch", default=None, help="SIMD path (pybackprop.available_archs())")
-    p.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
-    p.add_argument("--min-time", type=float, default=None,
-                   help="seconds of timed samples per measurement")
-    return p
+    return _common.add_elementwise_arguments(
+        p, "few sizes, short timing", f"comma-separated subset of {','.join(KERNELS)}",
+        ",".join(KERNELS))
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.arch is not None:
-        pybackprop.set_arch(args.arch)
-    default_threads = pybackprop.get_num_threads()
     try:
-        dtypes = _common.parse_dtypes(args.dtype)
-        thread_counts = (_common.parse_threads(args.threads) if args.threads is not None
-                         else [default_threads] if args.quick
-                         else _common.parse_threads("default"))
+        dtypes, thread_counts, default_threads, timing = \
+            _common.parse_elementwise_arguments(args)
     except ValueError as e:
         print(f"bench_losses: {e}", file=sys.stderr)
         return 2
     kernels = [k for k in KERNELS if k in args.kernels.split(",")]
-    timing = dict(_common.TIMING_QUICK if args.quick else _common.TIMING_FULL)
-    if args.min_time is not None:
-        timing["min_time"] = args.min_time
     torch = None if args.no_torch else _common.import_torch()
 
-    print("pybackprop bench: losses (value + gradient) and maximum")
-    for line in _common.machine_lines(torch):
-        print("  " + line)
-    copy, rmw = _common.bandwidth((64 << 20) if args.quick else (256 << 20),
-                                  3 if args.quick else 5, threads=max(thread_counts))
-    print(f"  measured bandwidth ({max(thread_counts)} thr): copy {copy:.1f} GB/s, "
-          f"read-modify-write {rmw:.1f} GB/s")
-    print()
+    copy = _common.print_elementwise_header(
+        "pybackprop bench: losses (value + gradient) and maximum", torch, args.quick,
+        max(thread_counts))
 
     rows, all_ok = [], True
     for threads in thread_counts:
