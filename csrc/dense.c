@@ -16,8 +16,10 @@
 #include "pb_internal.h"
 
 #define PB_DZ_COLS 64 /* columns per work item of the dz/db pass */
-#ifndef PB_DZ_PRIVATE_MAX
-#define PB_DZ_PRIVATE_MAX 32768 /* dz elements up to which each backward task forms its own */
+/* dz elements from which the dz/db pass is split over threads; below, when both gradient
+ * GEMMs run as tasks, each task forms its own dz instead (see pb_dense_backward) */
+#ifndef PB_DZ_PAR_MIN
+#define PB_DZ_PAR_MIN 32768
 #endif
 /* From this many flops per gradient GEMM on, dw and dx are computed concurrently, one GEMM
  * per thread, instead of one after the other with both threads each (no barriers between K
@@ -113,7 +115,7 @@
          * dz made by the calling thread and then read by the other core: moving 16 KiB of    \
          * freshly written lines between the cores cost ~4 us of a 15 us backward at         \
          * (32, 128, 128), against 0.7 us for the second dz pass. */                         \
-        if (tasks && dzbuf != NULL && B * N < PB_DZ_PRIVATE_MAX) {                         \
+        if (tasks && dzbuf != NULL && B * N < PB_DZ_PAR_MIN) {                         \
             int st_dw = PB_OK, st_dx = PB_OK;                                              \
             _Pragma("omp parallel num_threads(2)")                                         \
             {                                                                              \
@@ -137,7 +139,7 @@
         }                                                                                  \
         if (dzbuf != NULL || db != NULL) {                                                 \
             const ptrdiff_t nblk = (N + PB_DZ_COLS - 1) / PB_DZ_COLS;                      \
-            const int nt = B * N >= 32768 ? pb_threads() : 1;                              \
+            const int nt = B * N >= PB_DZ_PAR_MIN ? pb_threads() : 1;                      \
             if (nt == 1) { /* no parallel region at all: cheaper for small layers */      \
                 for (ptrdiff_t jb = 0; jb < nblk; ++jb)                                    \
                     dz_db_##SFX(dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,                   \
