@@ -84,8 +84,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define ACT_BWD_NAME pb_softplus_bwd_f32_avx512
 #define VEXPM1(v) FNAME(expm1)(v)
 #define TT_NAME pb_gemm_tt_f32_avx512
-#define TT_NV 2
-#define TT_MJ 12
+#define TT_NV (PB_TT_TW_F32_AVX512 / VL)
+#define TT_MJ PB_TT_TJ_F32_AVX512
 #define TT_LOG2VL 4
 #define TT_IDX __m512i
 #define TT_IDX_ELEM int32_t
@@ -205,8 +205,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 #define ACT_BWD_NAME pb_softplus_bwd_f64_avx512
 #define VEXPM1(v) FNAME(expm1)(v)
 #define TT_NAME pb_gemm_tt_f64_avx512
-#define TT_NV 2
-#define TT_MJ 8
+#define TT_NV (PB_TT_TW_F64_AVX512 / VL)
+#define TT_MJ PB_TT_TJ_F64_AVX512
 #define TT_LOG2VL 3
 #define TT_IDX_ELEM int64_t
 #define TT_PERM2(a, i, b) _mm512_permutex2var_pd(a, i, b)

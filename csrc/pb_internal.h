@@ -357,6 +357,13 @@ void pb_gemm_dot_f32_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *
 void pb_gemm_dot_f64_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
                             ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *c,
                             ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
+/* The AVX-512 transposed-tile kernels' A^T panel width (tw) and tile columns (tj): the
+ * kernels' register tiles (gemm_avx512.c) and the driver's packing (dispatch.c's table) both
+ * take them from here. */
+#define PB_TT_TW_F32_AVX512 32
+#define PB_TT_TJ_F32_AVX512 12
+#define PB_TT_TW_F64_AVX512 16
+#define PB_TT_TJ_F64_AVX512 8
 void pb_gemm_tt_f32_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *at,
                            const float *b, ptrdiff_t rsb, ptrdiff_t csb, float *c,
                            ptrdiff_t ldc, int beta, const pb_epi_f32_t *epi, float *ws);
