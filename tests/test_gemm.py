@@ -268,13 +268,15 @@ def tt_shapes(blk, itemsize):
     """(m, k, n, B's layout) that the transposed-tile rule sends to that kernel (on any
     thread count): full and nearly full A^T panels (m within 15 % of a multiple of tw), every
     kind of last tile (tj - 1 columns, 1, 5, full), k from 1 across one and two KC
-    boundaries; column-major B ("F", the forward's w: n >= 192) and row-major B ("C", dx =
-    dz @ w: m <= 64, k rows of at most 2 KiB)."""
+    boundaries, n from 10; column-major B ("F", the forward's w: m <= 32 with n >= 48 or
+    k <= 32, m <= 64 with k >= 64, or k >= 256) and row-major B ("C", dx = dz @ w: m <= 64,
+    k rows of at most 2 KiB)."""
     tw, tj, kc = blk["tw"] or 32, blk["tj"] or 12, blk["kc"]  # (the AVX-512 float32 sizes)
     n0 = -(-192 // tj) * tj
     return [(tw, 1, n0, "F"), (tw - 1, 5, n0 + tj - 1, "F"), (tw - 2, 33, n0 + 1, "F"),
+            (tw, 4, 16, "F"), (tw, 300, 48, "F"), (2 * tw, 64, 4 * tj + 17, "F"),
             (2 * tw, kc + 1, n0 + 3 * tj + 5, "F"), (2 * tw - 3, 2 * kc + 3, n0 + tj, "F"),
-            (256 - 5, 300, n0 + 7, "F"), (4 * tw, 256, 2 * n0 + 11, "F"),
+            (256 - 5, 300, n0 + 7, "F"), (4 * tw, 256, 2 * n0 + 11, "F"), (4 * tw, 300, 10, "F"),
             (tw, 1, 2, "C"), (tw - 1, 7, tj - 1, "C"), (tw - 2, 130, 2 * tj + 1, "C"),
             (2 * tw, 2048 // itemsize, 5 * tj + 5, "C"), (2 * tw - 3, 200, 100, "C")]
 
@@ -314,6 +316,11 @@ def test_transposed_tile_path(arch, dtype, threads):
                 assert np.array_equal(got, packed), (m, k, n, lay, nt, beta)
                 check(got, c0, a, b, beta)
                 results.append(got)
+            # C one column off its cache lines (threads' slices are cut at lines of C)
+            buf = np.full((m + 1, n + 3), np.nan, dtype)
+            _gemm.gemm(buf[:m, 1:n + 1], a, b, 0)
+            assert np.array_equal(buf[:m, 1:n + 1], results[-2]), (m, k, n, lay, nt)
+            assert np.isnan(buf[m]).all() and np.isnan(buf[:, [0, n + 1, n + 2]]).all()
             if lay == "F":
                 y = pybackprop.dense_forward(a, w, bias, activation="relu")
                 assert np.array_equal(y, np.maximum(results[-2] + bias, 0)), (m, k, n, nt)
