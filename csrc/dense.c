@@ -4,16 +4,21 @@
  *   y  (B, N)   y = act(x @ w^T + b)  -- bias and activation in the GEMM epilogue
  *
  * backward, from dy (B, N) and the saved OUTPUT y (B, N):
- *   dz = dy * act'(y)            one pass over dy and y, with db reduced in the same pass
+ *   dz = dy * act'(y)            (pb_dz_rows_*, the one definition)
  *   dw = dz^T @ x    (N, K)      GEMM with A = dz read transposed through packing
  *   db = sum_b dz    (N,)
  *   dx = dz @ w      (B, K)      skipped when dx == NULL
+ * When both GEMMs take the packed path (and B N >= PB_DZ_PAR_MIN), dz is never stored: each
+ * GEMM forms the dz of its A block while packing it (pb_gemm_dz_*), dw's packing summing db.
+ * Otherwise one pass forms dz and db, and the GEMMs (or the unpacked paths) read dz.
  * accumulate != 0 adds into dx, dw, db (a layer feeding two branches sums both dx).
  *
  * Determinism: db is reduced per column in row order by whichever thread owns the column,
  * and the GEMMs never split K; so the results do not depend on the thread count.
  */
 #include "pb_internal.h"
+
+#include <string.h>
 
 #define PB_DZ_COLS 64 /* columns per work item of the dz/db pass */
 /* dz elements from which the dz/db pass is split over threads; below, when both gradient
@@ -32,19 +37,50 @@
 #define PB_BWD_TASKS_MIN_FLOPS 3.0e5
 #endif
 
-/* Rows of the dz/db pass for one activation ACT (a constant), columns [j0, j1). */
+/* Rows of dz for one activation ACT (a constant, so that pb_dact_* inlines to one
+ * expression and the j loop vectorises; each sum[j] still adds rows in order). */
 #define PB_DZ_ROWS(SFX, ACT)                                                                \
-    for (ptrdiff_t r = 0; r < B; ++r) {                                                     \
-        const ptrdiff_t o = r * N + j0, nj = j1 - j0;                                       \
-        if (dz != NULL)                                                                     \
-            for (ptrdiff_t j = 0; j < nj; ++j) {                                            \
-                const __typeof__(*dy) g = pb_dact_##SFX(dy[o + j], y[o + j], ACT, slope);   \
-                dz[o + j] = g;                                                              \
+    for (ptrdiff_t r = 0; r < rows; ++r) {                                                  \
+        const __typeof__(*dy) *restrict d = dy + r * ld, *restrict yr = y + r * ld;         \
+        __typeof__(sum) o = dz != NULL ? dz + r * ldz : NULL;                               \
+        if (o != NULL && sum != NULL)                                                       \
+            for (ptrdiff_t j = 0; j < n; ++j) {                                             \
+                const __typeof__(*dy) g = pb_dact_##SFX(d[j], yr[j], ACT, slope);           \
+                o[j] = g;                                                                   \
                 sum[j] += g;                                                                \
             }                                                                               \
+        else if (o != NULL)                                                                 \
+            for (ptrdiff_t j = 0; j < n; ++j) o[j] = pb_dact_##SFX(d[j], yr[j], ACT, slope); \
         else                                                                                \
-            for (ptrdiff_t j = 0; j < nj; ++j) sum[j] += pb_dact_##SFX(dy[o + j], y[o + j], ACT, slope); \
+            for (ptrdiff_t j = 0; j < n; ++j) sum[j] += pb_dact_##SFX(d[j], yr[j], ACT, slope); \
     }
+
+/* pb_dz_rows_* (contract in pb_internal.h). softplus: the vector expm1 of the active SIMD
+ * path where there is one (the same as act.c's), then the sums in row order. */
+#define PB_DEFINE_DZ_ROWS(T, SFX)                                                          \
+    void pb_dz_rows_##SFX(T *dz, ptrdiff_t ldz, T *sum, const T *dy, const T *y,           \
+                          ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t n, int act, T slope) {   \
+        const pb_softplus_bwd_##SFX##_t sp = pb_arch()->softplus_bwd_##SFX;                \
+        if (act == PB_ACT_SOFTPLUS && sp != NULL && dz != NULL) {                          \
+            for (ptrdiff_t r = 0; r < rows; ++r) {                                         \
+                sp(dz + r * ldz, dy + r * ld, y + r * ld, n);                              \
+                if (sum != NULL)                                                           \
+                    for (ptrdiff_t j = 0; j < n; ++j) sum[j] += dz[r * ldz + j];           \
+            }                                                                              \
+            return;                                                                        \
+        }                                                                                  \
+        switch (act) {                                                                     \
+        case PB_ACT_RELU: PB_DZ_ROWS(SFX, PB_ACT_RELU); break;                            \
+        case PB_ACT_LEAKY_RELU: PB_DZ_ROWS(SFX, PB_ACT_LEAKY_RELU); break;                \
+        case PB_ACT_SIGMOID: PB_DZ_ROWS(SFX, PB_ACT_SIGMOID); break;                      \
+        case PB_ACT_TANH: PB_DZ_ROWS(SFX, PB_ACT_TANH); break;                            \
+        case PB_ACT_SOFTPLUS: PB_DZ_ROWS(SFX, PB_ACT_SOFTPLUS); break;                    \
+        default: PB_DZ_ROWS(SFX, PB_ACT_IDENTITY); break;                                 \
+        }                                                                                  \
+    }
+
+PB_DEFINE_DZ_ROWS(float, f32)
+PB_DEFINE_DZ_ROWS(double, f64)
 
 #define PB_DEFINE_DENSE(T, SFX)                                                            \
     int pb_dense_forward_##SFX(T *y, const T *x, const T *w, const T *b, ptrdiff_t B,     \
@@ -57,34 +93,51 @@
         return pb_gemm_epi_##SFX(y, N, x, K, 1, w, 1, K, B, N, K, 0, &epi);               \
     }                                                                                      \
                                                                                            \
-    /* dz = dy * act'(y) over columns [j0, j1), and db += / = the column sums of dz. One  \
-     * loop per activation (the constant act lets pb_dact_* inline to one expression, so  \
-     * the j loop vectorises; each sum[j] still adds rows in order). */                     \
+    /* dz = dy * act'(y) over columns [j0, j1), and db += / = the column sums of dz. */  \
     static void dz_db_##SFX(T *dz, T *db, const T *dy, const T *y, ptrdiff_t B,            \
                             ptrdiff_t N, ptrdiff_t j0, ptrdiff_t j1, int act, T slope,     \
                             int accumulate) {                                              \
         T sum[PB_DZ_COLS] = {0};                                                           \
-        const pb_softplus_bwd_##SFX##_t sp = pb_arch()->softplus_bwd_##SFX;                \
-        if (act == PB_ACT_SOFTPLUS && sp != NULL && dz != NULL) {                          \
-            /* the vector expm1 (the same as act.c's), then the sums in row order */       \
-            for (ptrdiff_t r = 0; r < B; ++r) {                                            \
-                const ptrdiff_t o = r * N + j0;                                            \
-                sp(dz + o, dy + o, y + o, j1 - j0);                                        \
-                for (ptrdiff_t j = 0; j < j1 - j0; ++j) sum[j] += dz[o + j];               \
-            }                                                                              \
-        } else {                                                                           \
-            switch (act) {                                                                 \
-            case PB_ACT_RELU: PB_DZ_ROWS(SFX, PB_ACT_RELU); break;                        \
-            case PB_ACT_LEAKY_RELU: PB_DZ_ROWS(SFX, PB_ACT_LEAKY_RELU); break;            \
-            case PB_ACT_SIGMOID: PB_DZ_ROWS(SFX, PB_ACT_SIGMOID); break;                  \
-            case PB_ACT_TANH: PB_DZ_ROWS(SFX, PB_ACT_TANH); break;                        \
-            case PB_ACT_SOFTPLUS: PB_DZ_ROWS(SFX, PB_ACT_SOFTPLUS); break;                \
-            default: PB_DZ_ROWS(SFX, PB_ACT_IDENTITY); break;                             \
-            }                                                                              \
-        }                                                                                  \
+        pb_dz_rows_##SFX(dz != NULL ? dz + j0 : NULL, N, sum, dy + j0, y + j0, N, B, j1 - j0, \
+                         act, slope);                                                      \
         if (db != NULL)                                                                    \
             for (ptrdiff_t j = j0; j < j1; ++j)                                            \
                 db[j] = accumulate ? db[j] + sum[j - j0] : sum[j - j0];                    \
+    }                                                                                      \
+                                                                                           \
+    /* The backward with dz formed while packing (dw, dx non-NULL; B, K, N >= 1). */      \
+    static int dense_backward_fused_##SFX(T *dx, T *dw, T *db, const T *dy, const T *x,    \
+                                          const T *w, const T *y, ptrdiff_t B, ptrdiff_t K, \
+                                          ptrdiff_t N, int act, T slope, int accumulate,    \
+                                          int tasks) {                                      \
+        const int beta = accumulate ? 1 : 0;                                               \
+        T *sum = NULL;                                                                     \
+        if (db != NULL) {                                                                  \
+            sum = pb_workspace(PB_WS_DZ, sizeof(T) * (size_t)N);                           \
+            if (sum == NULL) return PB_ERR_NOMEM;                                          \
+            memset(sum, 0, sizeof(T) * (size_t)N);                                         \
+        }                                                                                  \
+        const pb_dzsrc_##SFX##_t src_dw = {dy, y, act, slope, sum};                        \
+        const pb_dzsrc_##SFX##_t src_dx = {dy, y, act, slope, NULL};                       \
+        int st_dw = PB_OK, st_dx = PB_OK;                                                  \
+        if (tasks) {                                                                       \
+            _Pragma("omp parallel num_threads(2)")                                         \
+            {                                                                              \
+                PB_FP_SCOPE;                                                               \
+                if (pb_thread_id() == 0)                                                   \
+                    st_dw = pb_gemm_dz_##SFX(dw, K, &src_dw, 1, N, x, K, 1, N, K, B, beta); \
+                else                                                                       \
+                    st_dx = pb_gemm_dz_##SFX(dx, K, &src_dx, N, 1, w, K, 1, B, K, N, beta); \
+            }                                                                              \
+        } else {                                                                           \
+            st_dw = pb_gemm_dz_##SFX(dw, K, &src_dw, 1, N, x, K, 1, N, K, B, beta);        \
+            if (st_dw == PB_OK)                                                            \
+                st_dx = pb_gemm_dz_##SFX(dx, K, &src_dx, N, 1, w, K, 1, B, K, N, beta);    \
+        }                                                                                  \
+        if (st_dw != PB_OK || st_dx != PB_OK) return st_dw != PB_OK ? st_dw : st_dx;      \
+        if (db != NULL)                                                                    \
+            for (ptrdiff_t j = 0; j < N; ++j) db[j] = accumulate ? db[j] + sum[j] : sum[j]; \
+        return PB_OK;                                                                      \
     }                                                                                      \
                                                                                            \
     int pb_dense_backward_##SFX(T *dx, T *dw, T *db, const T *dy, const T *x, const T *w, \
@@ -94,12 +147,6 @@
         if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS)    \
             return PB_ERR_ARG;                                                             \
         const int beta = accumulate ? 1 : 0;                                               \
-        /* identity: dz is dy itself, no copy */                                           \
-        T *dzbuf = NULL;                                                                   \
-        if (act != PB_ACT_IDENTITY && B > 0 && N > 0) {                                    \
-            dzbuf = pb_workspace(PB_WS_DZ, sizeof(T) * (size_t)B * (size_t)N);             \
-            if (dzbuf == NULL) return PB_ERR_NOMEM;                                        \
-        }                                                                                  \
         /* dw (N x K) = dz^T @ x: A(i=n, p=r) = dz[r*N + n], B(p=r, j) = x[r*K + j]         \
          * dx (B x K) = dz @ w:   A(i=r, p=n) = dz[r*N + n], B(p=n, j) = w[n*K + j]         \
          * From PB_BWD_TASKS_MIN_FLOPS on, the two GEMMs run side by side, one thread each   \
@@ -110,6 +157,21 @@
         const int tasks = dw != NULL && dx != NULL && pb_threads() > 1 && !pb_in_parallel() && \
                           flops >= PB_BWD_TASKS_MIN_FLOPS &&                                 \
                           (B > 1 || (double)N * (double)K < 1048576.0);                     \
+        /* Layers whose two gradient GEMMs both take the packed path: dz is never stored;  \
+         * each GEMM forms it while packing its A (pb_gemm_dz_*: the same values, by       \
+         * pb_dz_rows_*), and dw's packing sums db (each column in row order, as the pass  \
+         * below). */                                                                       \
+        if (dw != NULL && dx != NULL && B * N >= PB_DZ_PAR_MIN && K > 0 &&                 \
+            pb_gemm_path_##SFX(N, K, B, 1, N, K, 1, beta) == PB_GEMM_PACKED &&             \
+            pb_gemm_path_##SFX(B, K, N, N, 1, K, 1, beta) == PB_GEMM_PACKED)               \
+            return dense_backward_fused_##SFX(dx, dw, db, dy, x, w, y, B, K, N, act, slope, \
+                                              accumulate, tasks);                           \
+        /* identity: dz is dy itself, no copy */                                           \
+        T *dzbuf = NULL;                                                                   \
+        if (act != PB_ACT_IDENTITY && B > 0 && N > 0) {                                    \
+            dzbuf = pb_workspace(PB_WS_DZ, sizeof(T) * (size_t)B * (size_t)N);             \
+            if (dzbuf == NULL) return PB_ERR_NOMEM;                                        \
+        }                                                                                  \
         /* Small layers with both tasks: each task forms its own dz (the dw task also db)     \
          * in its own thread's workspace (the same values, by the same code), instead of one  \
          * dz made by the calling thread and then read by the other core: moving 16 KiB of    \

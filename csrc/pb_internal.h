@@ -464,6 +464,39 @@ int pb_gemm_epi_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, pt
                     const double *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
                     ptrdiff_t k, int beta, const pb_epi_f64_t *epi);
 
+/* The fused backward (dense.c): A = dz, dz[o] = dy[o] * act'(y[o]), formed while the packed
+ * path packs A, never stored whole. A(i, p) is at offset i*rsa + p*csa of dy and y, with
+ * csa == 1 (dx = dz w: each MR-row micro-panel is formed into scratch, then packed as
+ * usual) or rsa == 1 (dw = dz^T x: formed row of dz by row, MC values, into the
+ * micro-panels). sum (length m, zeroed by the caller, or NULL) receives the sums over p of
+ * A's rows (db, for dw), each in p order by the one thread that owns the row. Only for
+ * products that pb_gemm_path_* sends to the packed path. */
+typedef struct {
+    const float *dy, *y;
+    int act;
+    float slope;
+    float *sum;
+} pb_dzsrc_f32_t;
+typedef struct {
+    const double *dy, *y;
+    int act;
+    double slope;
+    double *sum;
+} pb_dzsrc_f64_t;
+int pb_gemm_dz_f32(float *c, ptrdiff_t ldc, const pb_dzsrc_f32_t *dz, ptrdiff_t rsa,
+                   ptrdiff_t csa, const float *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m,
+                   ptrdiff_t n, ptrdiff_t k, int beta);
+int pb_gemm_dz_f64(double *c, ptrdiff_t ldc, const pb_dzsrc_f64_t *dz, ptrdiff_t rsa,
+                   ptrdiff_t csa, const double *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m,
+                   ptrdiff_t n, ptrdiff_t k, int beta);
+/* dz[r*ldz + j] = dy[r*ld + j] * act'(y[r*ld + j]) for r < rows, j < n (dense.c): the one
+ * definition of dz, for the dz pass and the fused packing alike. dz may be NULL (sums only);
+ * sum (length n, or NULL) += each column's values, rows in order. */
+void pb_dz_rows_f32(float *dz, ptrdiff_t ldz, float *sum, const float *dy, const float *y,
+                    ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t n, int act, float slope);
+void pb_dz_rows_f64(double *dz, ptrdiff_t ldz, double *sum, const double *dy, const double *y,
+                    ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t n, int act, double slope);
+
 /* ---- scalar activations: the semantics every path reproduces -------------------------------
  * relu(z) = z < 0 ? 0 : z keeps NaN (as PyTorch) and maps -0 to -0, exactly what
  * max(0, z) does in SIMD (maxps returns its second operand on NaN or equality).

@@ -255,6 +255,45 @@ def test_backward_without_dx(arch, kind, dtype, shape, rng):
     assert_bitwise(db, db_full, "db")
 
 
+# Layers whose two gradient GEMMs both take the packed path, with B * N >= 32768: the
+# backward forms dz while packing (never stored). Crossing KC (float32 1024, float64 512) in
+# dw's depth B or dx's depth N, MC (192) in the rows of either, partial micro-panels.
+FUSED_SHAPES = [(256, 67, 130), (1100, 33, 40), (300, 45, 1030)]
+
+
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ACTIVATIONS)
+def test_backward_forms_dz_while_packing(arch, kind, dtype, shape, threads, rng):
+    """The fused backward gives the bits of the GEMMs on a stored dz (activation_backward):
+    dw = dz^T x and dx = dz w on the same packed path, db = dz summed row by row from 0;
+    plain and accumulating, on 1 and 2 threads."""
+    from pybackprop import _gemm
+    dy, x, w, y = make_backward(rng, shape, dtype, kind)
+    dz = pybackprop.activation_backward(dy, y, kind, negative_slope=SLOPE)
+    assert _gemm.path(dz.T, x) == _gemm.path(dz, w) == "packed"
+    old = [rng.standard_normal(s).astype(dtype) for s in (x.shape, w.shape, (shape[2],))]
+    db_rows = np.zeros(shape[2], dtype)
+    for row in dz:
+        db_rows += row
+    db_acc = old[2].copy()
+    db_acc += db_rows
+    expected = [_gemm.gemm(np.empty(x.shape, dtype), dz, w), _gemm.gemm(np.empty(w.shape, dtype),
+                                                                         dz.T, x), db_rows]
+    expected_acc = [_gemm.gemm(old[0].copy(), dz, w, 1), _gemm.gemm(old[1].copy(), dz.T, x, 1),
+                    db_acc]
+    for nt in (1, 2):
+        threads(nt)
+        got = pybackprop.dense_backward(dy, x, w, y, activation=kind, negative_slope=SLOPE)
+        acc = [o.copy() for o in old]
+        pybackprop.dense_backward(dy, x, w, y, activation=kind, negative_slope=SLOPE,
+                                  accumulate=True, dx=acc[0], dw=acc[1], db=acc[2])
+        for name, g, e, ga, ea in zip(("dx", "dw", "db"), got, expected, acc, expected_acc):
+            assert_bitwise(g, e, f"{name}, {nt} threads")
+            assert_bitwise(ga, ea, f"{name} accumulated, {nt} threads")
+    check_backward(got, dy, x, w, y, kind, dtype)
+
+
 @pytest.mark.parametrize("slope", LEAKY_SLOPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_leaky_relu_slopes(arch, dtype, slope, rng):
