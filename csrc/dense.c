@@ -36,6 +36,15 @@
 #ifndef PB_BWD_TASKS_MIN_FLOPS
 #define PB_BWD_TASKS_MIN_FLOPS 3.0e5
 #endif
+/* ... but from K = 2048 on (the n of both GEMMs: each task's B panel is KC x 2048), splitting
+ * each GEMM over both threads wins (float32, with dz formed while packing, median ms, tasks
+ * against split): (1024, 2048, 1024) 32.9 / 31.6, (1024, 2048, 2048) 63.9 / 61.6, (2048, 2048,
+ * 1024) 66.5 / 62.4, 2048^3 124.1 / 117.9; at K = 1024 tasks still win: 1024^3 14.9 / 15.7,
+ * (1024, 1024, 2048) 30.5 / 31.1, (2048, 1024, 1024) 31.7 / 31.9. float64 at K = 2048:
+ * even (64.1 / 64.1), at K = 1024 tasks (32.3 / 33.1). */
+#ifndef PB_BWD_TASKS_MAX_K
+#define PB_BWD_TASKS_MAX_K 2048
+#endif
 
 /* Rows of dz for one activation ACT (a constant, so that pb_dact_* inlines to one
  * expression and the j loop vectorises; each sum[j] still adds rows in order). */
@@ -155,7 +164,7 @@ PB_DEFINE_DZ_ROWS(double, f64)
          * cores' store bandwidth (1 x 1024 x 1024: 270 -> 184 us split instead). */         \
         const double flops = 2.0 * (double)B * (double)N * (double)K;                      \
         const int tasks = dw != NULL && dx != NULL && pb_threads() > 1 && !pb_in_parallel() && \
-                          flops >= PB_BWD_TASKS_MIN_FLOPS &&                                 \
+                          flops >= PB_BWD_TASKS_MIN_FLOPS && K < PB_BWD_TASKS_MAX_K &&       \
                           (B > 1 || (double)N * (double)K < 1048576.0);                     \
         /* Layers whose two gradient GEMMs both take the packed path: dz is never stored;  \
          * each GEMM forms it while packing its A (pb_gemm_dz_*: the same values, by       \

@@ -257,8 +257,10 @@ def test_backward_without_dx(arch, kind, dtype, shape, rng):
 
 # Layers whose two gradient GEMMs both take the packed path, with B * N >= 32768: the
 # backward forms dz while packing (never stored). Crossing KC (float32 1024, float64 512) in
-# dw's depth B or dx's depth N, MC (192) in the rows of either, partial micro-panels.
-FUSED_SHAPES = [(256, 67, 130), (1100, 33, 40), (300, 45, 1030)]
+# dw's depth B or dx's depth N, MC (192) in the rows of either, partial micro-panels;
+# K >= 2048 (each GEMM split over the threads instead of one task per thread; two NC
+# panels, so dw's packing must sum db in the first only).
+FUSED_SHAPES = [(256, 67, 130), (1100, 33, 40), (300, 45, 1030), (40, 2050, 1000)]
 
 
 @pytest.mark.parametrize("shape", FUSED_SHAPES, ids=_shape_id)
