@@ -114,6 +114,39 @@ PB_DEFINE_DZ_ROWS(double, f64)
                 db[j] = accumulate ? db[j] + sum[j - j0] : sum[j - j0];                    \
     }                                                                                      \
                                                                                            \
+    /* dw (when non-NULL) and then dx (when non-NULL, and dw went well), or the two side    \
+     * by side as tasks, one thread each: from the stored dz, or (src_dw != NULL) with dz   \
+     * formed while packing from src_dw / src_dx. */                                        \
+    static int grads_##SFX(T *dx, T *dw, const T *dz, const pb_dzsrc_##SFX##_t *src_dw,     \
+                           const pb_dzsrc_##SFX##_t *src_dx, const T *x, const T *w,       \
+                           ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta, int tasks) {   \
+        int st_dw = PB_OK, st_dx = PB_OK;                                                  \
+        if (tasks) {                                                                       \
+            _Pragma("omp parallel num_threads(2)")                                         \
+            {                                                                              \
+                PB_FP_SCOPE;                                                               \
+                if (pb_thread_id() == 0)                                                   \
+                    st_dw = src_dw != NULL                                                 \
+                                ? pb_gemm_dz_##SFX(dw, K, src_dw, 1, N, x, K, 1, N, K, B, beta) \
+                                : pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta);  \
+                else                                                                       \
+                    st_dx = src_dw != NULL                                                 \
+                                ? pb_gemm_dz_##SFX(dx, K, src_dx, N, 1, w, K, 1, B, K, N, beta) \
+                                : pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);  \
+            }                                                                              \
+        } else {                                                                           \
+            if (dw != NULL)                                                                \
+                st_dw = src_dw != NULL                                                     \
+                            ? pb_gemm_dz_##SFX(dw, K, src_dw, 1, N, x, K, 1, N, K, B, beta) \
+                            : pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta);      \
+            if (dx != NULL && st_dw == PB_OK)                                              \
+                st_dx = src_dw != NULL                                                     \
+                            ? pb_gemm_dz_##SFX(dx, K, src_dx, N, 1, w, K, 1, B, K, N, beta) \
+                            : pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);      \
+        }                                                                                  \
+        return st_dw != PB_OK ? st_dw : st_dx;                                             \
+    }                                                                                      \
+                                                                                           \
     /* The backward with dz formed while packing (dw, dx non-NULL; B, K, N >= 1). */      \
     static int dense_backward_fused_##SFX(T *dx, T *dw, T *db, const T *dy, const T *x,    \
                                           const T *w, const T *y, ptrdiff_t B, ptrdiff_t K, \
@@ -128,22 +161,8 @@ PB_DEFINE_DZ_ROWS(double, f64)
         }                                                                                  \
         const pb_dzsrc_##SFX##_t src_dw = {dy, y, act, slope, sum};                        \
         const pb_dzsrc_##SFX##_t src_dx = {dy, y, act, slope, NULL};                       \
-        int st_dw = PB_OK, st_dx = PB_OK;                                                  \
-        if (tasks) {                                                                       \
-            _Pragma("omp parallel num_threads(2)")                                         \
-            {                                                                              \
-                PB_FP_SCOPE;                                                               \
-                if (pb_thread_id() == 0)                                                   \
-                    st_dw = pb_gemm_dz_##SFX(dw, K, &src_dw, 1, N, x, K, 1, N, K, B, beta); \
-                else                                                                       \
-                    st_dx = pb_gemm_dz_##SFX(dx, K, &src_dx, N, 1, w, K, 1, B, K, N, beta); \
-            }                                                                              \
-        } else {                                                                           \
-            st_dw = pb_gemm_dz_##SFX(dw, K, &src_dw, 1, N, x, K, 1, N, K, B, beta);        \
-            if (st_dw == PB_OK)                                                            \
-                st_dx = pb_gemm_dz_##SFX(dx, K, &src_dx, N, 1, w, K, 1, B, K, N, beta);    \
-        }                                                                                  \
-        if (st_dw != PB_OK || st_dx != PB_OK) return st_dw != PB_OK ? st_dw : st_dx;      \
+        const int st = grads_##SFX(dx, dw, NULL, &src_dw, &src_dx, x, w, B, K, N, beta, tasks); \
+        if (st != PB_OK) return st;                                                        \
         if (db != NULL)                                                                    \
             for (ptrdiff_t j = 0; j < N; ++j) db[j] = accumulate ? db[j] + sum[j] : sum[j]; \
         return PB_OK;                                                                      \
@@ -226,23 +245,8 @@ PB_DEFINE_DZ_ROWS(double, f64)
                 }                                                                          \
             }                                                                              \
         }                                                                                  \
-        const T *dz = dzbuf != NULL ? dzbuf : dy;                                          \
-        int st_dw = PB_OK, st_dx = PB_OK;                                                  \
-        if (tasks) {                                                                       \
-            _Pragma("omp parallel num_threads(2)")                                         \
-            {                                                                              \
-                PB_FP_SCOPE;                                                               \
-                if (pb_thread_id() == 0)                                                   \
-                    st_dw = pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta);        \
-                else                                                                       \
-                    st_dx = pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);        \
-            }                                                                              \
-        } else {                                                                           \
-            if (dw != NULL) st_dw = pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta); \
-            if (dx != NULL && st_dw == PB_OK)                                              \
-                st_dx = pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);            \
-        }                                                                                  \
-        return st_dw != PB_OK ? st_dw : st_dx;                                             \
+        return grads_##SFX(dx, dw, dzbuf != NULL ? dzbuf : dy, NULL, NULL, x, w, B, K, N, beta, \
+                           tasks);                                                         \
     }
 
 PB_DEFINE_DENSE(float, f32)
