@@ -264,7 +264,7 @@ def machine_lines(torch=None):
         lines.append(f"torch {torch.__version__} (MKL {torch.backends.mkl.is_available()}, "
                      f"oneDNN {torch.backends.mkldnn.is_available()})")
     else:
-        lines.append("torch: not importable, not compared")
+        lines.append("torch: not compared (--no-torch, or not importable)")
     return lines
 
 

@@ -190,6 +190,7 @@ def main(argv=None):
                     help="threads for pybackprop and torch (default: pybackprop's)")
     ap.add_argument("--sizes", default=None, help="comma-separated element counts")
     ap.add_argument("--no-multi", action="store_true", help="skip the 1000-tensor case")
+    ap.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
     ap.add_argument("--torch-worker", nargs=2, metavar=("OPTIMIZER", "SIZES"),
                     help=argparse.SUPPRESS)  # internal: the child that times PyTorch
     args = ap.parse_args(argv)
@@ -198,7 +199,7 @@ def main(argv=None):
         _torch_worker(name, [int(n) for n in sizes.split(",")],
                       args.threads or pybackprop.get_num_threads(), args.quick)
         return 0
-    torch = _common.import_torch()
+    torch = None if args.no_torch else _common.import_torch()
     threads = args.threads or pybackprop.get_num_threads()
     _common.set_threads(threads, torch)
     sizes = ([int(float(s)) for s in args.sizes.split(",")] if args.sizes

@@ -109,6 +109,7 @@ def main(argv=None):
     p.add_argument("--threads", default=None,
                    help="comma-separated thread counts (default: pybackprop's count)")
     p.add_argument("--shapes", default=None, help="e.g. 512x512,4096x4096")
+    p.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
     args = p.parse_args(argv)
     dtypes = _common.parse_dtypes(args.dtype)
     threads = ([pb.get_num_threads()] if args.threads is None
@@ -117,7 +118,7 @@ def main(argv=None):
         shapes = [tuple(int(d) for d in s.lower().split("x")) for s in args.shapes.split(",")]
     else:
         shapes = QUICK_SHAPES if args.quick else SHAPES
-    torch = _common.import_torch()
+    torch = None if args.no_torch else _common.import_torch()
     print("pybackprop bench spectral: one training step (n_iters=1, sigma included)")
     for line in _common.machine_lines(torch):
         print("  " + line)
