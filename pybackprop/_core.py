@@ -89,24 +89,6 @@ def result_dtype(**inputs):
     return found[1] if found is not None else F64
 
 
-def fast_ctype(*arrays, optional=None):
-    """``"float[]"`` or ``"double[]"`` when every one of ``arrays`` (and ``optional``, unless
-    it is None) is an ndarray of one float dtype that C can use as is (C-contiguous,
-    aligned, writeable); else None, and the caller takes its generic path, which converts
-    or raises. The hot-loop check of every kernel."""
-    dt = None
-    for a in arrays + (() if optional is None else (optional,)):
-        if type(a) is not np.ndarray or not a.flags.carray:
-            return None  # None, lists, scalars, views C cannot take: the generic path
-        if dt is None:
-            dt = a.dtype
-            if dt is not F32 and dt is not F64:  # builtin dtypes are singletons
-                return None
-        elif a.dtype is not dt:
-            return None
-    return None if dt is None else "float[]" if dt is F32 else "double[]"
-
-
 def as_input(name, a, dtype):
     """``a`` as an aligned, C-contiguous ndarray of ``dtype`` (a copy only when needed)."""
     if (type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous
