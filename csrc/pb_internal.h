@@ -174,7 +174,8 @@ typedef void (*pb_act_fwd_f64_t)(double *y, const double *z, ptrdiff_t n, int ac
 
 /* Vector softplus backward (optional per ISA and dtype; NULL: the scalar pb_dact loops):
  * dz[i] = dy[i] * -expm1(-y[i]) for 0 <= i < n (y the softplus OUTPUT, as pb_dact), with
- * the vmath expm1; dz may be dy or y. Used by act.c and by the dense backward's dz pass. */
+ * the vmath expm1; dz may be dy or y. Used by act.c and by pb_dz_rows_* (the dense
+ * backward). */
 typedef void (*pb_softplus_bwd_f32_t)(float *dz, const float *dy, const float *y, ptrdiff_t n);
 typedef void (*pb_softplus_bwd_f64_t)(double *dz, const double *dy, const double *y,
                                       ptrdiff_t n);
