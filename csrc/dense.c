@@ -91,12 +91,23 @@
 PB_DEFINE_DZ_ROWS(float, f32)
 PB_DEFINE_DZ_ROWS(double, f64)
 
+/* 1 if the memory of p (pn elements of sz bytes) and of q (qn elements) intersect; NULL or
+ * empty arrays intersect nothing. */
+static int overlap(const void *p, ptrdiff_t pn, const void *q, ptrdiff_t qn, size_t sz) {
+    if (p == NULL || q == NULL || pn <= 0 || qn <= 0) return 0;
+    const uintptr_t a = (uintptr_t)p, b = (uintptr_t)q;
+    return a < b + (size_t)qn * sz && b < a + (size_t)pn * sz;
+}
+
 #define PB_DEFINE_DENSE(T, SFX)                                                            \
     int pb_dense_forward_##SFX(T *y, const T *x, const T *w, const T *b, ptrdiff_t B,     \
                                ptrdiff_t K, ptrdiff_t N, int act, T slope) {              \
         PB_FP_SCOPE;                                                                       \
         if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS)    \
             return PB_ERR_ARG;                                                             \
+        if (overlap(y, B * N, x, B * K, sizeof(T)) || overlap(y, B * N, w, N * K, sizeof(T)) || \
+            overlap(y, B * N, b, N, sizeof(T)))                                            \
+            return PB_ERR_OVERLAP;                                                         \
         const pb_epi_##SFX##_t epi = {b, act, slope};                                      \
         /* C = y (B x N);  A = x (row stride K);  B(p, j) = w[j*K + p] */                  \
         return pb_gemm_epi_##SFX(y, N, x, K, 1, w, 1, K, B, N, K, 0, &epi);               \
@@ -174,6 +185,16 @@ PB_DEFINE_DZ_ROWS(double, f64)
         PB_FP_SCOPE;                                                                       \
         if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS)    \
             return PB_ERR_ARG;                                                             \
+        {                                                                                  \
+            const void *out[3] = {dx, dw, db}, *in[4] = {dy, x, w, y};                     \
+            const ptrdiff_t on[3] = {B * K, N * K, N}, inn[4] = {B * N, B * K, N * K, B * N}; \
+            for (int o = 0; o < 3; ++o) {                                                  \
+                for (int i = 0; i < 4; ++i)                                                \
+                    if (overlap(out[o], on[o], in[i], inn[i], sizeof(T))) return PB_ERR_OVERLAP; \
+                for (int i = 0; i < o; ++i)                                                \
+                    if (overlap(out[o], on[o], out[i], on[i], sizeof(T))) return PB_ERR_OVERLAP; \
+            }                                                                              \
+        }                                                                                  \
         const int beta = accumulate ? 1 : 0;                                               \
         /* dw (N x K) = dz^T @ x: A(i=n, p=r) = dz[r*N + n], B(p=r, j) = x[r*K + j]         \
          * dx (B x K) = dz @ w:   A(i=r, p=n) = dz[r*N + n], B(p=n, j) = w[n*K + j]         \

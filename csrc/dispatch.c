@@ -87,6 +87,7 @@ const char *pb_strerror(int status) {
     case PB_ERR_NOMEM: return "out of memory allocating a kernel workspace";
     case PB_ERR_ARG: return "invalid dimension or option";
     case PB_ERR_ARCH: return "instruction set unknown or not supported by this CPU";
+    case PB_ERR_OVERLAP: return "an output buffer overlaps an input or another output";
     default: return "unknown pybackprop status";
     }
 }

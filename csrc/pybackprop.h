@@ -25,7 +25,8 @@ enum pb_status {
     PB_OK = 0,
     PB_ERR_NOMEM = 1,     /* a workspace allocation failed */
     PB_ERR_ARG = 2,       /* a dimension or option is out of range */
-    PB_ERR_ARCH = 3       /* an instruction set was requested that this CPU lacks */
+    PB_ERR_ARCH = 3,      /* an instruction set was requested that this CPU lacks */
+    PB_ERR_OVERLAP = 4    /* an output's memory overlaps an input's or another output's */
 };
 
 enum pb_act {
@@ -67,6 +68,8 @@ const char *pb_cflags(void);        /* the flags the core was compiled with */
  *           db[N]   = sum_b dz  (db may be NULL: not computed)
  *           accumulate != 0 adds into dx, dw, db instead of overwriting them.
  * The activation is applied in the GEMM epilogue, on each output tile before its one store.
+ * Outputs (y; dx, dw, db) may not overlap an input or each other: PB_ERR_OVERLAP, nothing
+ * written (checked on the arrays' extents, B*K, N*K, N or B*N elements).
  */
 int pb_dense_forward_f32(float *y, const float *x, const float *w, const float *b,
                          ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int act, float slope);

@@ -155,7 +155,7 @@ def check_status(status):
     msg = ffi.string(lib.pb_strerror(status)).decode()
     if status == lib.PB_ERR_NOMEM:
         raise MemoryError(msg)
-    if status == lib.PB_ERR_ARG:
+    if status == lib.PB_ERR_ARG or status == lib.PB_ERR_OVERLAP:
         raise ValueError(msg)
     raise PybackpropError(msg)
 

@@ -16,6 +16,7 @@ _FWD = {F32: lib.pb_dense_forward_f32, F64: lib.pb_dense_forward_f64}
 _BWD = {F32: lib.pb_dense_backward_f32, F64: lib.pb_dense_backward_f64}
 _fb = ffi.from_buffer
 _NULL = ffi.NULL
+_OVERLAP = lib.PB_ERR_OVERLAP
 
 __all__ = ["ACTIVATIONS", "dense_forward", "dense_backward", "activation",
            "activation_backward"]
@@ -81,15 +82,39 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
                                  f"shape {wa.shape}")
         shape = (B, N) if xa.ndim == 2 else (N,)
         ct = _CTYPE[dtype]
+    inputs = (("x", x), ("w", w), ("b", b))
     if out is None:
         y = np.empty(shape, dtype)
     else:
-        y = check_out("out", out, shape, dtype, (("x", x), ("w", w), ("b", b)))
+        # on the fast path the C core checks overlaps (the arrays are the caller's own, whole
+        # and contiguous), before writing anything; else check them here, on the originals
+        y = check_out("out", out, shape, dtype, () if fast else inputs)
     st = _FWD[dtype](_fb(ct, y), _fb(ct, xa), _fb(ct, wa), _NULL if ba is None else _fb(ct, ba),
                      B, K, N, act, slope)
     if st:
+        if st == _OVERLAP:
+            check_out("out", out, shape, dtype, inputs)  # raises, naming the input
         check_status(st)
     return y
+
+
+def _backward_buffers(fast, inputs, given, shapes, need_dx, accumulate, dtype):
+    """(dx, dw, db) for the C call: the given buffers checked (``fast``: dtype, shape and
+    layout only, the C core checking overlaps before it writes; else each also against the
+    inputs and the buffers checked before it), the others allocated (zeroed to accumulate;
+    dx None without ``need_dx``)."""
+    seen = () if fast else tuple(zip(("dy", "x", "w", "y"), inputs))
+    bufs = []
+    for name, buf, shape, on in zip(("dx", "dw", "db"), given, shapes, (need_dx, True, True)):
+        if not on:
+            bufs.append(None)
+        elif buf is None:
+            bufs.append(np.zeros(shape, dtype) if accumulate else np.empty(shape, dtype))
+        else:
+            bufs.append(check_out(name, buf, shape, dtype, seen))
+            if not fast:
+                seen += ((name, buf),)
+    return bufs
 
 
 def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_dx=True,
@@ -150,23 +175,15 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
         dxo = new(xa.shape, dtype) if need_dx else None
         dwo, dbo = new((N, K), dtype), new(N, dtype)
     else:
-        # each given buffer is checked against the inputs and the buffers checked before it
-        seen = (("dy", dy), ("x", x), ("w", w), ("y", y))
-        bufs = []
-        for name, buf, shape, on in (("dx", dx, xa.shape, need_dx), ("dw", dw, (N, K), True),
-                                     ("db", db, (N,), True)):
-            if not on:
-                bufs.append(None)
-            elif buf is None:
-                bufs.append(np.zeros(shape, dtype) if accumulate else np.empty(shape, dtype))
-            else:
-                bufs.append(check_out(name, buf, shape, dtype, seen))
-                seen += ((name, buf),)
-        dxo, dwo, dbo = bufs
+        dxo, dwo, dbo = _backward_buffers(fast, (dy, x, w, y), (dx, dw, db),
+                                          (xa.shape, (N, K), (N,)), need_dx, accumulate, dtype)
     st = _BWD[dtype](_NULL if dxo is None else _fb(ct, dxo), _fb(ct, dwo), _fb(ct, dbo),
                      _fb(ct, dya), _fb(ct, xa), _fb(ct, wa), _fb(ct, ya), B, K, N, act, slope,
                      1 if accumulate else 0)
     if st:
+        if st == _OVERLAP:  # raises, naming the arrays
+            _backward_buffers(False, (dy, x, w, y), (dx, dw, db), (xa.shape, (N, K), (N,)),
+                              need_dx, accumulate, dtype)
         check_status(st)
     return dxo, dwo, dbo
 

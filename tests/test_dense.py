@@ -1016,6 +1016,52 @@ def test_backward_rejects_buffer_overlapping_an_input(case, rng):
         assert_bitwise(a, snapshot[n], n)
 
 
+@pytest.mark.parametrize("case", ["dw=dx", "db in dw", "db in dx"])
+def test_backward_rejects_buffers_overlapping_each_other(case, rng):
+    """Two of dx, dw, db sharing memory raise ValueError naming the later one; nothing is
+    written (plain and accumulating)."""
+    dy, x, w, y = make_backward(rng, (5, 5, 5), np.float64, "relu")
+    base = np.full(60, 7.0)
+    dx, dw = base[:25].reshape(5, 5), base[30:55].reshape(5, 5)
+    db = base[55:60]
+    if case == "dw=dx":
+        dw, later = dx, "dw"
+    elif case == "db in dw":
+        db, later = base[40:45], "db"
+    else:
+        db, later = base[20:25], "db"
+    for accumulate in (False, True):
+        with pytest.raises(ValueError, match=rf"\b{later}\b overlaps"):
+            pybackprop.dense_backward(dy, x, w, y, dx=dx, dw=dw, db=db, accumulate=accumulate)
+        assert (base == 7.0).all()
+
+
+def test_c_core_rejects_overlapping_outputs(rng):
+    """The C entry points themselves return PB_ERR_OVERLAP, writing nothing, when an output
+    overlaps an input or another output (the Python layer relies on it on its fast path)."""
+    from pybackprop._core import ffi, lib
+    B = K = N = 4
+    dy, x, w, y = make_backward(rng, (B, K, N), np.float64, "relu")
+    fb = ffi.from_buffer
+    mem = np.full(3 * 16 + 4, 5.0)
+    dx, dw, db = mem[:16], mem[16:32], mem[32:36]
+    ins = [fb("double[]", a) for a in (dy, x, w, y)]
+    args = (B, K, N, lib.PB_ACT_RELU, 0.0, 0)
+    for outs in ((dx, dx, db), (dx, dw, mem[14:18]), (fb("double[]", x), dw, db),
+                 (dx, dw, fb("double[]", y))):
+        ptrs = [o if not isinstance(o, np.ndarray) else fb("double[]", o) for o in outs]
+        before = (mem.copy(), x.copy(), y.copy())
+        assert lib.pb_dense_backward_f64(*ptrs, *ins, *args) == lib.PB_ERR_OVERLAP
+        for a, b in zip(before, (mem, x, y)):
+            assert_bitwise(a, b, "memory changed")
+    assert lib.pb_dense_forward_f64(fb("double[]", x), fb("double[]", x), ins[2], ffi.NULL,
+                                    B, K, N, lib.PB_ACT_RELU, 0.0) == lib.PB_ERR_OVERLAP
+    ok = np.empty((B, N))
+    assert lib.pb_dense_forward_f64(fb("double[]", ok), ins[1], ins[2], ffi.NULL, B, K, N,
+                                    lib.PB_ACT_RELU, 0.0) == lib.PB_OK
+    assert "overlaps" in ffi.string(lib.pb_strerror(lib.PB_ERR_OVERLAP)).decode()
+
+
 @pytest.mark.parametrize("case", OUT_CASES)
 @pytest.mark.parametrize("fn", ["activation", "activation_backward"])
 def test_activation_rejects_bad_out(fn, case, rng):
