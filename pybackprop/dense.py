@@ -82,18 +82,17 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
                                  f"shape {wa.shape}")
         shape = (B, N) if xa.ndim == 2 else (N,)
         ct = _CTYPE[dtype]
-    inputs = (("x", x), ("w", w), ("b", b))
     if out is None:
         y = np.empty(shape, dtype)
     else:
         # on the fast path the C core checks overlaps (the arrays are the caller's own, whole
         # and contiguous), before writing anything; else check them here, on the originals
-        y = check_out("out", out, shape, dtype, () if fast else inputs)
+        y = check_out("out", out, shape, dtype, () if fast else (("x", x), ("w", w), ("b", b)))
     st = _FWD[dtype](_fb(ct, y), _fb(ct, xa), _fb(ct, wa), _NULL if ba is None else _fb(ct, ba),
                      B, K, N, act, slope)
     if st:
-        if st == _OVERLAP:
-            check_out("out", out, shape, dtype, inputs)  # raises, naming the input
+        if st == _OVERLAP:  # (only a given out can overlap) raises, naming the input
+            check_out("out", out, shape, dtype, (("x", x), ("w", w), ("b", b)))
         check_status(st)
     return y
 
