@@ -252,13 +252,16 @@ void *pb_alloc(size_t bytes) {
 void pb_free(void *p) { free(p); }
 
 /* ---- GEMM workspace and thread layout -------------------------------------------------- */
+/* Each thread's workspace hangs off a pthread key (freed by its destructor at thread exit),
+ * looked up with pthread_getspecific: no _Thread_local in this dlopen'ed module, whose
+ * dynamic TLS GCC 12's LeakSanitizer misreads on OpenMP worker threads (it scanned a bogus
+ * DTLS range and crashed: "Tracer caught signal 11" in ScanRangeForPointers). */
 static pthread_key_t g_ws_key;
 static pthread_once_t g_ws_once = PTHREAD_ONCE_INIT;
 typedef struct {
     void *buf[PB_WS_SLOTS];
     size_t size[PB_WS_SLOTS];
 } pb_ws_t;
-static _Thread_local pb_ws_t *t_ws = NULL;
 
 static void ws_destroy(void *p) {
     pb_ws_t *ws = p;
@@ -269,19 +272,23 @@ static void ws_key_init(void) { (void)pthread_key_create(&g_ws_key, ws_destroy);
 
 void *pb_workspace(int slot, size_t bytes) {
     if (slot < 0 || slot >= PB_WS_SLOTS) return NULL;
-    if (t_ws != NULL && bytes <= t_ws->size[slot]) return t_ws->buf[slot];
-    if (t_ws == NULL) {
-        (void)pthread_once(&g_ws_once, ws_key_init);
-        t_ws = calloc(1, sizeof(pb_ws_t));
-        if (t_ws == NULL) return NULL;
-        (void)pthread_setspecific(g_ws_key, t_ws); /* freed at thread exit */
+    (void)pthread_once(&g_ws_once, ws_key_init);
+    pb_ws_t *ws = pthread_getspecific(g_ws_key);
+    if (ws != NULL && bytes <= ws->size[slot]) return ws->buf[slot];
+    if (ws == NULL) {
+        ws = calloc(1, sizeof(pb_ws_t));
+        if (ws == NULL) return NULL;
+        if (pthread_setspecific(g_ws_key, ws) != 0) { /* freed at thread exit */
+            free(ws);
+            return NULL;
+        }
     }
     size_t n = (bytes + (bytes >> 2) + PB_ALIGN - 1) / PB_ALIGN * PB_ALIGN; /* 25% slack */
     void *p = aligned_alloc(PB_ALIGN, n > 0 ? n : PB_ALIGN);
     if (p == NULL) return NULL;
-    free(t_ws->buf[slot]);
-    t_ws->buf[slot] = p;
-    t_ws->size[slot] = n;
+    free(ws->buf[slot]);
+    ws->buf[slot] = p;
+    ws->size[slot] = n;
     return p;
 }
 
