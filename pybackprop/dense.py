@@ -84,6 +84,9 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
         ct = _CTYPE[dtype]
     if out is None:
         y = np.empty(shape, dtype)
+    elif (fast and type(out) is np.ndarray and out.dtype is dtype and out.shape == shape
+          and out.flags.carray):
+        y = out  # usable as it is; the C core checks its overlaps before writing
     else:
         # on the fast path the C core checks overlaps (the arrays are the caller's own, whole
         # and contiguous), before writing anything; else check them here, on the originals
@@ -169,7 +172,20 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
         ct = _CTYPE[dtype]
     if not need_dx and dx is not None:
         raise ValueError("dx was given but need_dx=False")
-    if dx is None and dw is None and db is None:
+    if (fast and (dx is None or (type(dx) is np.ndarray and dx.dtype is dtype
+                                 and dx.shape == xs and dx.flags.carray))
+            and (dw is None or (type(dw) is np.ndarray and dw.dtype is dtype
+                                and dw.shape == ws and dw.flags.carray))
+            and (db is None or (type(db) is np.ndarray and db.dtype is dtype
+                                and db.shape == (N,) and db.flags.carray))):
+        # The common call (no buffers, or buffers usable as they are: nn.Dense passes dw=
+        # and db= on every step), checked inline; the C core checks their overlaps before
+        # it writes anything.
+        new = np.zeros if accumulate else np.empty
+        dxo = dx if dx is not None else new(xs, dtype) if need_dx else None
+        dwo = dw if dw is not None else new(ws, dtype)
+        dbo = db if db is not None else new(N, dtype)
+    elif dx is None and dw is None and db is None:
         new = np.zeros if accumulate else np.empty
         dxo = new(xa.shape, dtype) if need_dx else None
         dwo, dbo = new((N, K), dtype), new(N, dtype)
