@@ -138,15 +138,18 @@ typedef void (*pb_gemv_axpy_f64_t)(ptrdiff_t n, ptrdiff_t k, const double *x, pt
  * problems with few rows of A. epi as in the micro-kernel with epi->bias pointing at column
  * 0 of c; beta 0 never reads c. Every c element is summed in an order that depends only on
  * k (not on m, n, the operands' alignment or the split of the columns between threads).
- * ws: 64-byte aligned scratch of (m + 8) * PB_DOT_KP(k) elements (aligned copies of
- * rows that are not). */
+ * ws: 64-byte aligned scratch of ((copy_a ? m : 0) + 8) * PB_DOT_KP(k) elements (aligned
+ * copies of rows that are not: of B always, of A only with copy_a, which pays when each row
+ * of A is read for many groups of 8 columns; without it A is read in place). */
 #define PB_DOT_KP(k) (((k) + 15) / 16 * 16)
 typedef void (*pb_gemm_dot_f32_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a,
                                   ptrdiff_t lda, const float *b, ptrdiff_t ldb, float *c,
-                                  ptrdiff_t ldc, int beta, const pb_epi_f32_t *epi, float *ws);
+                                  ptrdiff_t ldc, int beta, const pb_epi_f32_t *epi, float *ws,
+                                  int copy_a);
 typedef void (*pb_gemm_dot_f64_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
                                   ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *c,
-                                  ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
+                                  ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws,
+                                  int copy_a);
 
 /* ---- transposed-tile kernel (optional per ISA; NULL: not used) ---------------------------
  * c[i*ldc + j] = epi(beta c[i*ldc + j] + sum_{p<k} a[i, p] b[p*rsb + j*csb]) for i < m,
@@ -354,10 +357,12 @@ void pb_pack_t_f64_avx512(double *dst, const double *src, ptrdiff_t ld, ptrdiff_
                           ptrdiff_t kc, int W);
 void pb_gemm_dot_f32_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a,
                             ptrdiff_t lda, const float *b, ptrdiff_t ldb, float *c,
-                            ptrdiff_t ldc, int beta, const pb_epi_f32_t *epi, float *ws);
+                            ptrdiff_t ldc, int beta, const pb_epi_f32_t *epi, float *ws,
+                            int copy_a);
 void pb_gemm_dot_f64_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
                             ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *c,
-                            ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
+                            ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws,
+                            int copy_a);
 /* The AVX-512 transposed-tile kernels' A^T panel width (tw) and tile columns (tj): the
  * kernels' register tiles (gemm_avx512.c) and the driver's packing (dispatch.c's table) both
  * take them from here. */

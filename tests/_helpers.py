@@ -1,4 +1,4 @@
-"""Assertions shared by the test modules (imported as ``from _helpers import ...``)."""
+"""Assertions and helpers shared by the test modules (imported as ``from _helpers import ...``)."""
 import numpy as np
 
 
@@ -31,3 +31,12 @@ def assert_bitwise(a, b, what=""):
     assert a.shape == b.shape and a.dtype == b.dtype, what
     assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), \
         f"{what}: results differ in their bits"
+
+
+def at_offset(a, offset):
+    """A copy of ``a`` whose data starts ``offset`` bytes past a 64-byte boundary."""
+    raw = np.empty(a.nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import pybackprop
 from pybackprop import reference as ref
 
-from _helpers import assert_bitwise, assert_within
+from _helpers import assert_bitwise, assert_within, at_offset
 
 ARCHS = tuple(pybackprop.available_archs())
 DTYPES = (np.float32, np.float64)
@@ -503,15 +503,6 @@ def test_results_do_not_depend_on_thread_count(arch, kind, dtype, shape, threads
 # ---- alignment --------------------------------------------------------------------------------
 
 
-def _at_offset(a, offset):
-    """A copy of ``a`` whose data starts ``offset`` bytes past a 64-byte boundary."""
-    raw = np.empty(a.nbytes + 128, np.uint8)
-    start = (-raw.ctypes.data) % 64 + offset
-    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    return out
-
-
 @pytest.mark.parametrize("shape", [(2, 16, 9), (5, 37, 24), (32, 128, 70), (64, 1024, 17),
                                    (3, 4096, 8)], ids=_shape_id)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -520,9 +511,9 @@ def test_forward_does_not_depend_on_alignment(arch, dtype, shape, rng):
     kernel copies rows that are not 64-byte aligned); either way, the same bits."""
     B, K, N = shape
     x, w, b = make_dense(rng, shape, dtype, True)
-    base = pybackprop.dense_forward(_at_offset(x, 0), _at_offset(w, 0), b)
+    base = pybackprop.dense_forward(at_offset(x, 0), at_offset(w, 0), b)
     for offset in (16, 32, 3 * np.dtype(dtype).itemsize):
-        got = pybackprop.dense_forward(_at_offset(x, offset), _at_offset(w, offset), b)
+        got = pybackprop.dense_forward(at_offset(x, offset), at_offset(w, offset), b)
         assert_bitwise(got, base, f"y with inputs {offset} bytes past 64-byte alignment")
     y_ref = reference_forward(x, w, b, "relu")
     assert_within(base, y_ref, forward_bound(x, w, b, "relu", dtype, y_ref), "y")

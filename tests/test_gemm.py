@@ -8,6 +8,8 @@ import pytest
 import pybackprop
 from pybackprop import _gemm
 
+from _helpers import at_offset
+
 DTYPES = (np.float32, np.float64)
 
 
@@ -268,7 +270,7 @@ def tt_shapes(blk, itemsize):
     """(m, k, n, B's layout) that the transposed-tile rule sends to that kernel (on any
     thread count): full and nearly full A^T panels (m within 15 % of a multiple of tw), every
     kind of last tile (tj - 1 columns, 1, 5, full), k from 1 across one and two KC
-    boundaries, n from 10; column-major B ("F", the forward's w: m <= 32 with n >= 48 or
+    boundaries, n from 16 (with m > 64, n <= 16 takes the dot-product kernel instead); column-major B ("F", the forward's w: m <= 32 with n >= 48 or
     k <= 32, m <= 64 with k >= 64, or k >= 256) and row-major B ("C", dx = dz @ w: m <= 64,
     k rows of at most 2 KiB)."""
     tw, tj, kc = blk["tw"] or 32, blk["tj"] or 12, blk["kc"]  # (the AVX-512 float32 sizes)
@@ -276,7 +278,7 @@ def tt_shapes(blk, itemsize):
     return [(tw, 1, n0, "F"), (tw - 1, 5, n0 + tj - 1, "F"), (tw - 2, 33, n0 + 1, "F"),
             (tw, 4, 16, "F"), (tw, 300, 48, "F"), (2 * tw, 64, 4 * tj + 17, "F"),
             (2 * tw, kc + 1, n0 + 3 * tj + 5, "F"), (2 * tw - 3, 2 * kc + 3, n0 + tj, "F"),
-            (256 - 5, 300, n0 + 7, "F"), (4 * tw, 256, 2 * n0 + 11, "F"), (4 * tw, 300, 10, "F"),
+            (256 - 5, 300, n0 + 7, "F"), (4 * tw, 256, 2 * n0 + 11, "F"), (4 * tw, 300, 17, "F"),
             (tw, 1, 2, "C"), (tw - 1, 7, tj - 1, "C"), (tw - 2, 130, 2 * tj + 1, "C"),
             (2 * tw, 2048 // itemsize, 5 * tj + 5, "C"), (2 * tw - 3, 200, 100, "C")]
 
@@ -325,3 +327,51 @@ def test_transposed_tile_path(arch, dtype, threads):
                 y = pybackprop.dense_forward(a, w, bias, activation="relu")
                 assert np.array_equal(y, np.maximum(results[-2] + bias, 0)), (m, k, n, nt)
         assert np.array_equal(results[0], results[2]) and np.array_equal(results[1], results[3])
+
+
+def tall_dot_shapes():
+    """(m, k, n) that the tall rule (pb_use_dot_tall_: m > 64, n <= 16, 64 <= k <= 4096) sends
+    to the dot-product kernel where there is one: m not a multiple of the kernel's 3 rows,
+    several ~256 KiB row blocks per thread (k = 1000 and 4096), n = 1 to 16 (one or two
+    groups of 8 columns, full and partial), and shapes the transposed-tile rule would take."""
+    return [(65, 64, 16), (97, 100, 1), (128, 784, 10), (200, 1000, 9), (131, 4096, 8),
+            (1000, 64, 15), (257, 300, 16)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tall_dot_path(arch, dtype, threads):
+    """Tall products with few columns in the dense forward's layout take the dot-product
+    kernel on blocks of rows of A read in place (paths without the kernel pack): on 1 and 2
+    threads and with A 0, 16 or 4 bytes past a cache line, the same bits everywhere, and the
+    first 30 rows the same bits as the small-batch path computes them alone (which reads
+    aligned copies of misaligned rows); beta 0 into NaN (nothing outside C written) and beta
+    1 within the error bound; the fused forward with a bias and relu is relu(that + b)."""
+    rng = np.random.default_rng(7)
+    has_dot = _gemm.path(np.ones((8, 256), dtype), np.ones((8, 256), dtype).T) == "dot"
+    want = "dot" if has_dot else "packed"
+    for m, k, n in tall_dot_shapes():
+        a = rng.standard_normal((m, k)).astype(dtype)
+        w = rng.standard_normal((n, k)).astype(dtype)
+        b, bias = w.T, rng.standard_normal(n).astype(dtype)
+        c0 = rng.standard_normal((m, n)).astype(dtype)
+        assert _gemm.path(a[:30], b) == want
+        head = _gemm.gemm(np.full((30, n), np.nan, dtype), at_offset(a[:30], 16), b, 0)
+        results = {0: [], 1: []}
+        for nt in (1, 2):
+            threads(nt)
+            assert _gemm.path(a, b) == want, (m, k, n, nt)
+            for offset in (0, 16, 4):
+                for beta in (0, 1):
+                    buf = np.full((m + 1, n + 2), np.nan, dtype)
+                    if beta:
+                        buf[:m, 1:n + 1] = c0
+                    _gemm.gemm(buf[:m, 1:n + 1], at_offset(a, offset), b, beta)
+                    assert np.isnan(buf[m]).all() and np.isnan(buf[:, [0, n + 1]]).all()
+                    check(buf[:m, 1:n + 1], c0, a, b, beta)
+                    results[beta].append(buf[:m, 1:n + 1].copy())
+        for beta in (0, 1):
+            for got in results[beta][1:]:
+                assert np.array_equal(got, results[beta][0]), (m, k, n, beta)
+        assert np.array_equal(results[0][0][:30], head), (m, k, n)
+        y = pybackprop.dense_forward(a, w, bias, activation="relu")
+        assert np.array_equal(y, np.maximum(results[0][0] + bias, 0)), (m, k, n)
