@@ -270,9 +270,10 @@ def tt_shapes(blk, itemsize):
     """(m, k, n, B's layout) that the transposed-tile rule sends to that kernel (on any
     thread count): full and nearly full A^T panels (m within 15 % of a multiple of tw), every
     kind of last tile (tj - 1 columns, 1, 5, full), k from 1 across one and two KC
-    boundaries, n from 16 (with m > 64, n <= 16 takes the dot-product kernel instead); column-major B ("F", the forward's w: m <= 32 with n >= 48 or
-    k <= 32, m <= 64 with k >= 64, or k >= 256) and row-major B ("C", dx = dz @ w: m <= 64,
-    k rows of at most 2 KiB)."""
+    boundaries, n from 2 (past 16 with m > 64, where fewer columns take the dot-product
+    kernel); column-major B ("F", the forward's w: m <= 32 with n >= 48 or k <= 32, m <= 64
+    with k >= 64, or k >= 256) and row-major B ("C", dx = dz @ w: m <= 64, k rows of at most
+    2 KiB)."""
     tw, tj, kc = blk["tw"] or 32, blk["tj"] or 12, blk["kc"]  # (the AVX-512 float32 sizes)
     n0 = -(-192 // tj) * tj
     return [(tw, 1, n0, "F"), (tw - 1, 5, n0 + tj - 1, "F"), (tw - 2, 33, n0 + 1, "F"),
