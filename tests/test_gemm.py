@@ -343,7 +343,7 @@ def tall_dot_shapes():
 def test_tall_dot_path(arch, dtype, threads):
     """Tall products with few columns in the dense forward's layout take the dot-product
     kernel on blocks of rows of A read in place (paths without the kernel pack): on 1 and 2
-    threads and with A 0, 16 or 4 bytes past a cache line, the same bits everywhere, and the
+    threads and with A 0, 16 or one element past a cache line, the same bits everywhere, and the
     first 30 rows the same bits as the small-batch path computes them alone (which reads
     aligned copies of misaligned rows); beta 0 into NaN (nothing outside C written) and beta
     1 within the error bound; the fused forward with a bias and relu is relu(that + b)."""
@@ -361,7 +361,7 @@ def test_tall_dot_path(arch, dtype, threads):
         for nt in (1, 2):
             threads(nt)
             assert _gemm.path(a, b) == want, (m, k, n, nt)
-            for offset in (0, 16, 4):
+            for offset in (0, 16, np.dtype(dtype).itemsize):
                 for beta in (0, 1):
                     buf = np.full((m + 1, n + 2), np.nan, dtype)
                     if beta:
