@@ -2,6 +2,8 @@
  * Micro-kernels come from the active kernel table (dispatch.c). */
 #include "pb_internal.h"
 
+#include <string.h> /* memcpy: the tall dot path's aligned copy of B */
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h> /* SSE2 (x86-64 baseline): streaming stores of the outer product */
 #define PB_HAVE_STREAM 1
