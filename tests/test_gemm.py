@@ -343,7 +343,8 @@ def tall_dot_shapes():
 def test_tall_dot_path(arch, dtype, threads):
     """Tall products with few columns in the dense forward's layout take the dot-product
     kernel on blocks of rows of A read in place (paths without the kernel pack): on 1 and 2
-    threads and with A 0, 16 or one element past a cache line, the same bits everywhere, and the
+    threads and with A and B 0, 16 or one element past a cache line (B's rows are copied
+    aligned when they are not), the same bits everywhere, and the
     first 30 rows the same bits as the small-batch path computes them alone (which reads
     aligned copies of misaligned rows); beta 0 into NaN (nothing outside C written) and beta
     1 within the error bound; the fused forward with a bias and relu is relu(that + b)."""
@@ -366,7 +367,8 @@ def test_tall_dot_path(arch, dtype, threads):
                     buf = np.full((m + 1, n + 2), np.nan, dtype)
                     if beta:
                         buf[:m, 1:n + 1] = c0
-                    _gemm.gemm(buf[:m, 1:n + 1], at_offset(a, offset), b, beta)
+                    _gemm.gemm(buf[:m, 1:n + 1], at_offset(a, offset), at_offset(w, offset).T,
+                               beta)
                     assert np.isnan(buf[m]).all() and np.isnan(buf[:, [0, n + 1]]).all()
                     check(buf[:m, 1:n + 1], c0, a, b, beta)
                     results[beta].append(buf[:m, 1:n + 1].copy())
