@@ -47,9 +47,10 @@ except ImportError:  # run as a script with a pybackprop that does not ship _ben
 import pybackprop
 from pybackprop import reference
 
-# (B, K, N)
+# (B, K, N): issue 3's shapes, and a tall layer with few outputs (the dot-product kernel's
+# tall path in the forward; a backward that trails PyTorch, see the README)
 SHAPES_DEFAULT = [(32, 128, 128), (256, 1024, 1024), (1024, 1024, 1024), (1, 1024, 1024),
-                  (64, 512, 512), (1, 8, 8)]
+                  (64, 512, 512), (1, 8, 8), (4096, 1024, 16)]
 SHAPES_QUICK = [(1, 8, 8), (32, 128, 128), (256, 1024, 1024)]
 SHAPES_LARGE = [(2048, 2048, 2048)]
 # Full mode also times these activations at this shape (issue 3: the fused epilogue of
