@@ -344,7 +344,7 @@ def test_tall_dot_path(arch, dtype, threads):
     """Tall products with few columns in the dense forward's layout take the dot-product
     kernel on blocks of rows of A read in place (paths without the kernel pack): on 1 and 2
     threads and with A and B 0, 16 or one element past a cache line (B's rows are copied
-    aligned when they are not), the same bits everywhere, and the
+    aligned once per thread), the same bits everywhere, and the
     first 30 rows the same bits as the small-batch path computes them alone (which reads
     aligned copies of misaligned rows); beta 0 into NaN (nothing outside C written) and beta
     1 within the error bound; the fused forward with a bias and relu is relu(that + b)."""
