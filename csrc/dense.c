@@ -46,6 +46,24 @@
 #define PB_BWD_TASKS_MAX_K 2048
 #endif
 
+/* In the tasks' mode, a dw with few rows (N <= PB_BWD_DW_CHUNK_MAX_N: a classifier head,
+ * say) costs far more than its dx (dw = dz^T x streams x through a GEMM with m = N, the
+ * micro-kernel's rows mostly padding; dx = dz w has k = N), and the dx thread used to wait
+ * idle for it: (4096, 1024, 16) dw 2.66 ms, dx 1.40 ms on one thread each. There dw is cut
+ * into column chunks of PB_BWD_DW_CHUNK that both threads take from a shared counter, the
+ * dx thread once dx is done. Each chunk packs its own A (N x B, small for such N).
+ * Measured 2 threads, float32, the two GEMMs from a stored dz, (B, K, N), tasks -> chunks
+ * (us): (4096, 1024, 16) 2597 -> 2171, (512, 1024, 8) 231 -> 169, (256, 1024, 16) 172 ->
+ * 113, (128, 784, 10) 34 -> 25, (16384, 512, 10) 4560 -> 3876, (4096, 1024, 64) 5464 ->
+ * 5084; but (1024, 512, 128) 1008 -> 1079 (the repeated packing of A), and chunks of 32
+ * columns lose to 128 (the GEMM per chunk has its own fixed costs). */
+#ifndef PB_BWD_DW_CHUNK
+#define PB_BWD_DW_CHUNK 128
+#endif
+#ifndef PB_BWD_DW_CHUNK_MAX_N
+#define PB_BWD_DW_CHUNK_MAX_N 64
+#endif
+
 /* Rows of dz for one activation ACT (a constant, so that pb_dact_* inlines to one
  * expression and the j loop vectorises; each sum[j] still adds rows in order). */
 #define PB_DZ_ROWS(SFX, ACT)                                                                \
@@ -99,6 +117,11 @@ static int overlap(const void *p, ptrdiff_t pn, const void *q, ptrdiff_t qn, siz
     return a < b + (size_t)qn * sz && b < a + (size_t)pn * sz;
 }
 
+/* Whether the tasks' dw is cut into chunks (above): few rows, at least two chunks. */
+static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
+    return N <= PB_BWD_DW_CHUNK_MAX_N && K >= 2 * PB_BWD_DW_CHUNK;
+}
+
 #define PB_DEFINE_DENSE(T, SFX)                                                            \
     int pb_dense_forward_##SFX(T *y, const T *x, const T *w, const T *b, ptrdiff_t B,     \
                                ptrdiff_t K, ptrdiff_t N, int act, T slope) {              \
@@ -125,26 +148,66 @@ static int overlap(const void *p, ptrdiff_t pn, const void *q, ptrdiff_t qn, siz
                 db[j] = accumulate ? db[j] + sum[j - j0] : sum[j - j0];                    \
     }                                                                                      \
                                                                                            \
+    /* Column chunks of dw (PB_BWD_DW_CHUNK) taken from the shared counter *next until none \
+     * is left: dw[:, j0:j1] = dz^T x[:, j0:j1] on the calling thread alone. K is never      \
+     * split, so a column's bits do not depend on its chunk nor on the thread taking it.    \
+     * With src != NULL, dz is formed while packing, and only chunk 0 sums db (src->sum). */ \
+    static int dw_chunks_##SFX(T *dw, const T *dz, const pb_dzsrc_##SFX##_t *src,          \
+                               const T *x, ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta, \
+                               int *next) {                                                \
+        int st = PB_OK;                                                                    \
+        pb_dzsrc_##SFX##_t nosum;                                                          \
+        if (src != NULL) {                                                                 \
+            nosum = *src;                                                                  \
+            nosum.sum = NULL;                                                              \
+        }                                                                                  \
+        for (;;) {                                                                         \
+            int c;                                                                         \
+            _Pragma("omp atomic capture")                                                  \
+            c = (*next)++;                                                                 \
+            const ptrdiff_t j0 = (ptrdiff_t)c * PB_BWD_DW_CHUNK;                           \
+            if (j0 >= K) break;                                                            \
+            const ptrdiff_t nj = PB_MIN((ptrdiff_t)PB_BWD_DW_CHUNK, K - j0);               \
+            const int s = src != NULL ? pb_gemm_dz_##SFX(dw + j0, K, c == 0 ? src : &nosum, 1, \
+                                                         N, x + j0, K, 1, N, nj, B, beta)  \
+                                      : pb_gemm_##SFX(dw + j0, K, dz, 1, N, x + j0, K, 1, N, \
+                                                      nj, B, beta);                        \
+            if (s != PB_OK) st = s;                                                        \
+        }                                                                                  \
+        return st;                                                                         \
+    }                                                                                      \
+                                                                                           \
     /* dw (when non-NULL) and then dx (when non-NULL, and dw went well), or the two side    \
-     * by side as tasks, one thread each: from the stored dz, or (src_dw != NULL) with dz   \
-     * formed while packing from src_dw / src_dx. */                                        \
+     * by side as tasks, one thread each (dw in chunks shared by both threads when it has  \
+     * few rows): from the stored dz, or (src_dw != NULL) with dz formed while packing from \
+     * src_dw / src_dx. */                                                                  \
     static int grads_##SFX(T *dx, T *dw, const T *dz, const pb_dzsrc_##SFX##_t *src_dw,     \
                            const pb_dzsrc_##SFX##_t *src_dx, const T *x, const T *w,       \
                            ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta, int tasks) {   \
-        int st_dw = PB_OK, st_dx = PB_OK;                                                  \
+        int st_dw = PB_OK, st_dx = PB_OK, st_dw1 = PB_OK;                                  \
         if (tasks) {                                                                       \
+            const int chunked = dw_chunked(K, N);                                          \
+            int next = 0;                                                                  \
             _Pragma("omp parallel num_threads(2)")                                         \
             {                                                                              \
                 PB_FP_SCOPE;                                                               \
-                if (pb_thread_id() == 0)                                                   \
-                    st_dw = src_dw != NULL                                                 \
-                                ? pb_gemm_dz_##SFX(dw, K, src_dw, 1, N, x, K, 1, N, K, B, beta) \
-                                : pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta);  \
-                else                                                                       \
+                if (pb_thread_id() == 0) {                                                 \
+                    if (chunked)                                                           \
+                        st_dw = dw_chunks_##SFX(dw, dz, src_dw, x, B, K, N, beta, &next);  \
+                    else                                                                   \
+                        st_dw = src_dw != NULL                                             \
+                                    ? pb_gemm_dz_##SFX(dw, K, src_dw, 1, N, x, K, 1, N, K, B, \
+                                                       beta)                               \
+                                    : pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta); \
+                } else {                                                                   \
                     st_dx = src_dw != NULL                                                 \
                                 ? pb_gemm_dz_##SFX(dx, K, src_dx, N, 1, w, K, 1, B, K, N, beta) \
                                 : pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);  \
+                    if (chunked)                                                           \
+                        st_dw1 = dw_chunks_##SFX(dw, dz, src_dw, x, B, K, N, beta, &next); \
+                }                                                                          \
             }                                                                              \
+            if (st_dw == PB_OK) st_dw = st_dw1;                                            \
         } else {                                                                           \
             if (dw != NULL)                                                                \
                 st_dw = src_dw != NULL                                                     \
@@ -227,7 +290,9 @@ static int overlap(const void *p, ptrdiff_t pn, const void *q, ptrdiff_t qn, siz
          * freshly written lines between the cores cost ~4 us of a 15 us backward at         \
          * (32, 128, 128), against 0.7 us for the second dz pass. */                         \
         if (tasks && dzbuf != NULL && B * N < PB_DZ_PAR_MIN) {                         \
-            int st_dw = PB_OK, st_dx = PB_OK;                                              \
+            int st_dw = PB_OK, st_dx = PB_OK, st_dw1 = PB_OK;                              \
+            const int chunked = dw_chunked(K, N);                                          \
+            int next = 0;                                                                  \
             _Pragma("omp parallel num_threads(2)")                                         \
             {                                                                              \
                 PB_FP_SCOPE;                                                               \
@@ -240,12 +305,17 @@ static int overlap(const void *p, ptrdiff_t pn, const void *q, ptrdiff_t qn, siz
                     for (ptrdiff_t j0 = 0; j0 < N; j0 += PB_DZ_COLS)                        \
                         dz_db_##SFX(dzp, me == 0 ? db : NULL, dy, y, B, N, j0,             \
                                     PB_MIN(N, j0 + PB_DZ_COLS), act, slope, accumulate);   \
-                    if (me == 0)                                                           \
-                        st_dw = pb_gemm_##SFX(dw, K, dzp, 1, N, x, K, 1, N, K, B, beta);   \
-                    else                                                                   \
+                    if (me == 0) {                                                         \
+                        st_dw = chunked ? dw_chunks_##SFX(dw, dzp, NULL, x, B, K, N, beta, &next) \
+                                        : pb_gemm_##SFX(dw, K, dzp, 1, N, x, K, 1, N, K, B, beta); \
+                    } else {                                                               \
                         st_dx = pb_gemm_##SFX(dx, K, dzp, N, 1, w, K, 1, B, K, N, beta);   \
+                        if (chunked)                                                       \
+                            st_dw1 = dw_chunks_##SFX(dw, dzp, NULL, x, B, K, N, beta, &next); \
+                    }                                                                      \
                 }                                                                          \
             }                                                                              \
+            if (st_dw == PB_OK) st_dw = st_dw1;                                            \
             return st_dw != PB_OK ? st_dw : st_dx;                                         \
         }                                                                                  \
         if (dzbuf != NULL || db != NULL) {                                                 \
