@@ -263,54 +263,10 @@ def test_backward_without_dx(arch, kind, dtype, shape, rng):
 FUSED_SHAPES = [(256, 67, 130), (1100, 33, 40), (300, 45, 1030), (40, 2050, 1000)]
 
 
-@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=_shape_id)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", ACTIVATIONS)
-def test_backward_forms_dz_while_packing(arch, kind, dtype, shape, threads, rng):
-    """The fused backward gives the bits of the GEMMs on a stored dz (activation_backward):
-    dw = dz^T x and dx = dz w on the same packed path, db = dz summed row by row from 0;
-    plain and accumulating, on 1 and 2 threads."""
-    from pybackprop import _gemm
-    dy, x, w, y = make_backward(rng, shape, dtype, kind)
-    dz = pybackprop.activation_backward(dy, y, kind, negative_slope=SLOPE)
-    assert _gemm.path(dz.T, x) == _gemm.path(dz, w) == "packed"
-    old = [rng.standard_normal(s).astype(dtype) for s in (x.shape, w.shape, (shape[2],))]
-    db_rows = np.zeros(shape[2], dtype)
-    for row in dz:
-        db_rows += row
-    db_acc = old[2].copy()
-    db_acc += db_rows
-    expected = [_gemm.gemm(np.empty(x.shape, dtype), dz, w), _gemm.gemm(np.empty(w.shape, dtype),
-                                                                         dz.T, x), db_rows]
-    expected_acc = [_gemm.gemm(old[0].copy(), dz, w, 1), _gemm.gemm(old[1].copy(), dz.T, x, 1),
-                    db_acc]
-    for nt in (1, 2):
-        threads(nt)
-        got = pybackprop.dense_backward(dy, x, w, y, activation=kind, negative_slope=SLOPE)
-        acc = [o.copy() for o in old]
-        pybackprop.dense_backward(dy, x, w, y, activation=kind, negative_slope=SLOPE,
-                                  accumulate=True, dx=acc[0], dw=acc[1], db=acc[2])
-        for name, g, e, ga, ea in zip(("dx", "dw", "db"), got, expected, acc, expected_acc):
-            assert_bitwise(g, e, f"{name}, {nt} threads")
-            assert_bitwise(ga, ea, f"{name} accumulated, {nt} threads")
-    check_backward(got, dy, x, w, y, kind, dtype)
-
-
-# Layers with few outputs (N <= 64) and K >= 256 whose two gradient GEMMs run as tasks: dw
-# is cut into chunks of 128 columns shared by both threads (csrc/dense.c, dw_chunks_*).
-# K = 300: two full chunks and one of 44 columns. (200, 300, 24): each task forms its own
-# dz (B * N < 32768), or with identity dz is dy itself; (1100, 300, 40): dz formed while
-# packing, and only the first chunk may sum db.
-CHUNK_SHAPES = [(200, 300, 24), (1100, 300, 40)]
-
-
-@pytest.mark.parametrize("shape", CHUNK_SHAPES, ids=_shape_id)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", ["identity", "relu", "sigmoid"])
-def test_backward_dw_in_chunks(arch, kind, dtype, shape, threads, rng):
-    """dw computed in column chunks by whichever thread takes them gives the bits of one
-    GEMM on the stored dz, and db those of dz summed row by row; plain and accumulating, on
-    1 and 2 threads; and within the error bound of the reference."""
+def assert_bits_of_stored_dz(rng, shape, dtype, kind, threads):
+    """dense_backward gives the bits of the GEMMs on a stored dz (activation_backward):
+    dw = dz^T x and dx = dz w, db = dz summed row by row from 0; plain and accumulating, on
+    1 and 2 threads; and lies within the error bound of the reference."""
     from pybackprop import _gemm
     dy, x, w, y = make_backward(rng, shape, dtype, kind)
     dz = pybackprop.activation_backward(dy, y, kind, negative_slope=SLOPE)
@@ -332,6 +288,36 @@ def test_backward_dw_in_chunks(arch, kind, dtype, shape, threads, rng):
             assert_bitwise(g, e, f"{name}, {nt} threads")
             assert_bitwise(ga, ea, f"{name} accumulated, {nt} threads")
     check_backward(got, dy, x, w, y, kind, dtype)
+
+
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ACTIVATIONS)
+def test_backward_forms_dz_while_packing(arch, kind, dtype, shape, threads, rng):
+    """The fused backward (both GEMMs on the packed path, dz formed while packing) gives the
+    bits of the GEMMs on a stored dz."""
+    from pybackprop import _gemm
+    B, K, N = shape
+    dz, x, w = (np.empty(s, dtype) for s in ((B, N), (B, K), (N, K)))
+    assert _gemm.path(dz.T, x) == _gemm.path(dz, w) == "packed"
+    assert_bits_of_stored_dz(rng, shape, dtype, kind, threads)
+
+
+# Layers with few outputs (N <= 64) and K >= 256 whose two gradient GEMMs run as tasks: dw
+# is cut into chunks of 128 columns shared by both threads (csrc/dense.c, dw_chunks_*).
+# K = 300: two full chunks and one of 44 columns. (200, 300, 24): each task forms its own
+# dz (B * N < 32768), or with identity dz is dy itself; (1100, 300, 40): dz formed while
+# packing, and only the first chunk may sum db.
+CHUNK_SHAPES = [(200, 300, 24), (1100, 300, 40)]
+
+
+@pytest.mark.parametrize("shape", CHUNK_SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["identity", "relu", "sigmoid"])
+def test_backward_dw_in_chunks(arch, kind, dtype, shape, threads, rng):
+    """dw computed in column chunks by whichever thread takes them gives the bits of one
+    GEMM on the stored dz (and db those of dz summed row by row)."""
+    assert_bits_of_stored_dz(rng, shape, dtype, kind, threads)
 
 
 @pytest.mark.parametrize("slope", LEAKY_SLOPES)
