@@ -117,6 +117,11 @@ static int overlap(const void *p, ptrdiff_t pn, const void *q, ptrdiff_t qn, siz
     return a < b + (size_t)qn * sz && b < a + (size_t)pn * sz;
 }
 
+/* The first error of dw (st[0], st[2]: its chunks on thread 1) and dx (st[1]). */
+static int tasks_status(const int *st) {
+    return st[0] != PB_OK ? st[0] : st[2] != PB_OK ? st[2] : st[1];
+}
+
 /* Whether the tasks' dw is cut into chunks (above): few rows, at least two chunks. */
 static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
     return N <= PB_BWD_DW_CHUNK_MAX_N && K >= 2 * PB_BWD_DW_CHUNK;
@@ -177,6 +182,34 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
         return st;                                                                         \
     }                                                                                      \
                                                                                            \
+    /* dw = dz^T x and dx = dz w whole, from the stored dz or (src != NULL) with dz formed   \
+     * while packing. */                                                                   \
+    static int dw_gemm_##SFX(T *dw, const T *dz, const pb_dzsrc_##SFX##_t *src, const T *x, \
+                             ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta) {           \
+        return src != NULL ? pb_gemm_dz_##SFX(dw, K, src, 1, N, x, K, 1, N, K, B, beta)    \
+                           : pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta);       \
+    }                                                                                      \
+    static int dx_gemm_##SFX(T *dx, const T *dz, const pb_dzsrc_##SFX##_t *src, const T *w, \
+                             ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta) {           \
+        return src != NULL ? pb_gemm_dz_##SFX(dx, K, src, N, 1, w, K, 1, B, K, N, beta)    \
+                           : pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);       \
+    }                                                                                      \
+                                                                                           \
+    /* Thread me's task inside the tasks' region: 0 runs dw (or starts on its chunks), 1   \
+     * runs dx (then takes dw's chunks that are left); statuses into st[me] (and st[2]). */ \
+    static void task_##SFX(int me, int chunked, int *next, T *dx, T *dw, const T *dz,      \
+                           const pb_dzsrc_##SFX##_t *src_dw, const pb_dzsrc_##SFX##_t *src_dx, \
+                           const T *x, const T *w, ptrdiff_t B, ptrdiff_t K, ptrdiff_t N,  \
+                           int beta, int *st) {                                            \
+        if (me == 0) {                                                                     \
+            st[0] = chunked ? dw_chunks_##SFX(dw, dz, src_dw, x, B, K, N, beta, next)      \
+                            : dw_gemm_##SFX(dw, dz, src_dw, x, B, K, N, beta);             \
+        } else {                                                                           \
+            st[1] = dx_gemm_##SFX(dx, dz, src_dx, w, B, K, N, beta);                       \
+            if (chunked) st[2] = dw_chunks_##SFX(dw, dz, src_dw, x, B, K, N, beta, next);  \
+        }                                                                                  \
+    }                                                                                      \
+                                                                                           \
     /* dw (when non-NULL) and then dx (when non-NULL, and dw went well), or the two side    \
      * by side as tasks, one thread each (dw in chunks shared by both threads when it has  \
      * few rows): from the stored dz, or (src_dw != NULL) with dz formed while packing from \
@@ -184,41 +217,22 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
     static int grads_##SFX(T *dx, T *dw, const T *dz, const pb_dzsrc_##SFX##_t *src_dw,     \
                            const pb_dzsrc_##SFX##_t *src_dx, const T *x, const T *w,       \
                            ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta, int tasks) {   \
-        int st_dw = PB_OK, st_dx = PB_OK, st_dw1 = PB_OK;                                  \
+        int st[3] = {PB_OK, PB_OK, PB_OK};                                                 \
         if (tasks) {                                                                       \
             const int chunked = dw_chunked(K, N);                                          \
             int next = 0;                                                                  \
             _Pragma("omp parallel num_threads(2)")                                         \
             {                                                                              \
                 PB_FP_SCOPE;                                                               \
-                if (pb_thread_id() == 0) {                                                 \
-                    if (chunked)                                                           \
-                        st_dw = dw_chunks_##SFX(dw, dz, src_dw, x, B, K, N, beta, &next);  \
-                    else                                                                   \
-                        st_dw = src_dw != NULL                                             \
-                                    ? pb_gemm_dz_##SFX(dw, K, src_dw, 1, N, x, K, 1, N, K, B, \
-                                                       beta)                               \
-                                    : pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta); \
-                } else {                                                                   \
-                    st_dx = src_dw != NULL                                                 \
-                                ? pb_gemm_dz_##SFX(dx, K, src_dx, N, 1, w, K, 1, B, K, N, beta) \
-                                : pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);  \
-                    if (chunked)                                                           \
-                        st_dw1 = dw_chunks_##SFX(dw, dz, src_dw, x, B, K, N, beta, &next); \
-                }                                                                          \
+                task_##SFX(pb_thread_id(), chunked, &next, dx, dw, dz, src_dw, src_dx, x, w, \
+                           B, K, N, beta, st);                                             \
             }                                                                              \
-            if (st_dw == PB_OK) st_dw = st_dw1;                                            \
         } else {                                                                           \
-            if (dw != NULL)                                                                \
-                st_dw = src_dw != NULL                                                     \
-                            ? pb_gemm_dz_##SFX(dw, K, src_dw, 1, N, x, K, 1, N, K, B, beta) \
-                            : pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta);      \
-            if (dx != NULL && st_dw == PB_OK)                                              \
-                st_dx = src_dw != NULL                                                     \
-                            ? pb_gemm_dz_##SFX(dx, K, src_dx, N, 1, w, K, 1, B, K, N, beta) \
-                            : pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);      \
+            if (dw != NULL) st[0] = dw_gemm_##SFX(dw, dz, src_dw, x, B, K, N, beta);       \
+            if (dx != NULL && st[0] == PB_OK)                                              \
+                st[1] = dx_gemm_##SFX(dx, dz, src_dx, w, B, K, N, beta);                   \
         }                                                                                  \
-        return st_dw != PB_OK ? st_dw : st_dx;                                             \
+        return tasks_status(st);                                                           \
     }                                                                                      \
                                                                                            \
     /* The backward with dz formed while packing (dw, dx non-NULL; B, K, N >= 1). */      \
@@ -290,7 +304,7 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
          * freshly written lines between the cores cost ~4 us of a 15 us backward at         \
          * (32, 128, 128), against 0.7 us for the second dz pass. */                         \
         if (tasks && dzbuf != NULL && B * N < PB_DZ_PAR_MIN) {                         \
-            int st_dw = PB_OK, st_dx = PB_OK, st_dw1 = PB_OK;                              \
+            int st[3] = {PB_OK, PB_OK, PB_OK};                                             \
             const int chunked = dw_chunked(K, N);                                          \
             int next = 0;                                                                  \
             _Pragma("omp parallel num_threads(2)")                                         \
@@ -300,23 +314,16 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                 T *dzp = me == 0 ? dzbuf                                                   \
                                  : pb_workspace(PB_WS_DZ, sizeof(T) * (size_t)B * (size_t)N); \
                 if (dzp == NULL) {                                                         \
-                    st_dx = PB_ERR_NOMEM;                                                  \
+                    st[1] = PB_ERR_NOMEM;                                                  \
                 } else {                                                                   \
                     for (ptrdiff_t j0 = 0; j0 < N; j0 += PB_DZ_COLS)                        \
                         dz_db_##SFX(dzp, me == 0 ? db : NULL, dy, y, B, N, j0,             \
                                     PB_MIN(N, j0 + PB_DZ_COLS), act, slope, accumulate);   \
-                    if (me == 0) {                                                         \
-                        st_dw = chunked ? dw_chunks_##SFX(dw, dzp, NULL, x, B, K, N, beta, &next) \
-                                        : pb_gemm_##SFX(dw, K, dzp, 1, N, x, K, 1, N, K, B, beta); \
-                    } else {                                                               \
-                        st_dx = pb_gemm_##SFX(dx, K, dzp, N, 1, w, K, 1, B, K, N, beta);   \
-                        if (chunked)                                                       \
-                            st_dw1 = dw_chunks_##SFX(dw, dzp, NULL, x, B, K, N, beta, &next); \
-                    }                                                                      \
+                    task_##SFX(me, chunked, &next, dx, dw, dzp, NULL, NULL, x, w, B, K, N, \
+                               beta, st);                                                  \
                 }                                                                          \
             }                                                                              \
-            if (st_dw == PB_OK) st_dw = st_dw1;                                            \
-            return st_dw != PB_OK ? st_dw : st_dx;                                         \
+            return tasks_status(st);                                                       \
         }                                                                                  \
         if (dzbuf != NULL || db != NULL) {                                                 \
             const ptrdiff_t nblk = (N + PB_DZ_COLS - 1) / PB_DZ_COLS;                      \
