@@ -153,6 +153,21 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                 db[j] = accumulate ? db[j] + sum[j - j0] : sum[j - j0];                    \
     }                                                                                      \
                                                                                            \
+    /* Columns [j0, j0 + nj) of dw = dz^T x, and dx = dz w whole, from the stored dz or     \
+     * (src != NULL) with dz formed while packing. */                                      \
+    static int dw_gemm_##SFX(T *dw, const T *dz, const pb_dzsrc_##SFX##_t *src, const T *x, \
+                             ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta, ptrdiff_t j0, \
+                             ptrdiff_t nj) {                                               \
+        return src != NULL                                                                 \
+                   ? pb_gemm_dz_##SFX(dw + j0, K, src, 1, N, x + j0, K, 1, N, nj, B, beta) \
+                   : pb_gemm_##SFX(dw + j0, K, dz, 1, N, x + j0, K, 1, N, nj, B, beta);    \
+    }                                                                                      \
+    static int dx_gemm_##SFX(T *dx, const T *dz, const pb_dzsrc_##SFX##_t *src, const T *w, \
+                             ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta) {           \
+        return src != NULL ? pb_gemm_dz_##SFX(dx, K, src, N, 1, w, K, 1, B, K, N, beta)    \
+                           : pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);       \
+    }                                                                                      \
+                                                                                           \
     /* Column chunks of dw (PB_BWD_DW_CHUNK) taken from the shared counter *next until none \
      * is left: dw[:, j0:j1] = dz^T x[:, j0:j1] on the calling thread alone. K is never      \
      * split, so a column's bits do not depend on its chunk nor on the thread taking it.    \
@@ -173,26 +188,11 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
             const ptrdiff_t j0 = (ptrdiff_t)c * PB_BWD_DW_CHUNK;                           \
             if (j0 >= K) break;                                                            \
             const ptrdiff_t nj = PB_MIN((ptrdiff_t)PB_BWD_DW_CHUNK, K - j0);               \
-            const int s = src != NULL ? pb_gemm_dz_##SFX(dw + j0, K, c == 0 ? src : &nosum, 1, \
-                                                         N, x + j0, K, 1, N, nj, B, beta)  \
-                                      : pb_gemm_##SFX(dw + j0, K, dz, 1, N, x + j0, K, 1, N, \
-                                                      nj, B, beta);                        \
+            const int s = dw_gemm_##SFX(dw, dz, src != NULL && c != 0 ? &nosum : src, x, B, K, \
+                                        N, beta, j0, nj);                                  \
             if (s != PB_OK) st = s;                                                        \
         }                                                                                  \
         return st;                                                                         \
-    }                                                                                      \
-                                                                                           \
-    /* dw = dz^T x and dx = dz w whole, from the stored dz or (src != NULL) with dz formed   \
-     * while packing. */                                                                   \
-    static int dw_gemm_##SFX(T *dw, const T *dz, const pb_dzsrc_##SFX##_t *src, const T *x, \
-                             ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta) {           \
-        return src != NULL ? pb_gemm_dz_##SFX(dw, K, src, 1, N, x, K, 1, N, K, B, beta)    \
-                           : pb_gemm_##SFX(dw, K, dz, 1, N, x, K, 1, N, K, B, beta);       \
-    }                                                                                      \
-    static int dx_gemm_##SFX(T *dx, const T *dz, const pb_dzsrc_##SFX##_t *src, const T *w, \
-                             ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta) {           \
-        return src != NULL ? pb_gemm_dz_##SFX(dx, K, src, N, 1, w, K, 1, B, K, N, beta)    \
-                           : pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);       \
     }                                                                                      \
                                                                                            \
     /* Thread me's task inside the tasks' region: 0 runs dw (or starts on its chunks), 1   \
@@ -203,7 +203,7 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                            int beta, int *st) {                                            \
         if (me == 0) {                                                                     \
             st[0] = chunked ? dw_chunks_##SFX(dw, dz, src_dw, x, B, K, N, beta, next)      \
-                            : dw_gemm_##SFX(dw, dz, src_dw, x, B, K, N, beta);             \
+                            : dw_gemm_##SFX(dw, dz, src_dw, x, B, K, N, beta, 0, K);       \
         } else {                                                                           \
             st[1] = dx_gemm_##SFX(dx, dz, src_dx, w, B, K, N, beta);                       \
             if (chunked) st[2] = dw_chunks_##SFX(dw, dz, src_dw, x, B, K, N, beta, next);  \
@@ -228,7 +228,7 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                            B, K, N, beta, st);                                             \
             }                                                                              \
         } else {                                                                           \
-            if (dw != NULL) st[0] = dw_gemm_##SFX(dw, dz, src_dw, x, B, K, N, beta);       \
+            if (dw != NULL) st[0] = dw_gemm_##SFX(dw, dz, src_dw, x, B, K, N, beta, 0, K); \
             if (dx != NULL && st[0] == PB_OK)                                              \
                 st[1] = dx_gemm_##SFX(dx, dz, src_dx, w, B, K, N, beta);                   \
         }                                                                                  \
