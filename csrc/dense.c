@@ -8,8 +8,9 @@
  *   dw = dz^T @ x    (N, K)      GEMM with A = dz read transposed through packing
  *   db = sum_b dz    (N,)
  *   dx = dz @ w      (B, K)      skipped when dx == NULL
- * When both GEMMs take the packed path (and B N >= PB_DZ_PAR_MIN), dz is never stored: each
- * GEMM forms the dz of its A block while packing it (pb_gemm_dz_*), dw's packing summing db.
+ * When both GEMMs take the packed path (dw: or the A^T B kernel) and B N >= PB_DZ_PAR_MIN,
+ * dz is never stored: each GEMM forms the dz of its A block while packing it (the A^T B
+ * kernel: of each block of rows; pb_gemm_dz_*), dw's packing summing db.
  * Otherwise one pass forms dz and db, and the GEMMs (or the unpacked paths) read dz.
  * accumulate != 0 adds into dx, dw, db (a layer feeding two branches sums both dx).
  *
@@ -283,12 +284,13 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
         const int tasks = dw != NULL && dx != NULL && pb_threads() > 1 && !pb_in_parallel() && \
                           flops >= PB_BWD_TASKS_MIN_FLOPS && K < PB_BWD_TASKS_MAX_K &&       \
                           (B > 1 || (double)N * (double)K < 1048576.0);                     \
-        /* Layers whose two gradient GEMMs both take the packed path: dz is never stored;  \
-         * each GEMM forms it while packing its A (pb_gemm_dz_*: the same values, by       \
-         * pb_dz_rows_*), and dw's packing sums db (each column in row order, as the pass  \
-         * below). */                                                                       \
+        /* Layers whose two gradient GEMMs both take the packed path (dw: or the A^T B     \
+         * kernel): dz is never stored; each GEMM forms it while packing its A, or dw block \
+         * by block (pb_gemm_dz_*: the same values, by pb_dz_rows_*), and dw's packing sums \
+         * db (each column in row order, as the pass below). */                             \
+        const int dw_path = pb_gemm_path_##SFX(N, K, B, 1, N, K, 1, beta);                 \
         if (dw != NULL && dx != NULL && B * N >= PB_DZ_PAR_MIN && K > 0 &&                 \
-            pb_gemm_path_##SFX(N, K, B, 1, N, K, 1, beta) == PB_GEMM_PACKED &&             \
+            (dw_path == PB_GEMM_PACKED || dw_path == PB_GEMM_ATB) &&                       \
             pb_gemm_path_##SFX(B, K, N, N, 1, K, 1, beta) == PB_GEMM_PACKED)               \
             return dense_backward_fused_##SFX(dx, dw, db, dy, x, w, y, B, K, N, act, slope, \
                                               accumulate, tasks);                           \

@@ -11,6 +11,8 @@
 #define TARGET "avx2,fma"
 #define MR 6
 #define NV 2
+#define ATB_MR 4 /* the A^T B kernel: up to ATB_MR x ATB_NV accumulators */
+#define ATB_NV 3
 
 /* ---- float32 ---- */
 #define T float
@@ -65,7 +67,9 @@
 #define ACT_FWD_NAME pb_act_fwd_f32_avx2
 #define ACT_BWD_NAME pb_softplus_bwd_f32_avx2
 #define VEXPM1(v) FNAME(expm1)(v)
+#define ATB_NAME pb_gemm_atb_f32_avx2
 #include "ukr_simd.inc"
+#undef ATB_NAME
 #undef ACT_FWD_NAME
 #undef ACT_BWD_NAME
 #undef VEXPM1
@@ -121,6 +125,8 @@
 #define VRELU(v) _mm256_max_pd(_mm256_setzero_pd(), v)
 #define VLEAKY(v, s) \
     _mm256_blendv_pd(v, _mm256_mul_pd(v, s), _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LT_OQ))
+#define ATB_NAME pb_gemm_atb_f64_avx2
 #include "ukr_simd.inc"
+#undef ATB_NAME
 
 #endif

@@ -15,6 +15,8 @@
 #define TARGET "avx512f,avx512dq,avx512bw,avx512vl,fma"
 #define MR 12
 #define NV 2
+#define ATB_MR 8 /* the A^T B kernel: up to ATB_MR x ATB_NV accumulators */
+#define ATB_NV 3
 
 /* ---- float32 ---- */
 #define T float
@@ -91,7 +93,9 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define TT_IDX_ELEM int32_t
 #define TT_IDX_LOAD(p) _mm512_loadu_si512(p)
 #define TT_PERM2(a, i, b) _mm512_permutex2var_ps(a, i, b)
+#define ATB_NAME pb_gemm_atb_f32_avx512
 #include "ukr_simd.inc"
+#undef ATB_NAME
 #undef TT_NAME
 #undef TT_NV
 #undef TT_MJ
@@ -210,7 +214,9 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 #define TT_LOG2VL 3
 #define TT_IDX_ELEM int64_t
 #define TT_PERM2(a, i, b) _mm512_permutex2var_pd(a, i, b)
+#define ATB_NAME pb_gemm_atb_f64_avx512
 #include "ukr_simd.inc"
+#undef ATB_NAME
 #undef TT_NAME
 #undef TT_NV
 #undef TT_MJ

@@ -167,6 +167,24 @@ typedef void (*pb_gemm_tt_f64_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const do
                                  const double *b, ptrdiff_t rsb, ptrdiff_t csb, double *c,
                                  ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
 
+/* ---- A^T B kernel (optional per ISA; NULL: not used) ------------------------------------
+ * One block of q rows p of C = A^T B, for an A^T given row-major (a[p*lda + i], i < m: the
+ * backward's dz, or its block formed into scratch) and a row-major B read in place
+ * (b[p*ldb + j], j < n: the backward's x), for C with few rows (pb_use_atb_):
+ *   acc(i, j) = (first ? 0 : s[i*n + j]) + sum_{p<q} a[p*lda + i] b[p*ldb + j],
+ * one FMA chain per element in p order, fma(a, b, acc); then, if last,
+ * c[i*ldc + j] = beta ? c[i*ldc + j] + acc : acc (beta 0 never reads c), else
+ * s[i*n + j] = acc. The driver runs the blocks of each KC panel with first on its first
+ * block and last on its last: per panel one chain from zero, then added to C, which is what
+ * the packed micro-kernel computes, so the two paths give the same bits. s: m*n elements
+ * (the partial sums between the blocks of a panel). */
+typedef void (*pb_gemm_atb_f32_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t q, const float *a,
+                                  ptrdiff_t lda, const float *b, ptrdiff_t ldb, float *s,
+                                  int first, float *c, ptrdiff_t ldc, int last, int beta);
+typedef void (*pb_gemm_atb_f64_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t q, const double *a,
+                                  ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *s,
+                                  int first, double *c, ptrdiff_t ldc, int last, int beta);
+
 /* Vector activation forward (optional per ISA and dtype; NULL: act.c's scalar loops):
  * y[i] = act(z[i]) for 0 <= i < n by the GEMM epilogue's code (the same function as the
  * fused forward's, e.g. vmath_f32.inc's sigmoid/tanh); y may be z. act.c uses it for the
@@ -274,6 +292,8 @@ typedef struct {
     pb_gemm_dot_f64_t dot_f64;
     pb_gemm_tt_f32_t tt_f32;
     pb_gemm_tt_f64_t tt_f64;
+    pb_gemm_atb_f32_t atb_f32;
+    pb_gemm_atb_f64_t atb_f64;
     pb_act_fwd_f32_t act_fwd_f32;
     pb_act_fwd_f64_t act_fwd_f64;
     pb_softplus_bwd_f32_t softplus_bwd_f32;
@@ -376,6 +396,15 @@ void pb_gemm_tt_f32_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a
 void pb_gemm_tt_f64_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *at,
                            const double *b, ptrdiff_t rsb, ptrdiff_t csb, double *c,
                            ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
+#define PB_DECLARE_ATB(ISA)                                                                  \
+    void pb_gemm_atb_f32_##ISA(ptrdiff_t m, ptrdiff_t n, ptrdiff_t q, const float *a,          \
+                               ptrdiff_t lda, const float *b, ptrdiff_t ldb, float *s,         \
+                               int first, float *c, ptrdiff_t ldc, int last, int beta);        \
+    void pb_gemm_atb_f64_##ISA(ptrdiff_t m, ptrdiff_t n, ptrdiff_t q, const double *a,         \
+                               ptrdiff_t lda, const double *b, ptrdiff_t ldb, double *s,       \
+                               int first, double *c, ptrdiff_t ldc, int last, int beta);
+PB_DECLARE_ATB(avx2)
+PB_DECLARE_ATB(avx512)
 void pb_act_fwd_f32_avx512(float *y, const float *z, ptrdiff_t n, int act, float slope);
 void pb_act_fwd_f64_avx512(double *y, const double *z, ptrdiff_t n, int act, double slope);
 void pb_act_fwd_f32_avx2(float *y, const float *z, ptrdiff_t n, int act, float slope);
@@ -476,7 +505,8 @@ int pb_gemm_epi_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, pt
  * usual) or rsa == 1 (dw = dz^T x: formed row of dz by row, MC values, into the
  * micro-panels). sum (length m, zeroed by the caller, or NULL) receives the sums over p of
  * A's rows (db, for dw), each in p order by the one thread that owns the row. Only for
- * products that pb_gemm_path_* sends to the packed path. */
+ * products that pb_gemm_path_* sends to the packed path, or (rsa == 1) to the A^T B path,
+ * which forms the dz of each block of PB_ATB_Q rows into scratch (pb_atb_*). */
 typedef struct {
     const float *dy, *y;
     int act;

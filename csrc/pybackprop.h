@@ -114,7 +114,8 @@ enum {
     PB_GEMM_GEMV = 1,   /* m == 1 */
     PB_GEMM_DOT = 2,    /* dot-product kernel, no packing */
     PB_GEMM_TT = 3,     /* transposed-tile kernel: A^T packed, B read in place */
-    PB_GEMM_OUTER = 4   /* k == 1 outer product, streaming stores */
+    PB_GEMM_OUTER = 4,  /* k == 1 outer product, streaming stores */
+    PB_GEMM_ATB = 5     /* A^T B kernel: few rows of C, A^T and B row-major, B read in place */
 };
 int pb_gemm_path(int *path, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa,
                  ptrdiff_t csa, ptrdiff_t rsb, ptrdiff_t csb, int beta, int elem_bytes);

@@ -57,12 +57,13 @@ def blocks(arch, dtype):
 
 
 PATHS = {lib.PB_GEMM_PACKED: "packed", lib.PB_GEMM_GEMV: "gemv", lib.PB_GEMM_DOT: "dot",
-         lib.PB_GEMM_TT: "tt", lib.PB_GEMM_OUTER: "outer"}
+         lib.PB_GEMM_TT: "tt", lib.PB_GEMM_OUTER: "outer",
+         lib.PB_GEMM_ATB: "atb"}
 
 
 def path(a, b, beta=0):
     """The name of the path ``gemm(c, a, b, beta)`` takes on the active SIMD path and thread
-    count: "packed", "gemv", "dot", "tt" or "outer" (see docs/gemm.md)."""
+    count: "packed", "gemv", "dot", "tt", "outer" or "atb" (see docs/gemm.md)."""
     rsa, csa = _strides("a", a)
     rsb, csb = _strides("b", b)
     code = ffi.new("int *")

@@ -378,3 +378,53 @@ def test_tall_dot_path(arch, dtype, threads):
         assert np.array_equal(results[0][0][:30], head), (m, k, n)
         y = pybackprop.dense_forward(a, w, bias, activation="relu")
         assert np.array_equal(y, np.maximum(results[0][0] + bias, 0)), (m, k, n)
+
+
+def atb_shapes(blk):
+    """(m, k, n) that the A^T B rule (pb_use_atb_: m <= 64, or n <= 16 with m <= 256) sends
+    to that kernel where there is one: row groups of 1 to 8 rows (m = 2, 5, 8, 9, 16, 17, 24,
+    33, 64, 100: balanced groups of at most 8 on AVX-512, 4 on AVX2), every kind of last
+    column group (n = 1, 15, 16, 17, 47, 48, 49, 130, 300: full tiles of 3 vectors and 1, 2 or
+    3 masked ones), k from 1 across the 32-row blocks (31, 32, 33, 300) and one and two KC
+    panels (the partial sums carried between blocks, C added once per panel)."""
+    kc = blk["kc"]
+    return [(2, 1, 100), (5, 31, 17), (8, 32, 48), (9, 33, 49), (16, 300, 47), (17, 65, 1),
+            (24, kc + 1, 130), (33, 2 * kc + 33, 64), (64, 100, 300), (100, 70, 16),
+            (3, 40, 15), (16, 300, 300)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_atb_path(arch, dtype, threads):
+    """Products of a transposed row-major A (A^T stored row-major: the backward's dw = dz^T x)
+    with a row-major B and few rows of C take the A^T B kernel on paths that have one, on 1
+    and 2 threads: the same bits as the packed path on a copy of B with no unit stride (the
+    kernel's contract: the micro-kernel's FMA chains KC panel by KC panel), with beta 0 into
+    NaN (C never read, nothing outside it written) and beta 1, within the error bound of the
+    exact product, also with C one column off its cache lines (the threads' slices are cut
+    at lines of C). The reference path packs every layout (the same bits too)."""
+    blk = _gemm.blocks(arch, dtype)
+    rng = np.random.default_rng(8)
+    for m, k, n in atb_shapes(blk):
+        a = rng.standard_normal((k, m)).astype(dtype).T  # strides (1, m): A^T row-major
+        b = rng.standard_normal((k, n)).astype(dtype)
+        b_packed = np.empty((2 * k, 2 * n), dtype)[::2, ::2]  # no unit stride: packed
+        b_packed[...] = b
+        c0 = rng.standard_normal((m, n)).astype(dtype)
+        results = []
+        for nt in (1, 2):
+            threads(nt)
+            assert _gemm.path(a, b) == ("packed" if arch == "ref" else "atb"), (m, k, n, nt)
+            assert _gemm.path(a, b_packed) == "packed"
+            for beta in (0, 1):
+                buf = np.full((m + 1, n + 2), np.nan, dtype)
+                if beta:
+                    buf[:m, 1:n + 1] = c0
+                _gemm.gemm(buf[:m, 1:n + 1], a, b, beta)
+                assert np.isnan(buf[m]).all() and np.isnan(buf[:, [0, n + 1]]).all()
+                got = buf[:m, 1:n + 1]
+                packed = c0.copy() if beta else np.full((m, n), np.nan, dtype)
+                _gemm.gemm(packed, a, b_packed, beta)
+                assert np.array_equal(got, packed), (m, k, n, nt, beta)
+                check(got, c0, a, b, beta)
+                results.append(got.copy())
+        assert np.array_equal(results[0], results[2]) and np.array_equal(results[1], results[3])
