@@ -123,6 +123,9 @@ static int tasks_status(const int *st) {
     return st[0] != PB_OK ? st[0] : st[2] != PB_OK ? st[2] : st[1];
 }
 
+/* Whether dw's GEMM on this path can form dz itself (pb_gemm_dz_*): packed or A^T B. */
+static int forms_dz(int path) { return path == PB_GEMM_PACKED || path == PB_GEMM_ATB; }
+
 /* Whether the tasks' dw is cut into chunks (above): few rows, at least two chunks. */
 static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
     return N <= PB_BWD_DW_CHUNK_MAX_N && K >= 2 * PB_BWD_DW_CHUNK;
@@ -288,9 +291,8 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
          * kernel): dz is never stored; each GEMM forms it while packing its A, or dw block \
          * by block (pb_gemm_dz_*: the same values, by pb_dz_rows_*), and dw's packing sums \
          * db (each column in row order, as the pass below). */                             \
-        const int dw_path = pb_gemm_path_##SFX(N, K, B, 1, N, K, 1, beta);                 \
         if (dw != NULL && dx != NULL && B * N >= PB_DZ_PAR_MIN && K > 0 &&                 \
-            (dw_path == PB_GEMM_PACKED || dw_path == PB_GEMM_ATB) &&                       \
+            forms_dz(pb_gemm_path_##SFX(N, K, B, 1, N, K, 1, beta)) &&                     \
             pb_gemm_path_##SFX(B, K, N, N, 1, K, 1, beta) == PB_GEMM_PACKED)               \
             return dense_backward_fused_##SFX(dx, dw, db, dy, x, w, y, B, K, N, act, slope, \
                                               accumulate, tasks);                           \

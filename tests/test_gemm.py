@@ -382,8 +382,8 @@ def test_tall_dot_path(arch, dtype, threads):
 
 def atb_shapes(blk):
     """(m, k, n) that the A^T B rule (pb_use_atb_: m <= 64, or n <= 16 with m <= 256) sends
-    to that kernel where there is one: row groups of 1 to 8 rows (m = 2, 5, 8, 9, 16, 17, 24,
-    33, 64, 100: balanced groups of at most 8 on AVX-512, 4 on AVX2), every kind of last
+    to that kernel where there is one: row groups of 2 to 8 rows (m = 2, 3, 5, 8, 9, 16, 17,
+    24, 33, 64, 100: balanced groups of at most 8 on AVX-512, 4 on AVX2), every kind of last
     column group (n = 1, 15, 16, 17, 47, 48, 49, 130, 300: full tiles of 3 vectors and 1, 2 or
     3 masked ones), k from 1 across the 32-row blocks (31, 32, 33, 300) and one and two KC
     panels (the partial sums carried between blocks, C added once per panel)."""
