@@ -47,10 +47,14 @@ const pb_arch_t pb_arch_ref = {
 #if defined(__x86_64__) || defined(__i386__)
 const pb_arch_t pb_arch_avx2 = {
     .name = "avx2",
-    .blk_f32 = {.mr = 6, .nr = 16, .mc = 144, .kc = 256, .nc = 4096},
+    .blk_f32 = {.mr = 6, .nr = 16, .mc = 144, .kc = 256, .nc = 4096, .tw = PB_TT_TW_F32_AVX2,
+                .tj = PB_TT_TJ_F32_AVX2, .tm = 64},
     .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096},
     .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
     .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
+    .pack_t_f32 = pb_pack_t_f32_avx2,
+    .pack_t_f64 = pb_pack_t_f64_avx2,
+    .tt_f32 = pb_gemm_tt_f32_avx2, /* float64: none (6 columns exceed a 4 x 4 transpose) */
     .act_fwd_f32 = pb_act_fwd_f32_avx2, /* float64 has no vector sigmoid/tanh on AVX2 */
     .softplus_bwd_f32 = pb_softplus_bwd_f32_avx2,
     .atb_f32 = pb_gemm_atb_f32_avx2, /* NULL in ref: dw of few rows packs there */
@@ -61,9 +65,9 @@ const pb_arch_t pb_arch_avx2 = {
 const pb_arch_t pb_arch_avx512 = {
     .name = "avx512",
     .blk_f32 = {.mr = 12, .nr = 32, .mc = 192, .kc = 1024, .nc = 2048, .tw = PB_TT_TW_F32_AVX512,
-                .tj = PB_TT_TJ_F32_AVX512},
+                .tj = PB_TT_TJ_F32_AVX512, .tm = 256},
     .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 512, .nc = 2048, .tw = PB_TT_TW_F64_AVX512,
-                .tj = PB_TT_TJ_F64_AVX512},
+                .tj = PB_TT_TJ_F64_AVX512, .tm = 256},
     .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
     .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
     .pack_t_f32 = pb_pack_t_f32_avx512, /* NULL in the other tables: portable packing */
@@ -154,6 +158,7 @@ int pb_gemm_blocks(ptrdiff_t *blk, const char *arch, int elem_bytes) {
     blk[4] = b->nc;
     blk[5] = b->tw;
     blk[6] = b->tj;
+    blk[7] = b->tm;
     return PB_OK;
 }
 

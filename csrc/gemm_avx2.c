@@ -2,17 +2,83 @@
  *
  * Per-function target attributes only (see gemm_avx512.c). 16 ymm registers:
  * f32: 6 x 16 tile (6 rows x 2 ymm), 12 accumulators; f64: 6 x 8 (6 rows x 2 ymm).
+ * Also the transposing pack (8 x 8 / 4 x 4 butterflies) and, float32, the transposed-tile
+ * kernel: 6 columns of C times 16 rows (2 ymm of A^T), 12 accumulators, as the micro-kernel.
  */
 #include "pb_internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <string.h>
 
 #define TARGET "avx2,fma"
 #define MR 6
 #define NV 2
 #define ATB_MR 4 /* the A^T B kernel: up to ATB_MR x ATB_NV accumulators */
 #define ATB_NV 3
+
+/* Stores of lanes [0, n) of v, for the masks VMASK(n) (every mask in ukr_simd.inc is one):
+ * plain 256/128/64/32-bit stores instead of vmaskmovps/pd, whose store form costs 13-18
+ * cycles on Zen 4 whatever the mask (measured here, all lanes on included), against ~3 for
+ * this sequence. Lanes past n are never touched, as with the masked store. */
+static inline __attribute__((target(TARGET), always_inline)) void pb_storem_f32_avx2(
+    float *p, __m256i mk, __m256 v) {
+    const int n = __builtin_ctz(~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(mk)));
+    if (n == 8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    __m128 x = _mm256_castps256_ps128(v);
+    if (n & 4) {
+        _mm_storeu_ps(p, x);
+        x = _mm256_extractf128_ps(v, 1);
+        p += 4;
+    }
+    if (n & 2) {
+        _mm_storel_epi64((__m128i *)p, _mm_castps_si128(x));
+        x = _mm_movehl_ps(x, x);
+        p += 2;
+    }
+    if (n & 1) _mm_store_ss(p, x);
+}
+
+static inline __attribute__((target(TARGET), always_inline)) void pb_storem_f64_avx2(
+    double *p, __m256i mk, __m256d v) {
+    const int n = __builtin_ctz(~(unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(mk)));
+    if (n == 4) {
+        _mm256_storeu_pd(p, v);
+        return;
+    }
+    __m128d x = _mm256_castpd256_pd128(v);
+    if (n & 2) {
+        _mm_storeu_pd(p, x);
+        x = _mm256_extractf128_pd(v, 1);
+        p += 2;
+    }
+    if (n & 1) _mm_store_sd(p, x);
+}
+
+/* Stage st of the VL x VL butterfly transpose (the stages of gemm_avx512.c's pack_t, with
+ * AVX2's fixed shuffles for its two-source permutes): rows a and b, d = 2^st lanes apart,
+ * become (h = 0) new[l] = l & d ? b[l - d] : a[l] and (h = 1) new[l] = l & d ? b[l] : a[l + d].
+ * st and h are constants at every (inlined) call. */
+static inline __attribute__((target(TARGET), always_inline)) __m256 pb_bfly_f32_avx2(
+    int st, int h, __m256 a, __m256 b) {
+    if (st == 0) /* [a0 b0 a2 b2 ...] / [a1 b1 a3 b3 ...] */
+        return h ? _mm256_blend_ps(_mm256_movehdup_ps(a), b, 0xAA)
+                 : _mm256_blend_ps(a, _mm256_moveldup_ps(b), 0xAA);
+    if (st == 1) /* [a0 a1 b0 b1 | a4 a5 b4 b5] / [a2 a3 b2 b3 | a6 a7 b6 b7] */
+        return h ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2))
+                 : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+    return h ? _mm256_permute2f128_ps(a, b, 0x31) : _mm256_permute2f128_ps(a, b, 0x20);
+}
+
+static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64_avx2(
+    int st, int h, __m256d a, __m256d b) {
+    if (st == 0) /* [a0 b0 a2 b2] / [a1 b1 a3 b3] */
+        return h ? _mm256_unpackhi_pd(a, b) : _mm256_unpacklo_pd(a, b);
+    return h ? _mm256_permute2f128_pd(a, b, 0x31) : _mm256_permute2f128_pd(a, b, 0x20);
+}
 
 /* ---- float32 ---- */
 #define T float
@@ -38,7 +104,7 @@
 #define MASK_T __m256i
 #define VMASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define VLOADM(p, mk) _mm256_maskload_ps(p, mk)
-#define VSTOREM(p, mk, v) _mm256_maskstore_ps(p, mk, v)
+#define VSTOREM(p, mk, v) pb_storem_f32_avx2(p, mk, v)
 #define VRELU(v) _mm256_max_ps(_mm256_setzero_ps(), v)
 #define VLEAKY(v, s) \
     _mm256_blendv_ps(v, _mm256_mul_ps(v, s), _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ))
@@ -68,8 +134,20 @@
 #define ACT_BWD_NAME pb_softplus_bwd_f32_avx2
 #define VEXPM1(v) FNAME(expm1)(v)
 #define ATB_NAME pb_gemm_atb_f32_avx2
+#define TT_NAME pb_gemm_tt_f32_avx2
+#define TT_NV (PB_TT_TW_F32_AVX2 / VL)
+#define TT_MJ PB_TT_TJ_F32_AVX2
+#define TT_LOG2VL 3
+#define TT_IDX int /* unused: TT_BFLY has fixed shuffles */
+#define TT_BFLY(st, h, x0, x1) pb_bfly_f32_avx2(st, h, x0, x1)
 #include "ukr_simd.inc"
 #undef ATB_NAME
+#undef TT_NAME
+#undef TT_NV
+#undef TT_MJ
+#undef TT_LOG2VL
+#undef TT_IDX
+#undef TT_BFLY
 #undef ACT_FWD_NAME
 #undef ACT_BWD_NAME
 #undef VEXPM1
@@ -121,12 +199,64 @@
 #define MASK_T __m256i
 #define VMASK(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
 #define VLOADM(p, mk) _mm256_maskload_pd(p, mk)
-#define VSTOREM(p, mk, v) _mm256_maskstore_pd(p, mk, v)
+#define VSTOREM(p, mk, v) pb_storem_f64_avx2(p, mk, v)
 #define VRELU(v) _mm256_max_pd(_mm256_setzero_pd(), v)
 #define VLEAKY(v, s) \
     _mm256_blendv_pd(v, _mm256_mul_pd(v, s), _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LT_OQ))
 #define ATB_NAME pb_gemm_atb_f64_avx2
 #include "ukr_simd.inc"
 #undef ATB_NAME
+
+/* ---- transposing pack (both dtypes; contract at pb_pack_t_*_t in pb_internal.h) ----------
+ * dst[p*W + r] = src[r*ld + p] for r < rows, p < kc, and 0 for rows <= r < W: blocks of
+ * VL x VL (VL rows of src, zero past rows, times VL values of p, masked loads past kc)
+ * transposed in registers by log2(VL) butterfly stages (pb_bfly_*), each column then
+ * stored as W's next VL (or last, fewer) lanes. */
+#define PB_PACK_T_AVX2(T, SFX, VL, LOG2VL, VEC, LOADU, LOADM, MASK, STORE, STOREM, ZERO, BFLY) \
+    __attribute__((target(TARGET))) void pb_pack_t_##SFX##_avx2(                            \
+        T *dst, const T *src, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t kc, int W) {          \
+        VEC tr[VL];                                                                         \
+        for (int r0 = 0; r0 < W; r0 += VL) {                                                \
+            const ptrdiff_t nv =                                                            \
+                PB_MAX((ptrdiff_t)0, PB_MIN(PB_MIN(rows, (ptrdiff_t)W) - r0, (ptrdiff_t)VL)); \
+            const int lanes = PB_MIN(VL, W - r0);                                           \
+            const __m256i sm = MASK(lanes);                                                 \
+            const T *s0 = src + r0 * ld;                                                    \
+            for (ptrdiff_t p0 = 0; p0 < kc; p0 += VL) {                                     \
+                const int pc = (int)PB_MIN((ptrdiff_t)VL, kc - p0);                         \
+                if (pc == VL) {                                                             \
+                    _Pragma("GCC unroll 8") for (int i = 0; i < VL; ++i)                    \
+                        tr[i] = i < nv ? LOADU(s0 + i * ld + p0) : ZERO();                  \
+                } else {                                                                    \
+                    const __m256i lm = MASK(pc);                                            \
+                    _Pragma("GCC unroll 8") for (int i = 0; i < VL; ++i)                    \
+                        tr[i] = i < nv ? LOADM(s0 + i * ld + p0, lm) : ZERO();              \
+                }                                                                           \
+                _Pragma("GCC unroll 4") for (int st = 0; st < LOG2VL; ++st)                 \
+                    _Pragma("GCC unroll 8") for (int i = 0; i < VL; ++i) {                  \
+                        const int d = 1 << st;                                              \
+                        if (i & d) continue;                                                \
+                        const VEC a = tr[i], b = tr[i + d];                                 \
+                        tr[i] = BFLY(st, 0, a, b);                                          \
+                        tr[i + d] = BFLY(st, 1, a, b);                                      \
+                    }                                                                       \
+                T *d0 = dst + p0 * W + r0;                                                  \
+                _Pragma("GCC unroll 8") for (int c = 0; c < VL; ++c) {                      \
+                    if (c >= pc) break;                                                     \
+                    if (lanes == VL)                                                        \
+                        STORE(d0 + c * W, tr[c]);                                           \
+                    else                                                                    \
+                        STOREM(d0 + c * W, sm, tr[c]);                                      \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+#define PB_MASK32_(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define PB_MASK64_(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
+PB_PACK_T_AVX2(float, f32, 8, 3, __m256, _mm256_loadu_ps, _mm256_maskload_ps, PB_MASK32_,
+               _mm256_storeu_ps, pb_storem_f32_avx2, _mm256_setzero_ps, pb_bfly_f32_avx2)
+PB_PACK_T_AVX2(double, f64, 4, 2, __m256d, _mm256_loadu_pd, _mm256_maskload_pd, PB_MASK64_,
+               _mm256_storeu_pd, pb_storem_f64_avx2, _mm256_setzero_pd, pb_bfly_f64_avx2)
 
 #endif

@@ -101,9 +101,9 @@ int pb_gemm_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, ptrdif
                 const double *bm, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
                 ptrdiff_t k, int beta);
 /* The block sizes of the GEMM on SIMD path `arch` for elements of `elem_bytes` (4 or 8):
- * blk[0..4] = MR, NR (register tile), MC, KC, NC (cache blocks); blk[5..6] = the A^T panel
- * width and the tile rows of the transposed-tile kernel (0 where the path has none).
- * PB_ERR_ARCH if unknown. */
+ * blk[0..4] = MR, NR (register tile), MC, KC, NC (cache blocks); blk[5..7] = the A^T panel
+ * width, the tile rows and the largest m of the transposed-tile kernel (0 where the path
+ * has none). PB_ERR_ARCH if unknown. */
 int pb_gemm_blocks(ptrdiff_t *blk, const char *arch, int elem_bytes);
 /* *path = the path pb_gemm_f32/f64 takes for this problem (the dense forward makes the same
  * choice) on the active SIMD path and thread count, for tests and benchmarks; PB_ERR_ARG

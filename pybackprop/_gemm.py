@@ -49,11 +49,11 @@ def gemm(c, a, b, beta=0):
 def blocks(arch, dtype):
     """Block sizes of the GEMM on SIMD path ``arch`` for ``dtype``: a dict with the register
     tile ``mr``, ``nr``, the cache blocks ``mc``, ``kc``, ``nc`` and the transposed-tile
-    kernel's A^T panel width ``tw`` and tile rows ``tj`` (0 where the path has no such
-    kernel)."""
-    blk = ffi.new("ptrdiff_t[7]")
+    kernel's A^T panel width ``tw``, tile rows ``tj`` and largest ``m``, ``tm`` (0 where the
+    path has no such kernel)."""
+    blk = ffi.new("ptrdiff_t[8]")
     check_status(lib.pb_gemm_blocks(blk, arch.encode(), np.dtype(dtype).itemsize))
-    return dict(zip(("mr", "nr", "mc", "kc", "nc", "tw", "tj"), list(blk)))
+    return dict(zip(("mr", "nr", "mc", "kc", "nc", "tw", "tj", "tm"), list(blk)))
 
 
 PATHS = {lib.PB_GEMM_PACKED: "packed", lib.PB_GEMM_GEMV: "gemv", lib.PB_GEMM_DOT: "dot",

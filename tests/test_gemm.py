@@ -275,11 +275,12 @@ def tt_shapes(blk, itemsize):
     with k >= 64, or k >= 256) and row-major B ("C", dx = dz @ w: m <= 64, k rows of at most
     2 KiB)."""
     tw, tj, kc = blk["tw"] or 32, blk["tj"] or 12, blk["kc"]  # (the AVX-512 float32 sizes)
+    tm = blk["tm"] or 256  # the largest m (AVX2: 64)
     n0 = -(-192 // tj) * tj
     return [(tw, 1, n0, "F"), (tw - 1, 5, n0 + tj - 1, "F"), (tw - 2, 33, n0 + 1, "F"),
-            (tw, 4, 16, "F"), (tw, 300, 48, "F"), (2 * tw, 64, 4 * tj + 17, "F"),
+            (tw, 4, 16, "F"), (tw, 300, 48, "F"), (2 * tw, 64, max(4 * tj, 48) + 17, "F"),
             (2 * tw, kc + 1, n0 + 3 * tj + 5, "F"), (2 * tw - 3, 2 * kc + 3, n0 + tj, "F"),
-            (256 - 5, 300, n0 + 7, "F"), (4 * tw, 256, 2 * n0 + 11, "F"), (4 * tw, 300, 17, "F"),
+            (tm - 5, 300, n0 + 7, "F"), (4 * tw, 256, 2 * n0 + 11, "F"), (4 * tw, 300, 17, "F"),
             (tw, 1, 2, "C"), (tw - 1, 7, tj - 1, "C"), (tw - 2, 130, 2 * tj + 1, "C"),
             (2 * tw, 2048 // itemsize, 5 * tj + 5, "C"), (2 * tw - 3, 200, 100, "C")]
 
