@@ -52,6 +52,8 @@ const pb_arch_t pb_arch_avx2 = {
     .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096},
     .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
     .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
+    .ukr_a_f32 = pb_gemm_ukr_a_f32_avx2_6x16, /* NULL elsewhere: A always packed there */
+    .ukr_a_f64 = pb_gemm_ukr_a_f64_avx2_6x8,
     .pack_t_f32 = pb_pack_t_f32_avx2,
     .pack_t_f64 = pb_pack_t_f64_avx2,
     .tt_f32 = pb_gemm_tt_f32_avx2, /* float64: none (6 columns exceed a 4 x 4 transpose) */

@@ -85,6 +85,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define SFX f32
 #define EPI_T pb_epi_f32_t
 #define UKR_NAME pb_gemm_ukr_f32_avx2_6x16
+#define UKR_A_NAME pb_gemm_ukr_a_f32_avx2_6x16
 #define GEMV_DOT_NAME pb_gemv_dot_f32_avx2
 #define GEMV_AXPY_NAME pb_gemv_axpy_f32_avx2
 #define VREDUCE(v)                                                                           \
@@ -158,6 +159,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #undef SFX
 #undef EPI_T
 #undef UKR_NAME
+#undef UKR_A_NAME
 #undef GEMV_DOT_NAME
 #undef GEMV_AXPY_NAME
 #undef VREDUCE
@@ -181,6 +183,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define SFX f64
 #define EPI_T pb_epi_f64_t
 #define UKR_NAME pb_gemm_ukr_f64_avx2_6x8
+#define UKR_A_NAME pb_gemm_ukr_a_f64_avx2_6x8
 #define GEMV_DOT_NAME pb_gemv_dot_f64_avx2
 #define GEMV_AXPY_NAME pb_gemv_axpy_f64_avx2
 #define VREDUCE(v)                                                                           \

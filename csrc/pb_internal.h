@@ -115,6 +115,18 @@ typedef void (*pb_ukr_f32_t)(ptrdiff_t k, const float *ap, const float *bp, floa
 typedef void (*pb_ukr_f64_t)(ptrdiff_t k, const double *ap, const double *bp, double *c,
                              ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
                              const pb_epi_f64_t *epi);
+/* The micro-kernel with A read in place (optional per ISA; NULL: A is always packed): the
+ * contract above with A(i, p) at a[i*lda + p] (rows contiguous; only rows i < m are read)
+ * instead of a packed micro-panel, the same products in the same order, so the same bits.
+ * For a thread whose slice of the B panel is a single micro-panel (n <= NR: a layer with
+ * few outputs), where each element of A is used once and packing it costs more than it
+ * saves. */
+typedef void (*pb_ukr_a_f32_t)(ptrdiff_t k, const float *a, ptrdiff_t lda, const float *bp,
+                               float *c, ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
+                               const pb_epi_f32_t *epi);
+typedef void (*pb_ukr_a_f64_t)(ptrdiff_t k, const double *a, ptrdiff_t lda, const double *bp,
+                               double *c, ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
+                               const pb_epi_f64_t *epi);
 
 /* ---- GEMV contract (m == 1, no packing) ----------------------------------------------------
  * dot form:  y[j] = epi(beta y[j] + sum_p x[p] w[j*ldw + p])        (x, w rows contiguous)
@@ -283,6 +295,8 @@ typedef struct {
     pb_blocks_t blk_f32, blk_f64;
     pb_ukr_f32_t ukr_f32;
     pb_ukr_f64_t ukr_f64;
+    pb_ukr_a_f32_t ukr_a_f32;
+    pb_ukr_a_f64_t ukr_a_f64;
     pb_gemv_dot_f32_t gemv_dot_f32;
     pb_gemv_dot_f64_t gemv_dot_f64;
     pb_gemv_axpy_f32_t gemv_axpy_f32;
@@ -346,6 +360,12 @@ void pb_gemm_ukr_f32_avx2_6x16(ptrdiff_t k, const float *ap, const float *bp, fl
 void pb_gemm_ukr_f64_avx2_6x8(ptrdiff_t k, const double *ap, const double *bp, double *c,
                               ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
                               const pb_epi_f64_t *epi);
+void pb_gemm_ukr_a_f32_avx2_6x16(ptrdiff_t k, const float *a, ptrdiff_t lda, const float *bp,
+                                 float *c, ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
+                                 const pb_epi_f32_t *epi);
+void pb_gemm_ukr_a_f64_avx2_6x8(ptrdiff_t k, const double *a, ptrdiff_t lda, const double *bp,
+                                double *c, ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
+                                const pb_epi_f64_t *epi);
 void pb_gemm_ukr_f32_avx512_12x32(ptrdiff_t k, const float *ap, const float *bp, float *c,
                                   ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
                                   const pb_epi_f32_t *epi);
