@@ -118,9 +118,9 @@ typedef void (*pb_ukr_f64_t)(ptrdiff_t k, const double *ap, const double *bp, do
 /* The micro-kernel with A read in place (optional per ISA; NULL: A is always packed): the
  * contract above with A(i, p) at a[i*lda + p] (rows contiguous; only rows i < m are read)
  * instead of a packed micro-panel, the same products in the same order, so the same bits.
- * For a thread whose slice of the B panel is a single micro-panel (n <= NR: a layer with
- * few outputs), where each element of A is used once and packing it costs more than it
- * saves. */
+ * For a thread whose slice of the B panel is one or two micro-panels (a layer with few
+ * outputs), where each element of A is used once or twice and packing it costs more than
+ * it saves. */
 typedef void (*pb_ukr_a_f32_t)(ptrdiff_t k, const float *a, ptrdiff_t lda, const float *bp,
                                float *c, ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,
                                const pb_epi_f32_t *epi);

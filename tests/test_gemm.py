@@ -381,6 +381,57 @@ def test_tall_dot_path(arch, dtype, threads):
         assert np.array_equal(y, np.maximum(results[0][0] + bias, 0)), (m, k, n)
 
 
+def inplace_a_shapes(blk):
+    """(m, k, n) of the packed path with one or two micro-panels of B per thread, where a
+    row-major A is read in place (ukr_a, on paths that have it): every kind of last row tile
+    (m = MR - 1, MR + 1), several MC blocks with a short last one, k from 1 across one and
+    two KC panels, n of 1, NR - 1, NR, NR + 1 and 2 NR columns (one, or two, micro-panels,
+    full or zero-padded). m >= 65 keeps the tall shapes off the dot-product kernel's rule
+    where n <= 16 (an AVX-512 path; there A is always packed anyway)."""
+    mr, nr, mc, kc = blk["mr"], blk["nr"], blk["mc"], blk["kc"]
+    return [(mr - 1, 1, 1), (mr + 1, 7, nr - 1), (2 * mc + mr + 1, kc + 3, nr),
+            (mc + 5, 2 * kc + 1, nr + 1), (3 * mr + 2, 64, 2 * nr), (65, kc - 1, 2 * nr - 3)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inplace_a_path(arch, dtype, threads):
+    """Products whose threads each hold one or two micro-panels of B, with A row-major (read
+    in place where the path has ukr_a) or column-major and strided (always packed): the same
+    bits on 1 and 2 threads, with A contiguous and as a slice of wider rows (lda > k), beta
+    0 into NaN (nothing outside C written, C never read) and beta 1 within the error bound;
+    the fused dense forward with a bias and relu gives relu(that + b) bitwise."""
+    blk = _gemm.blocks(arch, dtype)
+    rng = np.random.default_rng(8)
+    for m, k, n in inplace_a_shapes(blk):
+        wide = rng.standard_normal((m, k + 5)).astype(dtype)
+        a = np.ascontiguousarray(wide[:, :k])
+        a_packed = np.empty((2 * m, 2 * k), dtype)[::2, ::2]  # strides (4k, 2): packed
+        a_packed[...] = a
+        w = rng.standard_normal((n, k)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        c0 = rng.standard_normal((m, n)).astype(dtype)
+        for nt in (1, 2):
+            threads(nt)
+            assert _gemm.path(a, w.T) == "packed", (m, k, n, nt)
+            for beta in (0, 1):
+                packed = _gemm.gemm(c0.copy() if beta else np.full((m, n), np.nan, dtype),
+                                    a_packed, w.T, beta)
+                check(packed, c0, a, w.T, beta)
+                for src in (a, wide[:, :k]):
+                    buf = np.full((m + 1, n + 2), np.nan, dtype)
+                    if beta:
+                        buf[:m, 1:n + 1] = c0
+                    _gemm.gemm(buf[:m, 1:n + 1], src, w.T, beta)
+                    assert np.array_equal(buf[:m, 1:n + 1], packed), (m, k, n, nt, beta)
+                    assert np.isnan(buf[m]).all() and np.isnan(buf[:, [0, n + 1]]).all()
+            if nt == 1:
+                first = packed
+            y = pybackprop.dense_forward(a, w, bias, activation="relu")
+            assert np.array_equal(y, np.maximum(_gemm.gemm(np.empty((m, n), dtype), a_packed,
+                                                           w.T, 0) + bias, 0)), (m, k, n, nt)
+        assert np.array_equal(packed, first), (m, k, n)
+
+
 def atb_shapes(blk):
     """(m, k, n) that the A^T B rule (pb_use_atb_: m <= 64, or n <= 16 with m <= 256) sends
     to that kernel where there is one: row groups of 2 to 8 rows (m = 2, 3, 5, 8, 9, 16, 17,
