@@ -49,14 +49,16 @@ const pb_arch_t pb_arch_avx2 = {
     .name = "avx2",
     .blk_f32 = {.mr = 6, .nr = 16, .mc = 144, .kc = 256, .nc = 4096, .tw = PB_TT_TW_F32_AVX2,
                 .tj = PB_TT_TJ_F32_AVX2, .tm = 64},
-    .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096},
+    .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096, .tw = PB_TT_TW_F64_AVX2,
+                .tj = PB_TT_TJ_F64_AVX2, .tm = 32},
     .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
     .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
     .ukr_a_f32 = pb_gemm_ukr_a_f32_avx2_6x16, /* NULL elsewhere: A always packed there */
     .ukr_a_f64 = pb_gemm_ukr_a_f64_avx2_6x8,
     .pack_t_f32 = pb_pack_t_f32_avx2,
     .pack_t_f64 = pb_pack_t_f64_avx2,
-    .tt_f32 = pb_gemm_tt_f32_avx2, /* float64: none (6 columns exceed a 4 x 4 transpose) */
+    .tt_f32 = pb_gemm_tt_f32_avx2,
+    .tt_f64 = pb_gemm_tt_f64_avx2,
     .act_fwd_f32 = pb_act_fwd_f32_avx2, /* float64 has no vector sigmoid/tanh on AVX2 */
     .softplus_bwd_f32 = pb_softplus_bwd_f32_avx2,
     .atb_f32 = pb_gemm_atb_f32_avx2, /* NULL in ref: dw of few rows packs there */

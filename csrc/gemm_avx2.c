@@ -2,8 +2,9 @@
  *
  * Per-function target attributes only (see gemm_avx512.c). 16 ymm registers:
  * f32: 6 x 16 tile (6 rows x 2 ymm), 12 accumulators; f64: 6 x 8 (6 rows x 2 ymm).
- * Also the transposing pack (8 x 8 / 4 x 4 butterflies) and, float32, the transposed-tile
- * kernel: 6 columns of C times 16 rows (2 ymm of A^T), 12 accumulators, as the micro-kernel.
+ * Also the transposing pack (8 x 8 / 4 x 4 butterflies) and the transposed-tile kernel:
+ * float32 6 columns of C times 16 rows (2 ymm of A^T), 12 accumulators, as the micro-kernel;
+ * float64 4 columns times 8 rows, 8 accumulators.
  */
 #include "pb_internal.h"
 
@@ -207,8 +208,20 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define VLEAKY(v, s) \
     _mm256_blendv_pd(v, _mm256_mul_pd(v, s), _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LT_OQ))
 #define ATB_NAME pb_gemm_atb_f64_avx2
+#define TT_NAME pb_gemm_tt_f64_avx2
+#define TT_NV (PB_TT_TW_F64_AVX2 / VL)
+#define TT_MJ PB_TT_TJ_F64_AVX2
+#define TT_LOG2VL 2
+#define TT_IDX int /* unused: TT_BFLY has fixed shuffles */
+#define TT_BFLY(st, h, x0, x1) pb_bfly_f64_avx2(st, h, x0, x1)
 #include "ukr_simd.inc"
 #undef ATB_NAME
+#undef TT_NAME
+#undef TT_NV
+#undef TT_MJ
+#undef TT_LOG2VL
+#undef TT_IDX
+#undef TT_BFLY
 
 /* ---- transposing pack (both dtypes; contract at pb_pack_t_*_t in pb_internal.h) ----------
  * dst[p*W + r] = src[r*ld + p] for r < rows, p < kc, and 0 for rows <= r < W: blocks of

@@ -411,13 +411,19 @@ void pb_gemm_dot_f64_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double 
 #define PB_TT_TJ_F32_AVX512 12
 #define PB_TT_TW_F64_AVX512 16
 #define PB_TT_TJ_F64_AVX512 8
-/* The AVX2 float32 transposed-tile kernel's: 16 rows of A^T (2 ymm) times 6 columns (12
- * accumulators, the micro-kernel's count; at most VL = 8 columns fit one 8 x 8 transpose). */
+/* The AVX2 transposed-tile kernels': float32 16 rows of A^T (2 ymm) times 6 columns (12
+ * accumulators, the micro-kernel's count; at most VL = 8 columns fit one 8 x 8 transpose);
+ * float64 8 rows (2 ymm) times 4 columns (8 accumulators: the 4 x 4 transpose's limit). */
 #define PB_TT_TW_F32_AVX2 16
 #define PB_TT_TJ_F32_AVX2 6
 void pb_gemm_tt_f32_avx2(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *at,
                          const float *b, ptrdiff_t rsb, ptrdiff_t csb, float *c, ptrdiff_t ldc,
                          int beta, const pb_epi_f32_t *epi, float *ws);
+#define PB_TT_TW_F64_AVX2 8
+#define PB_TT_TJ_F64_AVX2 4
+void pb_gemm_tt_f64_avx2(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *at,
+                         const double *b, ptrdiff_t rsb, ptrdiff_t csb, double *c,
+                         ptrdiff_t ldc, int beta, const pb_epi_f64_t *epi, double *ws);
 void pb_pack_t_f32_avx2(float *dst, const float *src, ptrdiff_t ld, ptrdiff_t rows,
                         ptrdiff_t kc, int W);
 void pb_pack_t_f64_avx2(double *dst, const double *src, ptrdiff_t ld, ptrdiff_t rows,

@@ -273,16 +273,20 @@ def tt_shapes(blk, itemsize):
     boundaries, n from 2 (past 16 with m > 64, where fewer columns take the dot-product
     kernel); column-major B ("F", the forward's w: m <= 32 with n >= 48 or k <= 32, m <= 64
     with k >= 64, or k >= 256) and row-major B ("C", dx = dz @ w: m <= 64, k rows of at most
-    2 KiB)."""
+    2 KiB), m at most the path's tm (AVX2: 64, float64 32). The padded rows (d1, d2, d3)
+    stay within the rule's 15 % of A^T's panels whatever tw (AVX2 float64: 8)."""
     tw, tj, kc = blk["tw"] or 32, blk["tj"] or 12, blk["kc"]  # (the AVX-512 float32 sizes)
-    tm = blk["tm"] or 256  # the largest m (AVX2: 64)
+    tm = blk["tm"] or 256
     n0 = -(-192 // tj) * tj
-    return [(tw, 1, n0, "F"), (tw - 1, 5, n0 + tj - 1, "F"), (tw - 2, 33, n0 + 1, "F"),
+    d1, d2, d3 = min(2, 3 * tw // 23), min(3, 6 * tw // 23), min(5, 3 * tm // 23)
+    m4 = min(4 * tw, tm)  # past 32 rows, also the rule's k >= 64 with few columns
+    return [(tw, 1, n0, "F"), (tw - 1, 5, n0 + tj - 1, "F"), (tw - d1, 33, n0 + 1, "F"),
             (tw, 4, 16, "F"), (tw, 300, 48, "F"), (2 * tw, 64, max(4 * tj, 48) + 17, "F"),
-            (2 * tw, kc + 1, n0 + 3 * tj + 5, "F"), (2 * tw - 3, 2 * kc + 3, n0 + tj, "F"),
-            (tm - 5, 300, n0 + 7, "F"), (4 * tw, 256, 2 * n0 + 11, "F"), (4 * tw, 300, 17, "F"),
-            (tw, 1, 2, "C"), (tw - 1, 7, tj - 1, "C"), (tw - 2, 130, 2 * tj + 1, "C"),
-            (2 * tw, 2048 // itemsize, 5 * tj + 5, "C"), (2 * tw - 3, 200, 100, "C")]
+            (2 * tw, kc + 1, n0 + 3 * tj + 5, "F"), (2 * tw - d2, 2 * kc + 3, n0 + tj, "F"),
+            (tm - d3, 300, n0 + 7, "F"), (m4, 256, 2 * n0 + 11, "F"),
+            (m4, 300, 17 if m4 > 32 else 48, "F"),
+            (tw, 1, 2, "C"), (tw - 1, 7, tj - 1, "C"), (tw - d1, 130, 2 * tj + 1, "C"),
+            (2 * tw, 2048 // itemsize, 5 * tj + 5, "C"), (2 * tw - d2, 200, 100, "C")]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -387,9 +391,10 @@ def inplace_a_shapes(blk):
     (m = MR - 1, MR + 1), several MC blocks with a short last one, k from 1 across one and
     two KC panels, n of 1, NR - 1, NR, NR + 1 and 2 NR columns (one, or two, micro-panels,
     full or zero-padded). m >= 65 keeps the tall shapes off the dot-product kernel's rule
-    where n <= 16 (an AVX-512 path; there A is always packed anyway)."""
+    where n <= 16 (an AVX-512 path; there A is always packed anyway), and k = 40 with few
+    columns the small ones off the transposed-tile rule (m <= 32 takes k <= 32 or n >= 48)."""
     mr, nr, mc, kc = blk["mr"], blk["nr"], blk["mc"], blk["kc"]
-    return [(mr - 1, 1, 1), (mr + 1, 7, nr - 1), (2 * mc + mr + 1, kc + 3, nr),
+    return [(mr - 1, 1, 1), (mr + 1, 40, nr - 1), (2 * mc + mr + 1, kc + 3, nr),
             (mc + 5, 2 * kc + 1, nr + 1), (3 * mr + 2, 64, 2 * nr), (65, kc - 1, 2 * nr - 3)]
 
 
