@@ -59,8 +59,10 @@ const pb_arch_t pb_arch_avx2 = {
     .pack_t_f64 = pb_pack_t_f64_avx2,
     .tt_f32 = pb_gemm_tt_f32_avx2,
     .tt_f64 = pb_gemm_tt_f64_avx2,
-    .act_fwd_f32 = pb_act_fwd_f32_avx2, /* float64 has no vector sigmoid/tanh on AVX2 */
+    .act_fwd_f32 = pb_act_fwd_f32_avx2,
+    .act_fwd_f64 = pb_act_fwd_f64_avx2,
     .softplus_bwd_f32 = pb_softplus_bwd_f32_avx2,
+    .softplus_bwd_f64 = pb_softplus_bwd_f64_avx2,
     .atb_f32 = pb_gemm_atb_f32_avx2, /* NULL in ref: dw of few rows packs there */
     .atb_f64 = pb_gemm_atb_f64_avx2,
     PB_ISA_ENTRIES(avx2),

@@ -207,6 +207,54 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define VRELU(v) _mm256_max_pd(_mm256_setzero_pd(), v)
 #define VLEAKY(v, s) \
     _mm256_blendv_pd(v, _mm256_mul_pd(v, s), _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LT_OQ))
+#undef VSUB
+#undef VMUL
+#undef VDIV
+#undef VMAXV
+#undef VMINV
+#undef VABS
+#undef VROUND
+#undef VPOW2I
+#undef VSCALE
+#undef VBLEND_LT
+#undef VBLEND_LT0
+#undef VCOPYSIGN
+#undef FNAME
+#define VSUB(a, b) _mm256_sub_pd(a, b)
+#define VMUL(a, b) _mm256_mul_pd(a, b)
+#define VDIV(a, b) _mm256_div_pd(a, b)
+#define VMAXV(a, b) _mm256_max_pd(a, b)
+#define VMINV(a, b) _mm256_min_pd(a, b)
+#define VABS(a) _mm256_andnot_pd(_mm256_set1_pd(-0.0), a)
+#define VROUND(a) _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+/* 2^k for integer-valued doubles k in [-1022, 1023]: AVX2 has no double -> int64
+ * conversion, so k + 1023 is read off the low bits of k + 1023 + 1.5 * 2^52 (whose exponent
+ * is that of 1.5 * 2^52 for |k + 1023| < 2^51: the integer difference of the two bit
+ * patterns is k + 1023), then shifted into the exponent field. */
+#define VPOW2I(k)                                                                            \
+    _mm256_castsi256_pd(_mm256_slli_epi64(                                                   \
+        _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0 + 1023.0))), \
+                         _mm256_castpd_si256(_mm256_set1_pd(6755399441055744.0))),           \
+        52))
+/* p * 2^n in two exact steps (each factor a normal double: n in [-1077, 1024] by
+ * vmath_f64.inc's clamp), so that results in the subnormal range are rounded once, as
+ * AVX-512's scalef and libm round them */
+#define VSCALE(p, n)                                                                          \
+    __extension__({                                                                           \
+        const __m256d n1_ = _mm256_floor_pd(_mm256_mul_pd(n, _mm256_set1_pd(0.5)));          \
+        _mm256_mul_pd(_mm256_mul_pd(p, VPOW2I(n1_)), VPOW2I(_mm256_sub_pd(n, n1_)));          \
+    })
+#define VBLEND_LT(x, c, a, b) _mm256_blendv_pd(b, a, _mm256_cmp_pd(x, c, _CMP_LT_OQ))
+#define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm256_setzero_pd(), a, b)
+#define VCOPYSIGN(m, s) _mm256_or_pd(m, _mm256_and_pd(s, _mm256_set1_pd(-0.0)))
+#define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f64_avx2)
+#include "vmath_f64.inc"
+#define VSIGMOID(v) FNAME(sigmoid)(v)
+#define VTANH(v) FNAME(tanh)(v)
+#define VSOFTPLUS(v) FNAME(softplus)(v)
+#define ACT_FWD_NAME pb_act_fwd_f64_avx2
+#define ACT_BWD_NAME pb_softplus_bwd_f64_avx2
+#define VEXPM1(v) FNAME(expm1)(v)
 #define ATB_NAME pb_gemm_atb_f64_avx2
 #define TT_NAME pb_gemm_tt_f64_avx2
 #define TT_NV (PB_TT_TW_F64_AVX2 / VL)

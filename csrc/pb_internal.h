@@ -446,6 +446,8 @@ PB_DECLARE_ATB(avx512)
 void pb_act_fwd_f32_avx512(float *y, const float *z, ptrdiff_t n, int act, float slope);
 void pb_act_fwd_f64_avx512(double *y, const double *z, ptrdiff_t n, int act, double slope);
 void pb_act_fwd_f32_avx2(float *y, const float *z, ptrdiff_t n, int act, float slope);
+void pb_act_fwd_f64_avx2(double *y, const double *z, ptrdiff_t n, int act, double slope);
+void pb_softplus_bwd_f64_avx2(double *dz, const double *dy, const double *y, ptrdiff_t n);
 void pb_softplus_bwd_f32_avx512(float *dz, const float *dy, const float *y, ptrdiff_t n);
 void pb_softplus_bwd_f64_avx512(double *dz, const double *dy, const double *y, ptrdiff_t n);
 void pb_softplus_bwd_f32_avx2(float *dz, const float *dy, const float *y, ptrdiff_t n);
