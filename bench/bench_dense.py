@@ -243,6 +243,56 @@ def run_case(problem, op, threads, torch, timing, numpy_unmatched, runs=1):
     return row, ok
 
 
+EPILOGUE_COLUMNS = [
+    ("act", "act", "s"),
+    ("dtype", "dtype", "s"),
+    ("thr", "threads", "d"),
+    ("B x K x N", "shape", "s"),
+    ("ours us", "ours_us", _common.fmt_us),
+    ("over relu", "over_relu", "s"),
+]
+# Rounds of the epilogue table: the activations timed in turn this many times.
+EPILOGUE_ROUNDS = 5
+
+
+def run_epilogue(dtypes, threads, timing):
+    """Issue 3's "sigmoid/tanh within 5 % of relu": our fused forward at EXTRA_SHAPE with
+    relu and each of EXTRA_ACTS, verified, then timed in turn EPILOGUE_ROUNDS times (a
+    shared host's drifts, which move separate runs by more than 5 %, hit all of them alike),
+    each keeping its best median; printed with its cost over relu. Returns False if a
+    result was wrong."""
+    _common.set_threads(threads)
+    rows, ok = [], True
+    for dt in dtypes:
+        fns = {}
+        for act in ("relu",) + EXTRA_ACTS:
+            problem = Problem(dt, EXTRA_SHAPE, act, 0.01)
+            fn = problem.ours("forward")
+            try:
+                problem.verify("forward", fn, "ours")
+            except AssertionError as e:
+                rows.append(dict(act=act, dtype=dt.name.replace("float", "f"),
+                                 threads=threads, shape=_shape_text(EXTRA_SHAPE),
+                                 over_relu=f"FAIL {e}"))
+                ok = False
+                continue
+            fns[act] = fn
+        best = {}
+        for _ in range(EPILOGUE_ROUNDS):
+            for act, fn in fns.items():
+                t = _common.measure(fn, **timing)
+                best[act] = min(best.get(act, t), t)
+        for act, t in best.items():
+            over = "-" if act == "relu" or "relu" not in best else \
+                f"{100.0 * (t / best['relu'] - 1.0):+.1f} %"
+            rows.append(dict(act=act, dtype=dt.name.replace("float", "f"), threads=threads,
+                             shape=_shape_text(EXTRA_SHAPE), ours_us=t, over_relu=over))
+    print(f"Fused epilogue: forward, ours only, the activations timed in turn "
+          f"{EPILOGUE_ROUNDS} times (best median each)")
+    _common.print_table(rows, EPILOGUE_COLUMNS)
+    return ok
+
+
 SUBNORMAL_COLUMNS = [
     ("impl", "impl", "s"),
     ("dtype", "dtype", "s"),
@@ -334,6 +384,9 @@ def build_parser():
                    help="few shapes, one thread count, short timing (CI / README smoke)")
     p.add_argument("--large", action="store_true",
                    help="also (2048, 2048, 2048)")
+    p.add_argument("--epilogue", action="store_true",
+                   help="only the fused-epilogue table (sigmoid/tanh forward against relu "
+                        "at 1024^3, timed in turn; part of the full run)")
     p.add_argument("--subnormal", action="store_true",
                    help="only the subnormal-input table (slowdown on all-subnormal x, with "
                         "and without flush-to-zero; part of the full run)")
@@ -416,8 +469,14 @@ def main(argv=None):
           f"{timing['min_time']} s after a {timing['warmup']} s warm-up; best of "
           f"{args.runs} run(s); arguments: {shown_args or '(none)'}")
     print()
-    # the subnormal-input table: alone with --subnormal, after the main table in a full run
+    # the subnormal-input and epilogue tables: alone with --subnormal / --epilogue, after the
+    # main table in a full run
     subnormal = args.subnormal or (not args.quick and args.shapes is None)
+    epilogue = args.epilogue or (not args.quick and args.shapes is None)
+    if args.epilogue:
+        ok = run_epilogue(dtypes, max(thread_counts), timing)
+        _common.set_threads(default_threads, torch)
+        return 0 if ok else 1
     if args.subnormal:
         ok = run_subnormal(dtypes, max(thread_counts), torch, timing)
         _common.set_threads(default_threads, torch)
@@ -454,6 +513,10 @@ def main(argv=None):
     print("  ratios: their time / our time (> 1: pybackprop faster). GFLOP/s: forward "
           "2BKN, backward 4BKN (dx, dw, db).")
     print("  torch backward: torch.autograd.grad on a retained graph (backward only).")
+    if epilogue:
+        print()
+        all_ok = run_epilogue(dtypes, max(thread_counts), timing) and all_ok
+        _common.set_threads(default_threads, torch)
     if subnormal:
         print()
         all_ok = run_subnormal(dtypes, max(thread_counts), torch, timing) and all_ok
