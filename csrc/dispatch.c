@@ -48,9 +48,9 @@ const pb_arch_t pb_arch_ref = {
 const pb_arch_t pb_arch_avx2 = {
     .name = "avx2",
     .blk_f32 = {.mr = 6, .nr = 16, .mc = 144, .kc = 256, .nc = 4096, .tw = PB_TT_TW_F32_AVX2,
-                .tj = PB_TT_TJ_F32_AVX2, .tm = 64},
+                .tj = PB_TT_TJ_F32_AVX2, .tm = 64, .atb_copy = 4096},
     .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096, .tw = PB_TT_TW_F64_AVX2,
-                .tj = PB_TT_TJ_F64_AVX2, .tm = 32},
+                .tj = PB_TT_TJ_F64_AVX2, .tm = 32, .atb_copy = 4096},
     .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
     .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
     .ukr_a_f32 = pb_gemm_ukr_a_f32_avx2_6x16, /* NULL elsewhere: A always packed there */

@@ -243,6 +243,8 @@ typedef struct {
     ptrdiff_t mc, kc, nc;
     int tw, tj; /* transposed-tile kernel: A^T panel width, rows of B per tile */
     int tm;     /* ... and the largest m its rule (pb_use_tt_) takes */
+    int atb_copy; /* A^T B path: copy blocks of B whose row stride (bytes) is a multiple of
+                   * this, which alias in L1 (0: never; pb_atb_ldq_ in gemm_driver.inc) */
 } pb_blocks_t;
 
 /* ---- spectral norm kernels (one per ISA and dtype; drivers in spectral.c) --------------

@@ -443,11 +443,13 @@ def atb_shapes(blk):
     24, 33, 64, 100: balanced groups of at most 8 on AVX-512, 4 on AVX2), every kind of last
     column group (n = 1, 15, 16, 17, 47, 48, 49, 130, 300: full tiles of 3 vectors and 1, 2 or
     3 masked ones), k from 1 across the 32-row blocks (31, 32, 33, 300) and one and two KC
-    panels (the partial sums carried between blocks, C added once per panel)."""
+    panels (the partial sums carried between blocks, C added once per panel); rows of B
+    4 KiB and 8 KiB apart (n = 1024: the blocks of B that AVX2 copies to a padded stride
+    first, pb_atb_ldq_, whole and as each thread's half)."""
     kc = blk["kc"]
     return [(2, 1, 100), (5, 31, 17), (8, 32, 48), (9, 33, 49), (16, 300, 47), (17, 65, 1),
             (24, kc + 1, 130), (33, 2 * kc + 33, 64), (64, 100, 300), (100, 70, 16),
-            (3, 40, 15), (16, 300, 300)]
+            (3, 40, 15), (16, 300, 300), (16, 70, 1024), (9, kc + 1, 1024)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
