@@ -21,38 +21,42 @@
 /* Stores of lanes [0, n) of v, for the masks VMASK(n) (every mask in ukr_simd.inc is one):
  * plain 256/128/64/32-bit stores instead of vmaskmovps/pd, whose store form costs 13-18
  * cycles on Zen 4 whatever the mask (measured here, all lanes on included), against ~3 for
- * this sequence. Bytes past the prefix are never touched, as with the masked store.
- * pb_store_prefix_avx2 stores the first nbytes (a multiple of 4, at most 32) of v. */
-static inline __attribute__((target(TARGET), always_inline)) void pb_store_prefix_avx2(
-    char *p, __m256i v, int nbytes) {
-    if (nbytes == 32) {
-        _mm256_storeu_si256((__m256i *)p, v);
-        return;
-    }
-    __m128i x = _mm256_castsi256_si128(v);
-    if (nbytes & 16) {
-        _mm_storeu_si128((__m128i *)p, x);
-        x = _mm256_extracti128_si256(v, 1);
-        p += 16;
-    }
-    if (nbytes & 8) {
-        _mm_storel_epi64((__m128i *)p, x);
-        x = _mm_srli_si128(x, 8);
-        p += 8;
-    }
-    if (nbytes & 4) _mm_storeu_si32(p, x);
-}
-
+ * this sequence. Lanes past n are never touched, as with the masked store. */
 static inline __attribute__((target(TARGET), always_inline)) void pb_storem_f32_avx2(
     float *p, __m256i mk, __m256 v) {
     const int n = __builtin_ctz(~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(mk)));
-    pb_store_prefix_avx2((char *)p, _mm256_castps_si256(v), 4 * n);
+    if (n == 8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    __m128 x = _mm256_castps256_ps128(v);
+    if (n & 4) {
+        _mm_storeu_ps(p, x);
+        x = _mm256_extractf128_ps(v, 1);
+        p += 4;
+    }
+    if (n & 2) {
+        _mm_storel_epi64((__m128i *)p, _mm_castps_si128(x));
+        x = _mm_movehl_ps(x, x);
+        p += 2;
+    }
+    if (n & 1) _mm_store_ss(p, x);
 }
 
 static inline __attribute__((target(TARGET), always_inline)) void pb_storem_f64_avx2(
     double *p, __m256i mk, __m256d v) {
     const int n = __builtin_ctz(~(unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(mk)));
-    pb_store_prefix_avx2((char *)p, _mm256_castpd_si256(v), 8 * n);
+    if (n == 4) {
+        _mm256_storeu_pd(p, v);
+        return;
+    }
+    __m128d x = _mm256_castpd256_pd128(v);
+    if (n & 2) {
+        _mm_storeu_pd(p, x);
+        x = _mm256_extractf128_pd(v, 1);
+        p += 2;
+    }
+    if (n & 1) _mm_store_sd(p, x);
 }
 
 /* Stage st of the VL x VL butterfly transpose (the stages of gemm_avx512.c's pack_t, with
