@@ -264,6 +264,8 @@ def run_epilogue(dtypes, threads, timing):
     _common.set_threads(threads)
     rows, ok = [], True
     for dt in dtypes:
+        row0 = dict(dtype=dt.name.replace("float", "f"), threads=threads,
+                    shape=_shape_text(EXTRA_SHAPE))
         fns = {}
         for act in ("relu",) + EXTRA_ACTS:
             problem = Problem(dt, EXTRA_SHAPE, act, 0.01)
@@ -271,9 +273,7 @@ def run_epilogue(dtypes, threads, timing):
             try:
                 problem.verify("forward", fn, "ours")
             except AssertionError as e:
-                rows.append(dict(act=act, dtype=dt.name.replace("float", "f"),
-                                 threads=threads, shape=_shape_text(EXTRA_SHAPE),
-                                 over_relu=f"FAIL {e}"))
+                rows.append(dict(row0, act=act, over_relu=f"FAIL {e}"))
                 ok = False
                 continue
             fns[act] = fn
@@ -285,8 +285,7 @@ def run_epilogue(dtypes, threads, timing):
         for act, t in best.items():
             over = "-" if act == "relu" or "relu" not in best else \
                 f"{100.0 * (t / best['relu'] - 1.0):+.1f} %"
-            rows.append(dict(act=act, dtype=dt.name.replace("float", "f"), threads=threads,
-                             shape=_shape_text(EXTRA_SHAPE), ours_us=t, over_relu=over))
+            rows.append(dict(row0, act=act, ours_us=t, over_relu=over))
     print(f"Fused epilogue: forward, ours only, the activations timed in turn "
           f"{EPILOGUE_ROUNDS} times (best median each)")
     _common.print_table(rows, EPILOGUE_COLUMNS)

@@ -21,10 +21,10 @@
 /* Stores of lanes [0, n) of v, for the masks VMASK(n) (every mask in ukr_simd.inc is one):
  * plain 256/128/64/32-bit stores instead of vmaskmovps/pd, whose store form costs 13-18
  * cycles on Zen 4 whatever the mask (measured here, all lanes on included), against ~3 for
- * this sequence. Lanes past n are never touched, as with the masked store. */
-static inline __attribute__((target(TARGET), always_inline)) void pb_storem_f32_avx2(
-    float *p, __m256i mk, __m256 v) {
-    const int n = __builtin_ctz(~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(mk)));
+ * this sequence. Lanes past n are never touched, as with the masked store. pb_store_lanes_*
+ * take the lane count itself (the transposing pack knows it). */
+static inline __attribute__((target(TARGET), always_inline)) void pb_store_lanes_f32_avx2(
+    float *p, __m256 v, int n) {
     if (n == 8) {
         _mm256_storeu_ps(p, v);
         return;
@@ -43,9 +43,8 @@ static inline __attribute__((target(TARGET), always_inline)) void pb_storem_f32_
     if (n & 1) _mm_store_ss(p, x);
 }
 
-static inline __attribute__((target(TARGET), always_inline)) void pb_storem_f64_avx2(
-    double *p, __m256i mk, __m256d v) {
-    const int n = __builtin_ctz(~(unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(mk)));
+static inline __attribute__((target(TARGET), always_inline)) void pb_store_lanes_f64_avx2(
+    double *p, __m256d v, int n) {
     if (n == 4) {
         _mm256_storeu_pd(p, v);
         return;
@@ -57,6 +56,16 @@ static inline __attribute__((target(TARGET), always_inline)) void pb_storem_f64_
         p += 2;
     }
     if (n & 1) _mm_store_sd(p, x);
+}
+
+static inline __attribute__((target(TARGET), always_inline)) void pb_storem_f32_avx2(
+    float *p, __m256i mk, __m256 v) {
+    pb_store_lanes_f32_avx2(p, v, __builtin_ctz(~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(mk))));
+}
+
+static inline __attribute__((target(TARGET), always_inline)) void pb_storem_f64_avx2(
+    double *p, __m256i mk, __m256d v) {
+    pb_store_lanes_f64_avx2(p, v, __builtin_ctz(~(unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(mk))));
 }
 
 /* Stage st of the VL x VL butterfly transpose (the stages of gemm_avx512.c's pack_t, with
@@ -276,7 +285,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
  * VL x VL (VL rows of src, zero past rows, times VL values of p, masked loads past kc)
  * transposed in registers by log2(VL) butterfly stages (pb_bfly_*), each column then
  * stored as W's next VL (or last, fewer) lanes. */
-#define PB_PACK_T_AVX2(T, SFX, VL, LOG2VL, VEC, LOADU, LOADM, MASK, STORE, STOREM, ZERO, BFLY) \
+#define PB_PACK_T_AVX2(T, SFX, VL, LOG2VL, VEC, LOADU, LOADM, MASK, STOREN, ZERO, BFLY)      \
     __attribute__((target(TARGET))) void pb_pack_t_##SFX##_avx2(                            \
         T *dst, const T *src, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t kc, int W) {          \
         VEC tr[VL];                                                                         \
@@ -284,7 +293,6 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
             const ptrdiff_t nv =                                                            \
                 PB_MAX((ptrdiff_t)0, PB_MIN(PB_MIN(rows, (ptrdiff_t)W) - r0, (ptrdiff_t)VL)); \
             const int lanes = PB_MIN(VL, W - r0);                                           \
-            const __m256i sm = MASK(lanes);                                                 \
             const T *s0 = src + r0 * ld;                                                    \
             for (ptrdiff_t p0 = 0; p0 < kc; p0 += VL) {                                     \
                 const int pc = (int)PB_MIN((ptrdiff_t)VL, kc - p0);                         \
@@ -307,20 +315,18 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
                 T *d0 = dst + p0 * W + r0;                                                  \
                 _Pragma("GCC unroll 8") for (int c = 0; c < VL; ++c) {                      \
                     if (c >= pc) break;                                                     \
-                    if (lanes == VL)                                                        \
-                        STORE(d0 + c * W, tr[c]);                                           \
-                    else                                                                    \
-                        STOREM(d0 + c * W, sm, tr[c]);                                      \
+                    STOREN(d0 + c * W, tr[c], lanes);                                       \
                 }                                                                           \
             }                                                                               \
         }                                                                                   \
     }
 
-#define PB_MASK32_(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-#define PB_MASK64_(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
-PB_PACK_T_AVX2(float, f32, 8, 3, __m256, _mm256_loadu_ps, _mm256_maskload_ps, PB_MASK32_,
-               _mm256_storeu_ps, pb_storem_f32_avx2, _mm256_setzero_ps, pb_bfly_f32_avx2)
-PB_PACK_T_AVX2(double, f64, 4, 2, __m256d, _mm256_loadu_pd, _mm256_maskload_pd, PB_MASK64_,
-               _mm256_storeu_pd, pb_storem_f64_avx2, _mm256_setzero_pd, pb_bfly_f64_avx2)
+/* masks for the loads past kc: the micro-kernels' own (ukr_simd.inc) */
+PB_PACK_T_AVX2(float, f32, 8, 3, __m256, _mm256_loadu_ps, _mm256_maskload_ps,
+               pb_gemm_ukr_f32_avx2_6x16_mask, pb_store_lanes_f32_avx2, _mm256_setzero_ps,
+               pb_bfly_f32_avx2)
+PB_PACK_T_AVX2(double, f64, 4, 2, __m256d, _mm256_loadu_pd, _mm256_maskload_pd,
+               pb_gemm_ukr_f64_avx2_6x8_mask, pb_store_lanes_f64_avx2, _mm256_setzero_pd,
+               pb_bfly_f64_avx2)
 
 #endif
