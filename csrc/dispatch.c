@@ -215,7 +215,7 @@ static atomic_int g_flush = -1; /* -1: PYBACKPROP_FLUSH_DENORMAL not read yet */
  * (0 there means the default mask 0xFFBF, without DAZ). Writing an unsupported MXCSR bit
  * faults, so the mode is refused rather than tried. */
 #if PB_HAVE_MXCSR
-__attribute__((target("fxsr"))) static int flush_supported(void) {
+__attribute__((target("fxsr"))) int pb_flush_supported(void) {
     _Alignas(16) unsigned char area[512];
     memset(area, 0, sizeof area);
     _fxsave(area);
@@ -224,21 +224,21 @@ __attribute__((target("fxsr"))) static int flush_supported(void) {
     return ((mask != 0 ? mask : 0xFFBFu) & 0x40u) != 0;
 }
 #else
-static int flush_supported(void) { return 0; }
+int pb_flush_supported(void) { return 0; }
 #endif
 
 int pb_get_flush_denormal(void) {
     int f = atomic_load_explicit(&g_flush, memory_order_relaxed);
     if (f >= 0) return f;
     const char *env = getenv("PYBACKPROP_FLUSH_DENORMAL");
-    int want = env != NULL && env[0] != '\0' && strtol(env, NULL, 10) != 0 && flush_supported();
+    int want = env != NULL && env[0] != '\0' && strtol(env, NULL, 10) != 0 && pb_flush_supported();
     int unread = -1; /* a pb_set_flush_denormal() that came first wins */
     atomic_compare_exchange_strong(&g_flush, &unread, want);
     return atomic_load_explicit(&g_flush, memory_order_relaxed);
 }
 
 int pb_set_flush_denormal(int mode) {
-    if (mode && !flush_supported()) return 0;
+    if (mode && !pb_flush_supported()) return 0;
     atomic_store(&g_flush, mode ? 1 : 0);
     return 1;
 }

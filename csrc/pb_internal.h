@@ -44,19 +44,23 @@ static inline int pb_in_parallel(void) {
 }
 
 /* ---- opt-in flush of subnormals (pb_set_flush_denormal, pybackprop.set_flush_denormal) ----
- * Off (the default): no kernel touches the floating-point environment; subnormals are
- * computed exactly. On: every thread that does a kernel's work runs it with MXCSR's FTZ (a
- * result below the smallest normal number becomes 0) and DAZ (a subnormal operand reads as
- * 0) bits set -- the SSE control register governs AVX and AVX-512 arithmetic too -- and when
- * it leaves puts its control bits back exactly; exception flags raised meanwhile stay raised,
- * as they would with the mode off (feupdateenv's semantics).
+ * Every thread that does a kernel's work runs it with MXCSR's FTZ (a result below the
+ * smallest normal number becomes 0) and DAZ (a subnormal operand reads as 0) bits as the
+ * mode says -- the SSE control register governs AVX and AVX-512 arithmetic too: both set
+ * when on, both clear when off (the default: subnormals computed exactly), whatever the
+ * thread held before, and when it leaves it puts its control bits back exactly; exception
+ * flags raised meanwhile stay raised (feupdateenv's semantics). Off therefore also undoes,
+ * inside the kernels only, a flush the caller set up itself (torch.set_flush_denormal(True)
+ * sets the calling thread's MXCSR for good): otherwise the calling thread would flush and
+ * the OpenMP workers would not, and the results would depend on the thread count.
  *
  * `PB_FP_SCOPE;` opens such a scope until the end of the enclosing block (the cleanup
  * attribute restores on every path out of it). It is the first statement of every public
  * compute kernel (the calling thread) and of every OpenMP parallel-region body (each thread
  * of the team; a `parallel for` is written `parallel { PB_FP_SCOPE; for nowait }`). A nested
- * scope -- a kernel calling a kernel, the master thread inside its own region -- finds both
- * bits set and writes nothing. Where MXCSR does not govern the arithmetic (non-x86 builds,
+ * scope -- a kernel calling a kernel, the master thread inside its own region -- finds the
+ * bits as the mode wants them and writes nothing; so does, with the mode off, every thread
+ * whose MXCSR nobody changed (one read of MXCSR per scope). Where MXCSR does not govern the arithmetic (non-x86 builds,
  * x87 maths) there is no mode: pb_set_flush_denormal(1) reports it unsupported. */
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2_MATH__)
 #include <xmmintrin.h>
@@ -65,10 +69,10 @@ static inline int pb_in_parallel(void) {
 #define PB_MXCSR_FLAGS 0x003Fu      /* the sticky exception flags */
 #define PB_FP_UNTOUCHED 0xFFFFFFFFu /* never a saved MXCSR (its bits 16-31 are reserved 0) */
 static inline unsigned pb_fp_enter(void) {
-    if (!pb_get_flush_denormal()) return PB_FP_UNTOUCHED; /* mode off: MXCSR not even read */
+    const unsigned want = pb_get_flush_denormal() ? PB_MXCSR_FTZ_DAZ : 0u;
     const unsigned old = _mm_getcsr();
-    if ((old & PB_MXCSR_FTZ_DAZ) == PB_MXCSR_FTZ_DAZ) return PB_FP_UNTOUCHED;
-    _mm_setcsr(old | PB_MXCSR_FTZ_DAZ);
+    if ((old & PB_MXCSR_FTZ_DAZ) == want) return PB_FP_UNTOUCHED;
+    _mm_setcsr((old & ~PB_MXCSR_FTZ_DAZ) | want);
     return old;
 }
 static inline void pb_fp_leave(const unsigned *saved) {
@@ -339,6 +343,7 @@ typedef struct {
 
 const pb_arch_t *pb_arch(void);      /* the active table */
 int pb_threads(void);                /* threads a kernel may use */
+int pb_flush_supported(void);        /* MXCSR has FTZ and DAZ here (dispatch.c) */
 
 /* The per-ISA tables, defined together in dispatch.c. */
 extern const pb_arch_t pb_arch_ref;

@@ -12,6 +12,9 @@
  * is used by the dense/GEMM code, and the figures are upper bounds for the bench tables,
  * not a model of any kernel. Negative results mean "not measured" (bad argument or out of
  * memory). Never prints.
+ *   - pb_probe_ftz_daz / pb_probe_set_ftz_daz: for the tests of the flush mode, the FTZ and
+ *     DAZ bits that the calling thread and an OpenMP team hold between kernels (a region
+ *     without PB_FP_SCOPE, which would change them), and a caller's own flush to run under.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -263,4 +266,29 @@ double pb_probe_bandwidth_copy(ptrdiff_t n_bytes, int repeats) {
 
 double pb_probe_bandwidth_rmw(ptrdiff_t n_bytes, int repeats) {
     return pb_probe_bandwidth(n_bytes, repeats, 1);
+}
+
+/* ---- floating-point environment (tests) -------------------------------------------------- */
+unsigned pb_probe_ftz_daz(void) {
+    unsigned bits = 0;
+#if PB_HAVE_MXCSR
+    const int nt = pb_threads();
+    bits = _mm_getcsr() & PB_MXCSR_FTZ_DAZ;
+    PB_PROBE_PRAGMA(omp parallel num_threads(nt) reduction(| : bits))
+    bits |= _mm_getcsr() & PB_MXCSR_FTZ_DAZ;
+#endif
+    return bits;
+}
+
+int pb_probe_set_ftz_daz(unsigned bits) {
+#if PB_HAVE_MXCSR
+    bits &= PB_MXCSR_FTZ_DAZ;
+    if ((bits & 0x40u) && !pb_flush_supported()) return -1;
+    const unsigned old = _mm_getcsr();
+    _mm_setcsr((old & ~PB_MXCSR_FTZ_DAZ) | bits);
+    return (int)(old & PB_MXCSR_FTZ_DAZ);
+#else
+    (void)bits;
+    return -1;
+#endif
 }

@@ -51,10 +51,11 @@ void pb_set_num_threads(int n);
 int pb_get_num_threads(void);
 int pb_has_openmp(void);
 /* Opt-in flush of subnormals inside the kernels, process-wide, default off (or on from
- * PYBACKPROP_FLUSH_DENORMAL=1, read once). On: every kernel runs with FTZ and DAZ set in
- * MXCSR in each thread that does its work, and restores that thread's MXCSR control bits
- * before returning (the caller's state is never changed). pb_set_flush_denormal returns 1
- * if the mode is now as asked, 0 if this CPU or build cannot flush (mode 0 always works). */
+ * PYBACKPROP_FLUSH_DENORMAL=1, read once). Every kernel runs with FTZ and DAZ in MXCSR set
+ * (on) or clear (off, even if the caller had set them) in each thread that does its work,
+ * and restores that thread's MXCSR control bits before returning (the caller's state is
+ * never changed). pb_set_flush_denormal returns 1 if the mode is now as asked, 0 if this
+ * CPU or build cannot flush (mode 0 always works). */
 int pb_set_flush_denormal(int mode);
 int pb_get_flush_denormal(void);
 const char *pb_compiler(void);
@@ -128,6 +129,13 @@ double pb_probe_fma_peak_f32(double seconds);
 double pb_probe_fma_peak_f64(double seconds);
 double pb_probe_bandwidth_copy(ptrdiff_t n_bytes, int repeats);
 double pb_probe_bandwidth_rmw(ptrdiff_t n_bytes, int repeats);
+/* Floating-point environment probes (tests/): the MXCSR FTZ|DAZ bits (0x8040) set in the
+ * calling thread or in any thread of an OpenMP region of the current thread count, as they
+ * stand between kernels; and the calling thread's bits set to bits & 0x8040 (a caller's own
+ * flush, as torch.set_flush_denormal(True) leaves it), returning the previous bits, or -1
+ * (nothing changed) without MXCSR or for DAZ on a CPU without it. */
+unsigned pb_probe_ftz_daz(void);
+int pb_probe_set_ftz_daz(unsigned bits);
 
 /* ---- optimizers ----------------------------------------------------------------------------
  * One step of Adam / AdamW and of AdaMax over n_tensors tensors in ONE call (multi-tensor):

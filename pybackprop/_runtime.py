@@ -46,7 +46,8 @@ def set_arch(name):
 
 def set_flush_denormal(mode):
     """Flush subnormal numbers to zero inside pybackprop's kernels (``mode=True``), or compute
-    them exactly (``False``, the default). Named after ``torch.set_flush_denormal``.
+    them exactly (``False``, the default, even when the calling thread itself flushes, as
+    after ``torch.set_flush_denormal(True)``). Named after ``torch.set_flush_denormal``.
 
     On, every kernel runs with the FTZ and DAZ bits of MXCSR set in each thread that does its
     work (the calling thread and every OpenMP thread): a subnormal input reads as a zero of

@@ -12,6 +12,7 @@ import numpy as np
 
 import pybackprop
 from pybackprop import optim
+from pybackprop._core import lib
 
 N_THREADS = 8       # Python threads calling kernels concurrently
 ROUNDS = 3          # calls of the whole kernel set per thread
@@ -149,10 +150,13 @@ def test_set_num_threads_from_many_threads_is_safe(arch):
 
 
 def _assert_subnormals_survive(dt):
-    """Subnormal arithmetic is exact in this thread (numpy) and in the threads of a kernel
-    run with the current thread count: a GEMM by 1 (2 x 4096 x 64 flops, split across
-    threads) and an elementwise product (65536 elements, split too). Kernels run with the
-    flush mode off never touch MXCSR, so they see whatever earlier calls left behind."""
+    """Neither this thread nor an OpenMP team of the current thread count holds FTZ or DAZ
+    between kernels (read from MXCSR by pb_probe_ftz_daz, in a region that leaves them as
+    they are: the kernels' own regions clear them with the flush mode off), and subnormal
+    arithmetic is exact in this thread (numpy) and in a kernel run with the current thread
+    count: a GEMM by 1 (2 x 4096 x 64 flops, split across threads) and an elementwise
+    product (65536 elements, split too)."""
+    assert lib.pb_probe_ftz_daz() == 0, "FTZ/DAZ left set in MXCSR"
     tiny = np.finfo(dt).smallest_subnormal
     sub = np.full(4096, tiny * 3, dt)
     assert (sub * dt(1) == sub).all() and sub[0] != 0     # this thread

@@ -7,7 +7,9 @@ its work (crafted inputs whose exact and flushed results differ in every element
 threads); dense_forward, dense_backward, mse_loss and the optimizers on inputs mixing
 subnormal and normal values match the reference evaluated on those inputs with the
 subnormals replaced by zero, within the error model below, on every dispatch path and
-bitwise equal for 1 and 2 threads; afterwards no thread is left flushing (the probe of
+bitwise equal for 1 and 2 threads; a caller that flushes in its own thread (FTZ/DAZ set
+through pb_probe_set_ftz_daz) gets the exact results with the mode off, the same bits for 1
+and 2 threads, and its bits back; afterwards no thread is left flushing (the probe of
 test_concurrency.py); every OpenMP parallel region of the C sources opens a PB_FP_SCOPE.
 Fixtures arch, threads, flush (which restores the mode) and rng come from conftest.py. No
 test reads a clock.
@@ -306,6 +308,72 @@ def test_every_kernel_flushes_in_every_thread(flush, threads, case, dtype):
         assert flush(False)
         for a, b in zip(run(dtype, S), before):
             assert_bitwise(np.asarray(a), np.asarray(b), f"{case} off again")
+
+
+# ---- a caller's own flush ------------------------------------------------------------------
+# Kernels over subnormal data, inputs made beforehand (under FTZ/DAZ numpy's own arithmetic
+# would flush): (make(dt, S) -> arguments, call(*arguments) -> tuple of arrays). The sizes
+# split every kernel across 2 threads.
+def _own_flush_bwd(B, K, N):
+    return (lambda dt, S: (np.full((B, N), S, dt), np.ones((B, K), dt), np.ones((N, K), dt),
+                           np.ones((B, N), dt)),
+            lambda dy, x, w, y: pybackprop.dense_backward(dy, x, w, y, activation="relu"))
+
+
+def _own_flush_adam(dt, S):
+    return np.ones(20000, dt), np.full(20000, S, dt), np.zeros(20000, dt), np.zeros(20000, dt)
+
+
+OWN_FLUSH_CASES = {
+    "gemm": (lambda dt, S: (np.empty((256, 128), dt), np.full((256, 8), S, dt),
+                            np.ones((8, 128), dt)),
+             lambda c, a, b: (gemm(c, a, b),)),
+    "dense_forward": (lambda dt, S: (np.full((256, 8), S, dt), np.ones((128, 8), dt)),
+                      lambda x, w: (pybackprop.dense_forward(x, w, activation="identity"),)),
+    "dense_forward_small": (lambda dt, S: (np.full((32, 128), S, dt), np.ones((128, 128), dt)),
+                            lambda x, w: (pybackprop.dense_forward(x, w, activation="identity"),)),
+    "dense_backward_tasks": _own_flush_bwd(256, 64, 128),
+    "dense_backward_split": _own_flush_bwd(256, 256, 128),
+    "activation_backward": (lambda dt, S: (np.full(98304, 4 * S, dt),
+                                           np.full(98304, 0.5, dt)),
+                            lambda dy, y: (pybackprop.activation_backward(dy, y, "sigmoid"),)),
+    "mse_loss": (lambda dt, S: (np.full(50001, S, dt), np.zeros(50001, dt)),
+                 lambda p, t: pybackprop.mse_loss(p, t, reduction="sum")[1:]),
+    "adam_step": (_own_flush_adam,
+                  lambda p, g, m, v: (optim.adam_step(p, g, m, v, step=1), m)[1:]),
+    "sigma_upper_bound": (lambda dt, S: (np.full((256, 256), S, dt),),
+                        lambda w: (np.array(pybackprop.sigma_upper_bound(w)),)),
+}
+
+
+@needs_flush
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", sorted(OWN_FLUSH_CASES))
+def test_a_callers_own_flush_stays_out_of_the_kernels(flush, threads, case, dtype):
+    """A caller whose thread has FTZ and DAZ set (as torch.set_flush_denormal(True) leaves
+    it): with the mode off, every kernel computes the subnormals exactly -- bit for bit the
+    results of a caller without them, with 1 and 2 threads (before, the calling thread
+    flushed and the OpenMP workers did not, so the results depended on the thread count) --
+    and the caller's bits are set again when the call returns; with the mode on, as flushed
+    as for any caller."""
+    make, call = OWN_FLUSH_CASES[case]
+    S = dtype(8 * _fi(dtype).smallest_subnormal)
+    for n in (1, 2):
+        threads(n)
+        for mode in (False, True):
+            assert flush(mode)
+            clean = [np.array(a) for a in call(*make(dtype, S))]
+            args = make(dtype, S)
+            assert lib.pb_probe_set_ftz_daz(0x8040) == 0
+            try:
+                got = call(*args)
+            finally:
+                back = lib.pb_probe_set_ftz_daz(0)
+            assert back == 0x8040, f"{case}: the caller's FTZ/DAZ were not put back"
+            for i, (a, e) in enumerate(zip(got, clean)):
+                assert_bitwise(np.asarray(a), e, f"{case}[{i}], mode {mode}, {n} threads")
+            if not mode:
+                assert all(np.any(e != 0) for e in clean), f"{case}: exact results are 0"
 
 
 # ---- results on mixed inputs: the reference on flushed inputs -----------------------------
