@@ -113,6 +113,21 @@ def fma_peak(dtype, threads=None, seconds=0.15, runs=2):
     return _peak_cache[key]
 
 
+def recheck_fma_peaks(seconds=0.15, runs=2):
+    """Measure every FMA peak of the active SIMD path that :func:`fma_peak` has cached once
+    more, and keep the higher of the two: a probe that ran while the host was busy elsewhere
+    (one of the two vCPUs taken for a second or two) reads low, and would put rows above
+    100 %. Returns ``[(dtype name, threads, first, again)]`` for the report."""
+    arch = pybackprop.get_arch()
+    out = []
+    for key in [k for k in _peak_cache if k[2] == arch]:
+        first = _peak_cache.pop(key)
+        again = fma_peak(key[0], key[1], seconds=seconds, runs=runs)
+        _peak_cache[key] = max(first, again)
+        out.append((key[0], key[1], first, again))
+    return out
+
+
 def bandwidth(n_bytes=256 << 20, repeats=5, threads=None):
     """Streaming bandwidth in GB/s as ``(copy, rmw)``, measured by ``pb_probe_bandwidth_*``.
 
