@@ -26,7 +26,8 @@ import numpy as np
 import pybackprop
 
 __all__ = [
-    "measure", "fma_peak", "bandwidth", "import_torch", "set_threads", "blas_threads_note",
+    "measure", "fma_peak", "recheck_fma_peaks", "parallel_region_us", "bandwidth",
+    "import_torch", "set_threads", "blas_threads_note",
     "tolerance", "check_close", "print_table", "machine_lines", "parse_threads",
     "parse_dtypes", "DTYPES", "run_elementwise_case", "add_elementwise_arguments",
     "parse_elementwise_arguments", "ELEMENTWISE_COLUMNS", "print_elementwise_header",
@@ -126,6 +127,18 @@ def recheck_fma_peaks(seconds=0.15, runs=2):
         _peak_cache[key] = max(first, again)
         out.append((key[0], key[1], first, again))
     return out
+
+
+def parallel_region_us(threads=None, repeats=5):
+    """The cost in microseconds of an empty OpenMP parallel region with ``threads`` threads
+    (default: the current setting), measured by ``pb_probe_parallel_region_us``: what every
+    threaded kernel call pays once, on top of its work. 0 with one thread."""
+    old = pybackprop.get_num_threads()
+    pybackprop.set_num_threads(old if threads is None else threads)
+    try:
+        return _lib().pb_probe_parallel_region_us(repeats)
+    finally:
+        pybackprop.set_num_threads(old)
 
 
 def bandwidth(n_bytes=256 << 20, repeats=5, threads=None):

@@ -489,6 +489,10 @@ def main(argv=None):
                                   3 if args.quick else 5, threads=max(thread_counts))
     print(f"  measured bandwidth ({max(thread_counts)} thr): copy {copy:.1f} GB/s, "
           f"read-modify-write {rmw:.1f} GB/s")
+    if max(thread_counts) > 1:
+        region = _common.parallel_region_us(max(thread_counts))
+        print(f"  measured OpenMP parallel region ({max(thread_counts)} thr, empty): "
+              f"{region:.2f} us per call")
     print(f"  timing: median per call of >= {timing['min_samples']} samples over >= "
           f"{timing['min_time']} s after a {timing['warmup']} s warm-up; best of "
           f"{args.runs} run(s); arguments: {shown_args or '(none)'}")

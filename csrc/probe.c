@@ -12,6 +12,8 @@
  * is used by the dense/GEMM code, and the figures are upper bounds for the bench tables,
  * not a model of any kernel. Negative results mean "not measured" (bad argument or out of
  * memory). Never prints.
+ *   - pb_probe_parallel_region_us: the cost of an empty OpenMP parallel region with
+ *     pb_threads() threads, in microseconds (what every threaded kernel call pays once).
  *   - pb_probe_ftz_daz / pb_probe_set_ftz_daz: for the tests of the flush mode, the FTZ and
  *     DAZ bits that the calling thread and an OpenMP team hold between kernels (a region
  *     without PB_FP_SCOPE, which would change them), and a caller's own flush to run under.
@@ -266,6 +268,31 @@ double pb_probe_bandwidth_copy(ptrdiff_t n_bytes, int repeats) {
 
 double pb_probe_bandwidth_rmw(ptrdiff_t n_bytes, int repeats) {
     return pb_probe_bandwidth(n_bytes, repeats, 1);
+}
+
+/* ---- cost of a parallel region ----------------------------------------------------------
+ * Batches of PB_PROBE_REGIONS empty regions back to back (the team's threads stay awake
+ * between them, as in a loop of kernel calls); the best batch's mean, in us. */
+#define PB_PROBE_REGIONS 1000
+double pb_probe_parallel_region_us(int repeats) {
+    if (repeats < 1) return -1.0;
+    const int nt = pb_threads();
+    if (!PB_OMP || nt < 2) return 0.0;
+    double best = 0.0;
+    long total = 0;
+    for (int r = 0; r < repeats; ++r) {
+        long count = 0;
+        const double t0 = pb_probe_now();
+        for (int i = 0; i < PB_PROBE_REGIONS; ++i) {
+            PB_PROBE_PRAGMA(omp parallel num_threads(nt) reduction(+ : count))
+            count += 1;
+        }
+        const double dt = pb_probe_now() - t0;
+        total += count;
+        if (dt > 0.0 && (best == 0.0 || dt < best)) best = dt;
+    }
+    pb_probe_sink = (double)total;
+    return best > 0.0 ? best / PB_PROBE_REGIONS * 1e6 : -1.0;
 }
 
 /* ---- floating-point environment (tests) -------------------------------------------------- */

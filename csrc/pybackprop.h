@@ -129,6 +129,9 @@ double pb_probe_fma_peak_f32(double seconds);
 double pb_probe_fma_peak_f64(double seconds);
 double pb_probe_bandwidth_copy(ptrdiff_t n_bytes, int repeats);
 double pb_probe_bandwidth_rmw(ptrdiff_t n_bytes, int repeats);
+/* The cost in us of an empty OpenMP parallel region with the current thread count (best of
+ * `repeats` batches of 1000); 0 with one thread or without OpenMP, < 0 for repeats < 1. */
+double pb_probe_parallel_region_us(int repeats);
 /* Floating-point environment probes (tests/): the MXCSR FTZ|DAZ bits (0x8040) set in the
  * calling thread or in any thread of an OpenMP region of the current thread count, as they
  * stand between kernels; and the calling thread's bits set to bits & 0x8040 (a caller's own
