@@ -52,11 +52,12 @@ def set_flush_denormal(mode):
     On, every kernel runs with the FTZ and DAZ bits of MXCSR set in each thread that does its
     work (the calling thread and every OpenMP thread): a subnormal input reads as a zero of
     its sign and a result below ``np.finfo(dtype).tiny`` becomes 0, so a GEMM on subnormal
-    data runs at full speed instead of ~170x slower (SECURITY.md). Results then differ from
-    the reference (``pybackprop.reference``, exact IEEE arithmetic) by less than ``tiny`` per
-    rounding, and stay bitwise identical for any thread count. Unlike PyTorch's switch, the
-    mode stays inside the kernels: each thread's MXCSR control bits are put back before the
-    call returns, so numpy and every other library keep computing subnormals.
+    data runs at full speed on CPUs that take a microcode assist per subnormal operation
+    (~170x slower on an Intel Xeon; AMD Zen 4 needs none: SECURITY.md). Results then differ
+    from the reference (``pybackprop.reference``, exact IEEE arithmetic) by less than
+    ``tiny`` per rounding, and stay bitwise identical for any thread count. Unlike PyTorch's
+    switch, the mode stays inside the kernels: each thread's MXCSR control bits are put back
+    before the call returns, so numpy and every other library keep computing subnormals.
 
     Process-wide, like :func:`set_num_threads`; ``PYBACKPROP_FLUSH_DENORMAL=1`` turns it on
     at load time. A call already running in another thread when the mode changes may see
