@@ -60,8 +60,9 @@ static inline int pb_in_parallel(void) {
  * of the team; a `parallel for` is written `parallel { PB_FP_SCOPE; for nowait }`). A nested
  * scope -- a kernel calling a kernel, the master thread inside its own region -- finds the
  * bits as the mode wants them and writes nothing; so does, with the mode off, every thread
- * whose MXCSR nobody changed (one read of MXCSR per scope). Where MXCSR does not govern the arithmetic (non-x86 builds,
- * x87 maths) there is no mode: pb_set_flush_denormal(1) reports it unsupported. */
+ * whose MXCSR nobody changed (one read of MXCSR per scope). Where MXCSR does not govern the
+ * arithmetic (non-x86 builds, x87 maths) there is no mode: pb_set_flush_denormal(1) reports
+ * it unsupported. */
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2_MATH__)
 #include <xmmintrin.h>
 #define PB_HAVE_MXCSR 1
@@ -527,8 +528,9 @@ enum { PB_WS_GEMM = 0, PB_WS_DZ = 1, PB_WS_SLOTS = 2 };
 void *pb_workspace(int slot, size_t bytes);
 /* Thread layout of a GEMM: returns the thread count nt (1 for small problems) and a grid
  * tm x tn == nt (tm threads along M in MR tiles, tn along N in NR micro-panels) chosen to
- * balance the tiles per thread, favouring N splits when m < n and B is packed by transposition (b_trans != 0: B's
- * columns contiguous), so that each thread packs and reads only its own slice of B.
+ * balance the tiles per thread, favouring N splits when m < n and B is packed by
+ * transposition (b_trans != 0: B's columns contiguous), so that each thread packs and reads
+ * only its own slice of B.
  * Depends only on the shape and pb_threads(). */
 int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int b_trans, int *tm,
                   int *tn);
@@ -585,7 +587,8 @@ void pb_dz_rows_f64(double *dz, ptrdiff_t ldz, double *sum, const double *dy, co
  * max(0, z) does in SIMD (maxps returns its second operand on NaN or equality).
  * sigmoid and softplus are written so that no exp() argument is positive: no overflow for
  * any |z|. Derivatives take the OUTPUT y:
- *   relu' = y > 0 (exactly 0 elsewhere, whatever dy is, as PyTorch's threshold_backward);  leaky' = y > 0 ? 1 : slope (slope >= 0, so y > 0 iff z > 0);
+ *   relu' = y > 0 (exactly 0 elsewhere, whatever dy is, as PyTorch's threshold_backward);
+ *   leaky' = y > 0 ? 1 : slope (slope >= 0, so y > 0 iff z > 0);
  *   sigmoid' = y (1 - y);  tanh' = 1 - y^2;  softplus' = sigmoid(z) = 1 - e^{-y} = -expm1(-y).
  */
 #define PB_DEFINE_ACT(T, SFX, EXP, LOG1P, TANH, EXPM1)                                       \
