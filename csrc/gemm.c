@@ -5,7 +5,7 @@
 #include <string.h> /* memcpy: the tall dot path's aligned copy of B */
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h> /* SSE2 (x86-64 baseline): streaming stores of the outer product */
+#include <immintrin.h> /* SSE2 (x86-64 baseline): the outer product's stores */
 #define PB_HAVE_STREAM 1
 #else
 #define PB_HAVE_STREAM 0
@@ -19,6 +19,7 @@
 #define SV_SET1(x) _mm_set1_ps(x)
 #define SV_MUL_LOADU(s, p) _mm_mul_ps(s, _mm_loadu_ps(p))
 #define SV_STREAM(p, v) _mm_stream_ps(p, v)
+#define SV_STORE(p, v) _mm_store_ps(p, v)
 #endif
 #include "gemm_driver.inc"
 #undef T
@@ -28,6 +29,7 @@
 #undef SV_SET1
 #undef SV_MUL_LOADU
 #undef SV_STREAM
+#undef SV_STORE
 
 #define T double
 #define SFX f64
@@ -37,6 +39,7 @@
 #define SV_SET1(x) _mm_set1_pd(x)
 #define SV_MUL_LOADU(s, p) _mm_mul_pd(s, _mm_loadu_pd(p))
 #define SV_STREAM(p, v) _mm_stream_pd(p, v)
+#define SV_STORE(p, v) _mm_store_pd(p, v)
 #endif
 #include "gemm_driver.inc"
 #undef T

@@ -246,15 +246,23 @@ def test_epilogue_activation_ulps_float64(arch, act):
     assert np.isnan(special[2])
 
 
+# C of 4.2 / 8.5 MB (plain stores) and of 34 / 68 MB (streaming stores, from 32 MiB:
+# PB_OUTER_STREAM_BYTES in csrc/gemm_driver.inc), float32 / float64
+OUTER_SHAPES = [(1031, 1029), (2053, 4099)]
+
+
+@pytest.mark.parametrize("shape", OUTER_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_outer_product_path(arch, dtype, threads):
-    """k == 1 with a large C (the streaming outer-product path, >= 2^20 elements) gives
-    exactly the rounded products a[i] * b[j], like the micro-kernel, on unaligned rows of a
-    window of a NaN-filled buffer, for 1 and 2 threads; nothing outside the window is written."""
+def test_outer_product_path(arch, dtype, threads, shape):
+    """k == 1 with a large C (the outer-product path, >= 2^20 elements; plain stores, or
+    streaming ones for a C of 32 MiB or more) gives exactly the rounded products a[i] * b[j],
+    like the micro-kernel, on unaligned rows of a window of a NaN-filled buffer, for 1 and 2
+    threads; nothing outside the window is written."""
     rng = np.random.default_rng(5)
-    m, n = 1031, 1029
+    m, n = shape
     a = rng.standard_normal((m, 1)).astype(dtype)
     b = rng.standard_normal((1, n)).astype(dtype)
+    assert _gemm.path(a, b) == "outer"
     for nt in (1, 2):
         threads(nt)
         buf = np.full((m + 1, n + 3), np.nan, dtype)
