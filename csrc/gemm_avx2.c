@@ -98,6 +98,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define UKR_A_NAME pb_gemm_ukr_a_f32_avx2_6x16
 #define GEMV_DOT_NAME pb_gemv_dot_f32_avx2
 #define GEMV_AXPY_NAME pb_gemv_axpy_f32_avx2
+#define GEMV_AXPY_STRIP 1024 /* 4 KiB of partial sums */
 #define VREDUCE(v)                                                                           \
     __extension__({                                                                          \
         __m128 s_ = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));      \
@@ -172,6 +173,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #undef UKR_A_NAME
 #undef GEMV_DOT_NAME
 #undef GEMV_AXPY_NAME
+#undef GEMV_AXPY_STRIP
 #undef VREDUCE
 #undef VL
 #undef VEC
@@ -196,6 +198,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define UKR_A_NAME pb_gemm_ukr_a_f64_avx2_6x8
 #define GEMV_DOT_NAME pb_gemv_dot_f64_avx2
 #define GEMV_AXPY_NAME pb_gemv_axpy_f64_avx2
+#define GEMV_AXPY_STRIP 512 /* 4 KiB of partial sums */
 #define VREDUCE(v)                                                                           \
     __extension__({                                                                          \
         __m128d s_ = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));    \

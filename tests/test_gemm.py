@@ -246,6 +246,29 @@ def test_epilogue_activation_ulps_float64(arch, act):
     assert np.isnan(special[2])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemv_row_major_b(arch, dtype, threads):
+    """m == 1 with a row-major B (the B = 1 backward's dx = dz w, the axpy form): n across
+    several of AVX2's column strips (1024 float32 / 512 float64 columns) with a ragged last
+    one, k below and not a multiple of the 4 rows it sweeps at a time, both betas, against
+    the exact product (beta 0 on a NaN-filled C); 1 and 2 threads bitwise equal."""
+    rng = np.random.default_rng(11)
+    for k, n in ((1, 2500), (6, 1031), (37, 2049)):
+        a = rng.standard_normal((1, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        assert _gemm.path(a, b) == "gemv"
+        for beta in (0, 1):
+            c0 = rng.standard_normal((1, n)).astype(dtype)
+            res = []
+            for nt in (1, 2):
+                threads(nt)
+                c = c0.copy() if beta else np.full((1, n), np.nan, dtype)
+                _gemm.gemm(c, a, b, beta)
+                check(c, c0, a, b, beta)
+                res.append(c)
+            assert np.array_equal(res[0], res[1]), f"thread counts differ at {(k, n, beta)}"
+
+
 # C of 4.2 / 8.5 MB (plain stores) and of 34 / 68 MB (streaming stores, from 32 MiB:
 # PB_OUTER_STREAM_BYTES in csrc/gemm_driver.inc), float32 / float64
 OUTER_SHAPES = [(1031, 1029), (2053, 4099)]
