@@ -127,13 +127,20 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define VMINV(a, b) _mm256_min_ps(a, b)
 #define VABS(a) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a)
 #define VROUND(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define VPOW2I(k) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23))
+/* 2^(k + off) for int32 k (k + off + 127 the biased exponent, in [1, 254]) */
+#define VPOW2I(k, off) \
+    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127 + (off))), 23))
 /* p * 2^n in two exact steps (each factor a normal float) */
 #define VSCALE(p, n)                                                                          \
     __extension__({                                                                           \
         const __m256i ni_ = _mm256_cvtps_epi32(n), n1_ = _mm256_srai_epi32(ni_, 1);           \
-        _mm256_mul_ps(_mm256_mul_ps(p, VPOW2I(n1_)), VPOW2I(_mm256_sub_epi32(ni_, n1_)));     \
+        _mm256_mul_ps(_mm256_mul_ps(p, VPOW2I(n1_, 0)), VPOW2I(_mm256_sub_epi32(ni_, n1_), 0)); \
     })
+/* p * 2^n for n in [-150, 0] (vmath's exp of x <= 0, p in [0.7, 1.5)): p * 2^(n + 64) is
+ * exact and normal, so the product by 2^-64 is the one rounding, as in VSCALE's two steps:
+ * the same bits in four operations fewer */
+#define VSCALE_NEG(p, n) \
+    _mm256_mul_ps(_mm256_mul_ps(p, VPOW2I(_mm256_cvtps_epi32(n), 64)), _mm256_set1_ps(0x1p-64f))
 #define VBLEND_LT(x, c, a, b) _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, c, _CMP_LT_OQ))
 #define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm256_setzero_ps(), a, b)
 #define VCOPYSIGN(m, s) _mm256_or_ps(m, _mm256_and_ps(s, _mm256_set1_ps(-0.0f)))
@@ -228,6 +235,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #undef VROUND
 #undef VPOW2I
 #undef VSCALE
+#undef VSCALE_NEG
 #undef VBLEND_LT
 #undef VBLEND_LT0
 #undef VCOPYSIGN
@@ -239,13 +247,13 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define VMINV(a, b) _mm256_min_pd(a, b)
 #define VABS(a) _mm256_andnot_pd(_mm256_set1_pd(-0.0), a)
 #define VROUND(a) _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-/* 2^k for integer-valued doubles k in [-1022, 1023]: AVX2 has no double -> int64
- * conversion, so k + 1023 is read off the low bits of k + 1023 + 1.5 * 2^52 (whose exponent
- * is that of 1.5 * 2^52 for |k + 1023| < 2^51: the integer difference of the two bit
- * patterns is k + 1023), then shifted into the exponent field. */
-#define VPOW2I(k)                                                                            \
+/* 2^(k + off) for integer-valued doubles k (k + off in [-1022, 1023]): AVX2 has no double ->
+ * int64 conversion, so k + off + 1023 is read off the low bits of k + off + 1023 + 1.5 * 2^52
+ * (whose exponent is that of 1.5 * 2^52 for |k + off + 1023| < 2^51: the integer difference
+ * of the two bit patterns is k + off + 1023), then shifted into the exponent field. */
+#define VPOW2I(k, off)                                                                       \
     _mm256_castsi256_pd(_mm256_slli_epi64(                                                   \
-        _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0 + 1023.0))), \
+        _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0 + 1023.0 + (off)))), \
                          _mm256_castpd_si256(_mm256_set1_pd(6755399441055744.0))),           \
         52))
 /* p * 2^n in two exact steps (each factor a normal double: n in [-1077, 1024] by
@@ -254,8 +262,12 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define VSCALE(p, n)                                                                          \
     __extension__({                                                                           \
         const __m256d n1_ = _mm256_floor_pd(_mm256_mul_pd(n, _mm256_set1_pd(0.5)));          \
-        _mm256_mul_pd(_mm256_mul_pd(p, VPOW2I(n1_)), VPOW2I(_mm256_sub_pd(n, n1_)));          \
+        _mm256_mul_pd(_mm256_mul_pd(p, VPOW2I(n1_, 0)), VPOW2I(_mm256_sub_pd(n, n1_), 0));    \
     })
+/* p * 2^n for n in [-1077, 0] (vmath's exp and expm1 of x <= 0): p * 2^(n + 64) is exact and
+ * normal, then one rounding by the product with 2^-64, as in VSCALE's two steps */
+#define VSCALE_NEG(p, n) \
+    _mm256_mul_pd(_mm256_mul_pd(p, VPOW2I(n, 64)), _mm256_set1_pd(0x1p-64))
 #define VBLEND_LT(x, c, a, b) _mm256_blendv_pd(b, a, _mm256_cmp_pd(x, c, _CMP_LT_OQ))
 #define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm256_setzero_pd(), a, b)
 #define VCOPYSIGN(m, s) _mm256_or_pd(m, _mm256_and_pd(s, _mm256_set1_pd(-0.0)))

@@ -49,6 +49,7 @@
 #define VABS(a) _mm512_abs_ps(a)
 #define VROUND(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define VSCALE(p, n) _mm512_scalef_ps(p, n)
+#define VSCALE_NEG(p, n) VSCALE(p, n)
 #define VBLEND_LT(x, c, a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, c, _CMP_LT_OQ), b, a)
 #define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm512_setzero_ps(), a, b)
 #define VCOPYSIGN(m, s) _mm512_or_ps(m, _mm512_and_ps(s, _mm512_set1_ps(-0.0f)))
@@ -163,6 +164,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #undef VABS
 #undef VROUND
 #undef VSCALE
+#undef VSCALE_NEG
 #undef VBLEND_LT
 #undef VBLEND_LT0
 #undef VCOPYSIGN
@@ -175,6 +177,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define VABS(a) _mm512_abs_pd(a)
 #define VROUND(a) _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define VSCALE(p, n) _mm512_scalef_pd(p, n)
+#define VSCALE_NEG(p, n) VSCALE(p, n)
 #define VBLEND_LT(x, c, a, b) _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, c, _CMP_LT_OQ), b, a)
 #define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm512_setzero_pd(), a, b)
 #define VCOPYSIGN(m, s) _mm512_or_pd(m, _mm512_and_pd(s, _mm512_set1_pd(-0.0)))
