@@ -35,30 +35,22 @@ static inline __attribute__((target(TARGET), always_inline)) double hmax_f64(__m
     s = _mm_max_sd(s, _mm_unpackhi_pd(s, s));
     return _mm_cvtsd_f64(s);
 }
-/* p * 2^n for integral n in [-150, 0] (float) / [-1075, 0] (double). */
+/* p * 2^n for integral n in [-150, 0] (float) / [-1075, 0] (double), p = e^r in [0.7, 1.5):
+ * p * 2^(n + 64) is exact and normal, so its product with 2^-64 is the one rounding (to a
+ * subnormal where the result is one), as libm rounds e^y. */
 static inline __attribute__((target(TARGET), always_inline)) __m256 scale2_f32(__m256 p,
                                                                                __m256 n) {
-    const __m256 n1 = _mm256_round_ps(_mm256_mul_ps(n, _mm256_set1_ps(0.5f)),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 n2 = _mm256_sub_ps(n, n1);
-    const __m256i bias = _mm256_set1_epi32(127);
-    const __m256 s1 = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n1), bias), 23));
-    const __m256 s2 = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n2), bias), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    const __m256 s = _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127 + 64)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s), _mm256_set1_ps(0x1p-64f));
 }
 static inline __attribute__((target(TARGET), always_inline)) __m256d scale2_f64(__m256d p,
                                                                                 __m256d n) {
-    const __m256d n1 = _mm256_round_pd(_mm256_mul_pd(n, _mm256_set1_pd(0.5)),
-                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256d n2 = _mm256_sub_pd(n, n1);
-    const __m256i bias = _mm256_set1_epi64x(1023);
-    const __m256d s1 = _mm256_castsi256_pd(_mm256_slli_epi64(
-        _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n1)), bias), 52));
-    const __m256d s2 = _mm256_castsi256_pd(_mm256_slli_epi64(
-        _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n2)), bias), 52));
-    return _mm256_mul_pd(_mm256_mul_pd(p, s1), s2);
+    const __m256d s = _mm256_castsi256_pd(_mm256_slli_epi64(
+        _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n)),
+                         _mm256_set1_epi64x(1023 + 64)),
+        52));
+    return _mm256_mul_pd(_mm256_mul_pd(p, s), _mm256_set1_pd(0x1p-64));
 }
 
 /* float32: loss terms are summed in two double vectors (4 + 4 lanes). */
