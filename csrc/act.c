@@ -13,7 +13,8 @@
  * expression, so the simple ones vectorise (a switch per element kept 4096 relu' at ~3.7 us).
  * The same scalar functions either way: the same bits. A SIMD path's forward takes every
  * activation through its vector kernel instead (the fused epilogue's code; relu and
- * leaky_relu too: these loops, built for the baseline ISA, vectorise to 128 bits only). */
+ * leaky_relu too: these loops, built for the baseline ISA, vectorise to 128 bits only), and
+ * its backward through the vector form of pb_dact (ISA file's act_bwd). */
 #define PB_ACT_SWITCH(LOOP)                                                                 \
     switch (act) {                                                                          \
     case PB_ACT_RELU: LOOP(PB_ACT_RELU); break;                                            \
@@ -57,9 +58,9 @@
     }                                                                                      \
     static void act_bwd_##SFX(T *dz, const T *dy, const T *y, ptrdiff_t i0, ptrdiff_t i1,  \
                               int act, T slope) {                                          \
-        const pb_softplus_bwd_##SFX##_t vec = pb_arch()->softplus_bwd_##SFX;               \
-        if (vec != NULL && act == PB_ACT_SOFTPLUS) { /* expm1: no compiler vectorises it */ \
-            vec(dz + i0, dy + i0, y + i0, i1 - i0);                                        \
+        const pb_act_bwd_##SFX##_t vec = pb_arch()->act_bwd_##SFX;                         \
+        if (vec != NULL) {                                                                 \
+            vec(dz + i0, dy + i0, y + i0, i1 - i0, act, slope);                            \
             return;                                                                        \
         }                                                                                  \
         PB_ACT_SWITCH(PB_ACT_BWD_LOOP_##SFX)                                               \

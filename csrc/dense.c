@@ -88,10 +88,10 @@
 #define PB_DEFINE_DZ_ROWS(T, SFX)                                                          \
     void pb_dz_rows_##SFX(T *dz, ptrdiff_t ldz, T *sum, const T *dy, const T *y,           \
                           ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t n, int act, T slope) {   \
-        const pb_softplus_bwd_##SFX##_t sp = pb_arch()->softplus_bwd_##SFX;                \
+        const pb_act_bwd_##SFX##_t sp = pb_arch()->act_bwd_##SFX;                          \
         if (act == PB_ACT_SOFTPLUS && sp != NULL && dz != NULL) {                          \
             for (ptrdiff_t r = 0; r < rows; ++r) {                                         \
-                sp(dz + r * ldz, dy + r * ld, y + r * ld, n);                              \
+                sp(dz + r * ldz, dy + r * ld, y + r * ld, n, act, slope);                  \
                 if (sum != NULL)                                                           \
                     for (ptrdiff_t j = 0; j < n; ++j) sum[j] += dz[r * ldz + j];           \
             }                                                                              \

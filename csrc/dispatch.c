@@ -61,8 +61,8 @@ const pb_arch_t pb_arch_avx2 = {
     .tt_f64 = pb_gemm_tt_f64_avx2,
     .act_fwd_f32 = pb_act_fwd_f32_avx2,
     .act_fwd_f64 = pb_act_fwd_f64_avx2,
-    .softplus_bwd_f32 = pb_softplus_bwd_f32_avx2,
-    .softplus_bwd_f64 = pb_softplus_bwd_f64_avx2,
+    .act_bwd_f32 = pb_act_bwd_f32_avx2,
+    .act_bwd_f64 = pb_act_bwd_f64_avx2,
     .atb_f32 = pb_gemm_atb_f32_avx2, /* NULL in ref: dw of few rows packs there */
     .atb_f64 = pb_gemm_atb_f64_avx2,
     PB_ISA_ENTRIES(avx2),
@@ -86,8 +86,8 @@ const pb_arch_t pb_arch_avx512 = {
     .atb_f64 = pb_gemm_atb_f64_avx512,
     .act_fwd_f32 = pb_act_fwd_f32_avx512,
     .act_fwd_f64 = pb_act_fwd_f64_avx512,
-    .softplus_bwd_f32 = pb_softplus_bwd_f32_avx512,
-    .softplus_bwd_f64 = pb_softplus_bwd_f64_avx512,
+    .act_bwd_f32 = pb_act_bwd_f32_avx512,
+    .act_bwd_f64 = pb_act_bwd_f64_avx512,
     PB_ISA_ENTRIES(avx512),
 };
 #endif

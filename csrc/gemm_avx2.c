@@ -150,7 +150,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define VTANH(v) FNAME(tanh)(v)
 #define VSOFTPLUS(v) FNAME(softplus)(v)
 #define ACT_FWD_NAME pb_act_fwd_f32_avx2
-#define ACT_BWD_NAME pb_softplus_bwd_f32_avx2
+#define ACT_BWD_NAME pb_act_bwd_f32_avx2
 #define VEXPM1(v) FNAME(expm1)(v)
 #define ATB_NAME pb_gemm_atb_f32_avx2
 #define TT_NAME pb_gemm_tt_f32_avx2
@@ -277,7 +277,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define VTANH(v) FNAME(tanh)(v)
 #define VSOFTPLUS(v) FNAME(softplus)(v)
 #define ACT_FWD_NAME pb_act_fwd_f64_avx2
-#define ACT_BWD_NAME pb_softplus_bwd_f64_avx2
+#define ACT_BWD_NAME pb_act_bwd_f64_avx2
 #define VEXPM1(v) FNAME(expm1)(v)
 #define ATB_NAME pb_gemm_atb_f64_avx2
 #define TT_NAME pb_gemm_tt_f64_avx2

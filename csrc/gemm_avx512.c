@@ -84,7 +84,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define DOT_NAME pb_gemm_dot_f32_avx512
 #define VREDUCE8(a) pb_reduce8_f32_avx512(a)
 #define ACT_FWD_NAME pb_act_fwd_f32_avx512
-#define ACT_BWD_NAME pb_softplus_bwd_f32_avx512
+#define ACT_BWD_NAME pb_act_bwd_f32_avx512
 #define VEXPM1(v) FNAME(expm1)(v)
 #define TT_NAME pb_gemm_tt_f32_avx512
 #define TT_NV (PB_TT_TW_F32_AVX512 / VL)
@@ -209,7 +209,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 #define DOT_NAME pb_gemm_dot_f64_avx512
 #define VREDUCE8(a) pb_reduce8_f64_avx512(a)
 #define ACT_FWD_NAME pb_act_fwd_f64_avx512
-#define ACT_BWD_NAME pb_softplus_bwd_f64_avx512
+#define ACT_BWD_NAME pb_act_bwd_f64_avx512
 #define VEXPM1(v) FNAME(expm1)(v)
 #define TT_NAME pb_gemm_tt_f64_avx512
 #define TT_NV (PB_TT_TW_F64_AVX512 / VL)

@@ -204,19 +204,21 @@ typedef void (*pb_gemm_atb_f64_t)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t q, const d
 
 /* Vector activation forward (optional per ISA and dtype; NULL: act.c's scalar loops):
  * y[i] = act(z[i]) for 0 <= i < n by the GEMM epilogue's code (the same function as the
- * fused forward's, e.g. vmath_f32.inc's sigmoid/tanh); y may be z. act.c uses it for the
- * activations that have a vector form there (sigmoid, tanh, softplus). */
+ * fused forward's, e.g. vmath_f32.inc's sigmoid/tanh); y may be z. act.c uses it for every
+ * activation. */
 typedef void (*pb_act_fwd_f32_t)(float *y, const float *z, ptrdiff_t n, int act, float slope);
 typedef void (*pb_act_fwd_f64_t)(double *y, const double *z, ptrdiff_t n, int act,
                                  double slope);
 
-/* Vector softplus backward (optional per ISA and dtype; NULL: the scalar pb_dact loops):
- * dz[i] = dy[i] * -expm1(-y[i]) for 0 <= i < n (y the softplus OUTPUT, as pb_dact), with
- * the vmath expm1; dz may be dy or y. Used by act.c and by pb_dz_rows_* (the dense
- * backward). */
-typedef void (*pb_softplus_bwd_f32_t)(float *dz, const float *dy, const float *y, ptrdiff_t n);
-typedef void (*pb_softplus_bwd_f64_t)(double *dz, const double *dy, const double *y,
-                                      ptrdiff_t n);
+/* Vector activation backward (optional per ISA and dtype; NULL: the scalar pb_dact loops):
+ * dz[i] = dy[i] * act'(y[i]) for 0 <= i < n (y the activation's OUTPUT), pb_dact's
+ * operations in vector form (softplus' -expm1(-y) with the vmath expm1), so the same bits;
+ * dz may be dy or y. Used by act.c for every activation and by pb_dz_rows_* (the dense
+ * backward) for softplus. */
+typedef void (*pb_act_bwd_f32_t)(float *dz, const float *dy, const float *y, ptrdiff_t n,
+                                 int act, float slope);
+typedef void (*pb_act_bwd_f64_t)(double *dz, const double *dy, const double *y, ptrdiff_t n,
+                                 int act, double slope);
 
 /* Transposing pack (optional per ISA; NULL: the driver's portable loops):
  * dst[p*W + r] = src[r*ld + p] for 0 <= r < rows <= W, 0 <= p < kc; dst[p*W + r] = 0 for
@@ -318,8 +320,8 @@ typedef struct {
     pb_gemm_atb_f64_t atb_f64;
     pb_act_fwd_f32_t act_fwd_f32;
     pb_act_fwd_f64_t act_fwd_f64;
-    pb_softplus_bwd_f32_t softplus_bwd_f32;
-    pb_softplus_bwd_f64_t softplus_bwd_f64;
+    pb_act_bwd_f32_t act_bwd_f32;
+    pb_act_bwd_f64_t act_bwd_f64;
     /* losses (losses.c) */
     pb_xent_row_f32_t xent_row_f32;
     pb_xent_row_f64_t xent_row_f64;
@@ -455,10 +457,14 @@ void pb_act_fwd_f32_avx512(float *y, const float *z, ptrdiff_t n, int act, float
 void pb_act_fwd_f64_avx512(double *y, const double *z, ptrdiff_t n, int act, double slope);
 void pb_act_fwd_f32_avx2(float *y, const float *z, ptrdiff_t n, int act, float slope);
 void pb_act_fwd_f64_avx2(double *y, const double *z, ptrdiff_t n, int act, double slope);
-void pb_softplus_bwd_f64_avx2(double *dz, const double *dy, const double *y, ptrdiff_t n);
-void pb_softplus_bwd_f32_avx512(float *dz, const float *dy, const float *y, ptrdiff_t n);
-void pb_softplus_bwd_f64_avx512(double *dz, const double *dy, const double *y, ptrdiff_t n);
-void pb_softplus_bwd_f32_avx2(float *dz, const float *dy, const float *y, ptrdiff_t n);
+void pb_act_bwd_f32_avx512(float *dz, const float *dy, const float *y, ptrdiff_t n, int act,
+                           float slope);
+void pb_act_bwd_f64_avx512(double *dz, const double *dy, const double *y, ptrdiff_t n, int act,
+                           double slope);
+void pb_act_bwd_f32_avx2(float *dz, const float *dy, const float *y, ptrdiff_t n, int act,
+                         float slope);
+void pb_act_bwd_f64_avx2(double *dz, const double *dy, const double *y, ptrdiff_t n, int act,
+                         double slope);
 #endif
 
 /* Loss kernels the tables point at: losses.c (ref), losses_avx2.c, losses_avx512.c. */

@@ -703,6 +703,38 @@ def test_derivative_conventions_at_zero(arch, dtype):
     np.testing.assert_array_equal(dz, np.array([0.25, 0.25, 0.25, 0.25, 1, 0.25] * 3, dtype))
 
 
+# Standalone activations whose SIMD kernels do pb_dact's / pb_act's scalar operations in
+# vector form (csrc/pb_internal.h, csrc/ukr_simd.inc): the same bits as "ref". Not the
+# exp-based forwards, nor softplus' backward (vector exp / expm1 against libm's).
+EXACT_FWD = ["identity", "relu", "leaky_relu"]
+EXACT_BWD = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exact_activations_same_bits_as_ref(arch, dtype, rng):
+    """EXACT_FWD / EXACT_BWD on this path give ref's bits: special values (NaN payloads and
+    signed zeros included), a vector body and every tail length of one vector or two."""
+    z = np.concatenate([np.array(SPECIAL * 3, dtype),
+                        (3 * rng.standard_normal(1000)).astype(dtype)])
+    dy = np.concatenate([np.array(SPECIAL[::-1] * 3, dtype),
+                         rng.standard_normal(1000).astype(dtype)])
+    lengths = [z.size] + list(range(1, 34))
+
+    def run(path):
+        pybackprop.set_arch(path)
+        return ([pybackprop.activation(z[:n], k, negative_slope=0.3)
+                 for k in EXACT_FWD for n in lengths],
+                [pybackprop.activation_backward(dy[:n], z[:n], k, negative_slope=0.3)
+                 for k in EXACT_BWD for n in lengths])
+
+    want_fwd, want_bwd = run("ref")
+    got_fwd, got_bwd = run(arch)
+    for got, want, what in zip(got_fwd + got_bwd, want_fwd + want_bwd,
+                               [f"{k} n={n}" for k in EXACT_FWD for n in lengths]
+                               + [f"{k}' n={n}" for k in EXACT_BWD for n in lengths]):
+        assert_bitwise(got, want, what)
+
+
 EXTREMES = [-1e4, -1e3, -710.0, -100.0, -89.0, -20.0, -1e-8, 0.0, 1e-8, 20.0, 89.0, 100.0,
             710.0, 1e3, 1e4]
 
