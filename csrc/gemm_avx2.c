@@ -253,8 +253,10 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
  * of the two bit patterns is k + off + 1023), then shifted into the exponent field. */
 #define VPOW2I(k, off)                                                                       \
     _mm256_castsi256_pd(_mm256_slli_epi64(                                                   \
-        _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0 + 1023.0 + (off)))), \
-                         _mm256_castpd_si256(_mm256_set1_pd(6755399441055744.0))),           \
+        _mm256_sub_epi64(                                                                    \
+            _mm256_castpd_si256(                                                             \
+                _mm256_add_pd(k, _mm256_set1_pd(6755399441055744.0 + 1023.0 + (off)))),      \
+            _mm256_castpd_si256(_mm256_set1_pd(6755399441055744.0))),                        \
         52))
 /* p * 2^n in two exact steps (each factor a normal double: n in [-1077, 1024] by
  * vmath_f64.inc's clamp), so that results in the subnormal range are rounded once, as
