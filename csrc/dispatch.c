@@ -47,7 +47,7 @@ const pb_arch_t pb_arch_ref = {
 #if defined(__x86_64__) || defined(__i386__)
 const pb_arch_t pb_arch_avx2 = {
     .name = "avx2",
-    .blk_f32 = {.mr = 6, .nr = 16, .mc = 144, .kc = 256, .nc = 4096, .tw = PB_TT_TW_F32_AVX2,
+    .blk_f32 = {.mr = 6, .nr = 16, .mc = 144, .kc = 1024, .nc = 4096, .tw = PB_TT_TW_F32_AVX2,
                 .tj = PB_TT_TJ_F32_AVX2, .tm = 64, .atb_copy = 4096},
     .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096, .tw = PB_TT_TW_F64_AVX2,
                 .tj = PB_TT_TJ_F64_AVX2, .tm = 32, .atb_copy = 4096},
