@@ -95,6 +95,15 @@ const pb_arch_t pb_arch_avx512 = {
 static _Atomic(const pb_arch_t *) g_arch = NULL;
 static atomic_int g_threads = 0; /* 0: default */
 
+/* Work stealing's test mode (pb_wlist_t in pb_internal.h) */
+_Atomic int pb_steal_test_on = 0;
+_Atomic long pb_steal_test_count = 0;
+
+long pb_steal_test(int on) {
+    atomic_store(&pb_steal_test_on, on != 0);
+    return atomic_exchange(&pb_steal_test_count, 0);
+}
+
 const char *pb_strerror(int status) {
     switch (status) {
     case PB_OK: return "success";

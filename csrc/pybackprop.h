@@ -120,6 +120,13 @@ enum {
 };
 int pb_gemm_path(int *path, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa,
                  ptrdiff_t csa, ptrdiff_t rsb, ptrdiff_t csb, int beta, int elem_bytes);
+/* Work stealing, for tests: the threads of a multi-threaded GEMM each run their static
+ * share of the work and then take what is left of the others' (docs/gemm.md). With on != 0,
+ * thread 0 leaves its whole share to the other threads (so that tests can check that no
+ * result depends on which thread computed it); 0 restores normal running. Returns the units
+ * of work taken from another thread's share since the previous call. Not for concurrent
+ * use with other GEMMs. */
+long pb_steal_test(int on);
 
 /* ---- machine probes (bench/) ---------------------------------------------------------------
  * Peak FMA throughput of the current SIMD path with the current thread count, measured by a

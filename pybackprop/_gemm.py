@@ -70,3 +70,10 @@ def path(a, b, beta=0):
     check_status(lib.pb_gemm_path(code, a.shape[0], b.shape[1], a.shape[1], rsa, csa, rsb, csb,
                                   beta, a.itemsize))
     return PATHS[code[0]]
+
+
+def steal_test(on):
+    """Work stealing's test mode (``pb_steal_test``): while on, thread 0 of every
+    multi-threaded GEMM leaves its whole share of the work to the other threads. Returns the
+    units of work taken from another thread's share since the previous call."""
+    return int(lib.pb_steal_test(1 if on else 0))

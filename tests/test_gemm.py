@@ -153,6 +153,55 @@ def test_threads_bitwise(arch, dtype, threads):
         assert np.array_equal(res[0], res[1]), f"thread counts differ at {(m, k, n)}"
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_work_stealing_bitwise(arch, dtype, threads):
+    """Threads run their static share of the work, then take what is left of the others'
+    (docs/gemm.md, "Threads and determinism"). In the steal test mode thread 0 leaves all of
+    its share to thread 1, so every unit of it runs on a thread that does not own it: the
+    packed path (an M split; an N split of a transposed B, the forward's layout; A read in
+    place; several K and N panels) and the transposed-tile path (several K panels, beta 1,
+    a bias and relu) give one thread's bits, and units were taken (the code ran)."""
+    rng = np.random.default_rng(12)
+    blk = _gemm.blocks(arch, dtype)
+    mr, nr, mc, kc, nc = (blk[x] for x in ("mr", "nr", "mc", "kc", "nc"))
+    packed = [(2 * mc + mr + 1, 2 * kc + 3, 3 * nr + 5, "C"), (mc - 1, kc + 1, 6 * nr + 3, "F"),
+              (mc + 1, 100, nc + nr + 1, "F"), (4 * mc + 1, 64, 2 * nr, "F"),
+              (3 * mr, 2 * kc + 1, 4 * nr, "S")]
+    tt = [(m, k, n, lay) for m, k, n, lay in tt_shapes(blk, np.dtype(dtype).itemsize)
+          if 2 * m * n * k >= 400000] if blk["tw"] else []
+    for group in (packed, tt):
+        stolen = 0
+        for m, k, n, lay in group:
+            a = layout(rng, m, k, dtype, "C")
+            b = layout(rng, k, n, dtype, lay)
+            assert _gemm.path(a, b) == ("tt" if group is tt else "packed"), (m, k, n, lay)
+            c0 = rng.standard_normal((m, n)).astype(dtype)
+            for beta in (0, 1):
+                res = []
+                for nt, test in ((1, False), (2, True)):
+                    threads(nt)
+                    _gemm.steal_test(test)
+                    try:
+                        res.append(_gemm.gemm(c0.copy() if beta else
+                                              np.full((m, n), np.nan, dtype), a, b, beta))
+                    finally:
+                        stolen += _gemm.steal_test(False)
+                assert np.array_equal(res[0], res[1]), (m, k, n, lay, beta)
+            if lay == "F":  # the dense forward: bias and relu in the epilogue
+                w = np.ascontiguousarray(b.T)
+                bias = rng.standard_normal(n).astype(dtype)
+                threads(1)
+                y1 = pybackprop.dense_forward(a, w, bias, activation="relu")
+                threads(2)
+                _gemm.steal_test(True)
+                try:
+                    y2 = pybackprop.dense_forward(a, w, bias, activation="relu")
+                finally:
+                    stolen += _gemm.steal_test(False)
+                assert np.array_equal(y1, y2), (m, k, n)
+        assert stolen > 0 or not group, "no unit of work was taken from thread 0's share"
+
+
 def test_bad_arguments():
     """The wrapper rejects mismatched shapes, mixed dtypes and a strided C column; the path
     query rejects what the GEMM would."""
