@@ -225,13 +225,19 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
         if (tasks) {                                                                       \
             const int chunked = dw_chunked(K, N);                                          \
             int next = 0;                                                                  \
+            int full = 1; /* both threads came (else the calling thread alone, below) */ \
             _Pragma("omp parallel num_threads(2)")                                         \
             {                                                                              \
                 PB_FP_SCOPE;                                                               \
-                task_##SFX(pb_thread_id(), chunked, &next, dx, dw, dz, src_dw, src_dx, x, w, \
-                           B, K, N, beta, st);                                             \
+                if (pb_team_is(2))                                                         \
+                    task_##SFX(pb_thread_id(), chunked, &next, dx, dw, dz, src_dw, src_dx, x, \
+                               w, B, K, N, beta, st);                                      \
+                else if (pb_thread_id() == 0)                                              \
+                    full = 0;                                                              \
             }                                                                              \
-        } else {                                                                           \
+            tasks = full;                                                                  \
+        }                                                                                  \
+        if (!tasks) {                                                                      \
             if (dw != NULL) st[0] = dw_gemm_##SFX(dw, dz, src_dw, x, B, K, N, beta, 0, K); \
             if (dx != NULL && st[0] == PB_OK)                                              \
                 st[1] = dx_gemm_##SFX(dx, dz, src_dx, w, B, K, N, beta);                   \
@@ -311,13 +317,17 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
             int st[3] = {PB_OK, PB_OK, PB_OK};                                             \
             const int chunked = dw_chunked(K, N);                                          \
             int next = 0;                                                                  \
+            int full = 1; /* both threads came (else the one-thread way, below) */          \
             _Pragma("omp parallel num_threads(2)")                                         \
             {                                                                              \
                 PB_FP_SCOPE;                                                               \
                 const int me = pb_thread_id();                                             \
-                T *dzp = me == 0 ? dzbuf                                                   \
+                T *dzp = !pb_team_is(2) ? NULL                                             \
+                         : me == 0      ? dzbuf                                            \
                                  : pb_workspace(PB_WS_DZ, sizeof(T) * (size_t)B * (size_t)N); \
-                if (dzp == NULL) {                                                         \
+                if (!pb_team_is(2)) {                                                      \
+                    if (me == 0) full = 0;                                                 \
+                } else if (dzp == NULL) {                                                  \
                     st[1] = PB_ERR_NOMEM;                                                  \
                 } else {                                                                   \
                     for (ptrdiff_t j0 = 0; j0 < N; j0 += PB_DZ_COLS)                        \
@@ -327,7 +337,7 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                                beta, st);                                                  \
                 }                                                                          \
             }                                                                              \
-            return tasks_status(st);                                                       \
+            if (full) return tasks_status(st);                                             \
         }                                                                                  \
         if (dzbuf != NULL || db != NULL) {                                                 \
             const ptrdiff_t nblk = (N + PB_DZ_COLS - 1) / PB_DZ_COLS;                      \

@@ -36,6 +36,11 @@ static inline int pb_team_size(void) { /* threads of the current team (1 outside
     return 1;
 #endif
 }
+/* Whether the current team has the nt threads its region asked for: OpenMP may give fewer
+ * (OMP_THREAD_LIMIT, OMP_DYNAMIC, a nested region). A region that splits its work by thread
+ * number then does nothing (all threads of a team see the same answer) and its caller runs
+ * the work on one thread: shares left to absent threads would never be computed. */
+static inline int pb_team_is(int nt) { return pb_team_size() == nt; }
 static inline int pb_in_parallel(void) {
 #if PB_OMP
     return omp_in_parallel();

@@ -177,3 +177,42 @@ def test_no_flush_to_zero_behind_the_users_back(threads):
         for dt in (np.float32, np.float64):
             _kernel_set(0, dt)
             _assert_subnormals_survive(dt)
+
+
+_SHORT_TEAM = """
+import numpy as np, pybackprop
+shapes = [(300, 200, 300),   # packed forward; fused backward (dz formed while packing)
+          (64, 512, 512),    # transposed-tile forward (AVX2, AVX-512), packed N split
+          (32, 128, 128),    # small layer: backward tasks with their own dz
+          (1000, 300, 40),   # backward: dw by the A^T B kernel in chunks
+          (4096, 256, 16),   # tall forward with few outputs (AVX-512's dot kernel)
+          (1, 700, 900)]     # B = 1: GEMV and outer product
+bad = []
+for dt in (np.float32, np.float64):
+    rng = np.random.default_rng(0)
+    for B, K, N in shapes:
+        x, w, b = (rng.standard_normal(s).astype(dt) for s in ((B, K), (N, K), (N,)))
+        dy = rng.standard_normal((B, N)).astype(dt)
+        res = []
+        for nt in (1, 2):
+            pybackprop.set_num_threads(nt)
+            y = pybackprop.dense_forward(x, w, b, activation="tanh")
+            res.append([y] + list(pybackprop.dense_backward(dy, x, w, y, activation="tanh")))
+        if not all(np.array_equal(p, q) for p, q in zip(*res)):
+            bad.append((np.dtype(dt).name, B, K, N))
+print(bad)
+"""
+
+
+def test_a_short_openmp_team_computes_everything():
+    """OpenMP may give a region fewer threads than it asks for (here OMP_THREAD_LIMIT=1
+    under set_num_threads(2)); regions that split work by thread number then run it on one
+    thread instead of leaving absent threads' shares unwritten: forward and backward on
+    every GEMM path give the one-thread bits (a subprocess: the limit is read at start-up)."""
+    import os
+    import subprocess
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    out = subprocess.run([sys.executable, "-c", _SHORT_TEAM], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
