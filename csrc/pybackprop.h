@@ -124,8 +124,8 @@ int pb_gemm_path(int *path, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa
  * share of the work and then take what is left of the others' (docs/gemm.md). With on != 0,
  * thread 0 leaves its whole share to the other threads (so that tests can check that no
  * result depends on which thread computed it); 0 restores normal running. Returns the units
- * of work taken from another thread's share since the previous call. Not for concurrent
- * use with other GEMMs. */
+ * of work taken from another thread's share since the previous call. Process-wide: while
+ * on, it applies to every GEMM, whichever thread calls it (their results stay right). */
 long pb_steal_test(int on);
 
 /* ---- machine probes (bench/) ---------------------------------------------------------------
