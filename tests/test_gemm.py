@@ -164,7 +164,7 @@ def test_work_stealing_bitwise(arch, dtype, threads):
     rng = np.random.default_rng(12)
     blk = _gemm.blocks(arch, dtype)
     mr, nr, mc, kc, nc = (blk[x] for x in ("mr", "nr", "mc", "kc", "nc"))
-    packed = [(2 * mc + mr + 1, 2 * kc + 3, 3 * nr + 5, "C"), (mc - 1, kc + 1, 6 * nr + 3, "F"),
+    packed = [(2 * mc + mr + 1, 2 * kc + 3, 3 * nr + 5, "C"), (mc - 1, kc + 1, 16 * nr + 3, "F"),
               (mc + 1, 100, nc + nr + 1, "F"), (4 * mc + 1, 64, 2 * nr, "F"),
               (3 * mr, 2 * kc + 1, 4 * nr, "S")]
     tt = [(m, k, n, lay) for m, k, n, lay in tt_shapes(blk, np.dtype(dtype).itemsize)
