@@ -322,19 +322,20 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
             {                                                                              \
                 PB_FP_SCOPE;                                                               \
                 const int me = pb_thread_id();                                             \
-                T *dzp = !pb_team_is(2) ? NULL                                             \
-                         : me == 0      ? dzbuf                                            \
-                                 : pb_workspace(PB_WS_DZ, sizeof(T) * (size_t)B * (size_t)N); \
                 if (!pb_team_is(2)) {                                                      \
                     if (me == 0) full = 0;                                                 \
-                } else if (dzp == NULL) {                                                  \
-                    st[1] = PB_ERR_NOMEM;                                                  \
                 } else {                                                                   \
-                    for (ptrdiff_t j0 = 0; j0 < N; j0 += PB_DZ_COLS)                        \
-                        dz_db_##SFX(dzp, me == 0 ? db : NULL, dy, y, B, N, j0,             \
-                                    PB_MIN(N, j0 + PB_DZ_COLS), act, slope, accumulate);   \
-                    task_##SFX(me, chunked, &next, dx, dw, dzp, NULL, NULL, x, w, B, K, N, \
-                               beta, st);                                                  \
+                    T *dzp = me == 0 ? dzbuf                                               \
+                                     : pb_workspace(PB_WS_DZ, sizeof(T) * (size_t)B * (size_t)N); \
+                    if (dzp == NULL) {                                                     \
+                        st[1] = PB_ERR_NOMEM;                                              \
+                    } else {                                                               \
+                        for (ptrdiff_t j0 = 0; j0 < N; j0 += PB_DZ_COLS)                   \
+                            dz_db_##SFX(dzp, me == 0 ? db : NULL, dy, y, B, N, j0,         \
+                                        PB_MIN(N, j0 + PB_DZ_COLS), act, slope, accumulate); \
+                        task_##SFX(me, chunked, &next, dx, dw, dzp, NULL, NULL, x, w, B, K, N, \
+                                   beta, st);                                              \
+                    }                                                                      \
                 }                                                                          \
             }                                                                              \
             if (full) return tasks_status(st);                                             \
