@@ -8,13 +8,14 @@ The specification of every function here is its namesake in :mod:`pybackprop.ref
 """
 import numpy as np
 
-from ._core import (ACTIVATIONS, F32, F64, act_code, as_input, check_out, check_status,
-                    describe, ffi, kernel, lib, ptr, result_dtype)
+from ._core import (_ACT_CODE, _INF, ACTIVATIONS, F32, F64, act_code, as_input, check_out,
+                    check_status, describe, ffi, kernel, lib, ptr, result_dtype)
 
-_CTYPE = {F32: "float[]", F64: "double[]"}
-_FWD = {F32: lib.pb_dense_forward_f32, F64: lib.pb_dense_forward_f64}
-_BWD = {F32: lib.pb_dense_backward_f32, F64: lib.pb_dense_backward_f64}
+_FWD = {F32: (lib.pb_dense_forward_f32, "float[]"), F64: (lib.pb_dense_forward_f64, "double[]")}
+_BWD = {F32: (lib.pb_dense_backward_f32, "float[]"),
+        F64: (lib.pb_dense_backward_f64, "double[]")}
 _fb = ffi.from_buffer
+_nd = np.ndarray
 _NULL = ffi.NULL
 _OVERLAP = lib.PB_ERR_OVERLAP
 
@@ -53,23 +54,25 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
     -------
     y : ndarray (B, N) or (N,), float32 if the inputs are float32, else float64.
     """
-    act, slope = act_code(activation, negative_slope)
-    if type(x) is np.ndarray and type(w) is np.ndarray:
-        dtype, xs, ws = x.dtype, x.shape, w.shape
-        fast = ((dtype is F32 or dtype is F64) and w.dtype is dtype and len(xs) == 2
-                and len(ws) == 2 and xs[1] == ws[1] and x.flags.carray and w.flags.carray
-                and (b is None or (type(b) is np.ndarray and b.dtype is dtype
-                                   and b.shape == (ws[0],) and b.flags.carray)))
+    # The common call (float ndarrays of one dtype, usable as they are, matching shapes),
+    # checked inline (a helper call per array costs ~0.1 us): nothing to convert, only the
+    # output to allocate or check.
+    fast = False
+    if type(x) is _nd and type(w) is _nd and x.ndim == 2 and w.ndim == 2:
+        dtype = x.dtype
+        if (dtype is F32 or dtype is F64) and w.dtype is dtype:
+            (B, K), (N, kw) = x.shape, w.shape
+            fast = (K == kw and x.flags.carray and w.flags.carray
+                    and (b is None or (type(b) is _nd and b.dtype is dtype and b.ndim == 1
+                                       and len(b) == N and b.flags.carray)))
+    act = _ACT_CODE.get(activation) if type(activation) is str else None
+    if act is not None and type(negative_slope) is float and 0.0 <= negative_slope < _INF:
+        slope = negative_slope  # a known name and a valid float: act_code's answer
     else:
-        fast = False
+        act, slope = act_code(activation, negative_slope)  # converts, or raises
     if fast:
-        # The common call (float ndarrays of one dtype, usable as they are, matching
-        # shapes), checked inline (a helper call per array costs ~0.1 us): nothing to
-        # convert, only the output to allocate or check.
         xa, wa, ba = x, w, b
-        (B, K), N = xs, ws[0]
         shape = (B, N)
-        ct = _CTYPE[dtype]
     else:
         dtype = result_dtype(x=x, w=w, b=b)
         xa, wa = as_input("x", x, dtype), as_input("w", w, dtype)
@@ -81,18 +84,18 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
                 raise ValueError(f"b has shape {ba.shape}; expected ({N},) to match w of "
                                  f"shape {wa.shape}")
         shape = (B, N) if xa.ndim == 2 else (N,)
-        ct = _CTYPE[dtype]
+    fn, ct = _FWD[dtype]
     if out is None:
         y = np.empty(shape, dtype)
-    elif (fast and type(out) is np.ndarray and out.dtype is dtype and out.shape == shape
+    elif (fast and type(out) is _nd and out.dtype is dtype and out.shape == shape
           and out.flags.carray):
         y = out  # usable as it is; the C core checks its overlaps before writing
     else:
         # on the fast path the C core checks overlaps (the arrays are the caller's own, whole
         # and contiguous), before writing anything; else check them here, on the originals
         y = check_out("out", out, shape, dtype, () if fast else (("x", x), ("w", w), ("b", b)))
-    st = _FWD[dtype](_fb(ct, y), _fb(ct, xa), _fb(ct, wa), _NULL if ba is None else _fb(ct, ba),
-                     B, K, N, act, slope)
+    st = fn(_fb(ct, y), _fb(ct, xa), _fb(ct, wa), _NULL if ba is None else _fb(ct, ba), B, K, N,
+            act, slope)
     if st:
         if st == _OVERLAP:  # (only a given out can overlap) raises, naming the input
             check_out("out", out, shape, dtype, (("x", x), ("w", w), ("b", b)))
@@ -143,21 +146,24 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
     -------
     (dx, dw, db) : ndarrays (dx is None when ``need_dx`` is False)
     """
-    act, slope = act_code(activation, negative_slope)
-    if (type(dy) is np.ndarray and type(x) is np.ndarray and type(w) is np.ndarray
-            and type(y) is np.ndarray):
-        dtype, xs, ws = x.dtype, x.shape, w.shape
-        fast = ((dtype is F32 or dtype is F64) and w.dtype is dtype and y.dtype is dtype
-                and dy.dtype is dtype and len(xs) == 2 and len(ws) == 2 and xs[1] == ws[1]
-                and y.shape == dy.shape == (xs[0], ws[0]) and x.flags.carray
-                and w.flags.carray and y.flags.carray and dy.flags.carray)
+    # The common call: nothing to convert, only the outputs to allocate or check.
+    fast = False
+    if (type(dy) is _nd and type(x) is _nd and type(w) is _nd and type(y) is _nd
+            and x.ndim == 2 and w.ndim == 2):
+        dtype = x.dtype
+        if ((dtype is F32 or dtype is F64) and w.dtype is dtype and y.dtype is dtype
+                and dy.dtype is dtype):
+            xs, ws = x.shape, w.shape
+            (B, K), (N, kw) = xs, ws
+            fast = (K == kw and y.shape == dy.shape == (B, N) and x.flags.carray
+                    and w.flags.carray and y.flags.carray and dy.flags.carray)
+    act = _ACT_CODE.get(activation) if type(activation) is str else None
+    if act is not None and type(negative_slope) is float and 0.0 <= negative_slope < _INF:
+        slope = negative_slope  # a known name and a valid float: act_code's answer
     else:
-        fast = False
+        act, slope = act_code(activation, negative_slope)  # converts, or raises
     if fast:
-        # The common call: nothing to convert, only the outputs to allocate or check.
         dya, xa, wa, ya = dy, x, w, y
-        (B, K), N = xs, ws[0]
-        ct = _CTYPE[dtype]
     else:
         dtype = result_dtype(dy=dy, x=x, w=w, y=y)
         dya, xa, wa, ya = (as_input("dy", dy, dtype), as_input("x", x, dtype),
@@ -169,15 +175,15 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
                              f"{xa.shape} and w of shape {wa.shape}")
         if dya.shape != yshape:
             raise ValueError(f"dy has shape {dya.shape}; expected {yshape} (the shape of y)")
-        ct = _CTYPE[dtype]
+    fn, ct = _BWD[dtype]
     if not need_dx and dx is not None:
         raise ValueError("dx was given but need_dx=False")
-    if (fast and (dx is None or (type(dx) is np.ndarray and dx.dtype is dtype
-                                 and dx.shape == xs and dx.flags.carray))
-            and (dw is None or (type(dw) is np.ndarray and dw.dtype is dtype
-                                and dw.shape == ws and dw.flags.carray))
-            and (db is None or (type(db) is np.ndarray and db.dtype is dtype
-                                and db.shape == (N,) and db.flags.carray))):
+    if (fast and (dx is None or (type(dx) is _nd and dx.dtype is dtype and dx.shape == xs
+                                 and dx.flags.carray))
+            and (dw is None or (type(dw) is _nd and dw.dtype is dtype and dw.shape == ws
+                                and dw.flags.carray))
+            and (db is None or (type(db) is _nd and db.dtype is dtype and db.ndim == 1
+                                and len(db) == N and db.flags.carray))):
         # The common call (no buffers, or buffers usable as they are: nn.Dense passes dw=
         # and db= on every step), checked inline; the C core checks their overlaps before
         # it writes anything.
@@ -192,9 +198,8 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
     else:
         dxo, dwo, dbo = _backward_buffers(fast, (dy, x, w, y), (dx, dw, db),
                                           (xa.shape, (N, K), (N,)), need_dx, accumulate, dtype)
-    st = _BWD[dtype](_NULL if dxo is None else _fb(ct, dxo), _fb(ct, dwo), _fb(ct, dbo),
-                     _fb(ct, dya), _fb(ct, xa), _fb(ct, wa), _fb(ct, ya), B, K, N, act, slope,
-                     1 if accumulate else 0)
+    st = fn(_NULL if dxo is None else _fb(ct, dxo), _fb(ct, dwo), _fb(ct, dbo), _fb(ct, dya),
+            _fb(ct, xa), _fb(ct, wa), _fb(ct, ya), B, K, N, act, slope, 1 if accumulate else 0)
     if st:
         if st == _OVERLAP:  # raises, naming the arrays
             _backward_buffers(False, (dy, x, w, y), (dx, dw, db), (xa.shape, (N, K), (N,)),
