@@ -159,16 +159,22 @@ def test_work_stealing_bitwise(arch, dtype, threads):
     (docs/gemm.md, "Threads and determinism"). In the steal test mode thread 0 leaves all of
     its share to thread 1, so every unit of it runs on a thread that does not own it: the
     packed path (an M split; an N split of a transposed B, the forward's layout; A read in
-    place; several K and N panels) and the transposed-tile path (several K panels, beta 1,
-    a bias and relu) give one thread's bits, and units were taken (the code ran)."""
+    place; several K and N panels) and the transposed-tile path (split by columns, and by
+    rows where B is small, the thief then packing the rows it takes; several K panels, beta
+    1, a bias and relu) give one thread's bits, and units were taken (the code ran)."""
     rng = np.random.default_rng(12)
     blk = _gemm.blocks(arch, dtype)
     mr, nr, mc, kc, nc = (blk[x] for x in ("mr", "nr", "mc", "kc", "nc"))
     packed = [(2 * mc + mr + 1, 2 * kc + 3, 3 * nr + 5, "C"), (mc - 1, kc + 1, 16 * nr + 3, "F"),
               (mc + 1, 100, nc + nr + 1, "F"), (4 * mc + 1, 64, 2 * nr, "F"),
               (3 * mr, 2 * kc + 1, 4 * nr, "S")]
-    tt = [(m, k, n, lay) for m, k, n, lay in tt_shapes(blk, np.dtype(dtype).itemsize)
+    isz = np.dtype(dtype).itemsize
+    tt = [(m, k, n, lay) for m, k, n, lay in tt_shapes(blk, isz)
           if 2 * m * n * k >= 400000] if blk["tw"] else []
+    # two threads split the tt path by rows where A^T's panels pair up and B is at most
+    # 256 KiB (pb_tt_msplit_ in csrc/gemm_driver.inc), else by columns: both are here
+    by_rows = {-(-m // blk["tw"]) % 2 == 0 and n * k * isz <= 262144 for m, k, n, _ in tt}
+    assert by_rows == ({True, False} if tt else set())
     for group in (packed, tt):
         stolen = 0
         for m, k, n, lay in group:
@@ -350,7 +356,7 @@ def tt_shapes(blk, itemsize):
     """(m, k, n, B's layout) that the transposed-tile rule sends to that kernel (on any
     thread count): full and nearly full A^T panels (m within 15 % of a multiple of tw), every
     kind of last tile (tj - 1 columns, 1, 5, full), k from 1 across one and two KC
-    boundaries, n from 2 (past 16 with m > 64, where fewer columns take the dot-product
+    boundaries (also with few columns, which two threads split by rows), n from 2 (past 16 with m > 64, where fewer columns take the dot-product
     kernel); column-major B ("F", the forward's w: m <= 32 with n >= 48 or k <= 32, m <= 64
     with k >= 64, or k >= 256) and row-major B ("C", dx = dz @ w: m <= 64, k rows of at most
     2 KiB), m at most the path's tm (AVX2: 64, float64 32). The padded rows (d1, d2, d3)
@@ -364,7 +370,7 @@ def tt_shapes(blk, itemsize):
             (tw, 4, 16, "F"), (tw, 300, 48, "F"), (2 * tw, 64, max(4 * tj, 48) + 17, "F"),
             (2 * tw, kc + 1, n0 + 3 * tj + 5, "F"), (2 * tw - d2, 2 * kc + 3, n0 + tj, "F"),
             (tm - d3, 300, n0 + 7, "F"), (m4, 256, 2 * n0 + 11, "F"),
-            (m4, 300, 17 if m4 > 32 else 48, "F"),
+            (m4, 300, 17 if m4 > 32 else 48, "F"), (m4, 2 * kc + 3, 17 if m4 > 32 else 48, "F"),
             (tw, 1, 2, "C"), (tw - 1, 7, tj - 1, "C"), (tw - d1, 130, 2 * tj + 1, "C"),
             (2 * tw, 2048 // itemsize, 5 * tj + 5, "C"), (2 * tw - d2, 200, 100, "C")]
 
