@@ -1,9 +1,9 @@
-/* dispatch.c -- the one place where the SIMD path and the thread count are chosen.
+/* dispatch.c -- the kernel table of each ISA path, the thread count, the flush mode.
  *
- * The active kernel table starts as the portable one and is replaced, once, by the best
- * table the CPU and OS support (or by PYBACKPROP_ARCH=ref|avx2|avx512). Tests and
- * benchmarks may switch it with pb_set_arch(). Also: the opt-in flush mode, status strings,
- * workspace allocation and build facts. Nothing here prints.
+ * An ISA table names that instruction set's kernels and the block sizes they were first
+ * tuned with; a CPU configuration (cpu_configs.c) takes each kernel family from one of
+ * these tables and may set its own block sizes. Also: status strings, workspace
+ * allocation, the GEMM's thread layout and build facts. Nothing here prints.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -17,9 +17,10 @@
 #endif
 
 /* ---- the kernel tables: every ISA path in one place ---------------------------------------
- * Block sizes (Sapphire Rapids: 48 KiB L1d, 2 MiB L2 per core): MC*KC the A block in L2,
- * NC*KC the B panel in L3; KC keeps the B micro-panel in L1 on AVX2 and ref, while AVX-512
- * takes deep panels so that C is swept once per 1024 (512) of k (docs/gemm.md). */
+ * Block sizes: MC*KC the A block in L2, NC*KC the B panel in L3; KC keeps the B micro-panel
+ * in L1 on ref, while AVX2 and AVX-512 take deep panels so that C is swept once per 1024
+ * (512) of k (docs/gemm.md). The AVX2 table's sizes are the zen3 configuration's, the
+ * AVX-512 table's the skylakex configuration's (docs/cpus.md says where each was measured). */
 /* The entries whose kernels are named by their ISA alone (the micro-kernels carry their
  * tile in the name and are listed per table). */
 #define PB_ISA_ENTRIES(ISA)                                                                  \
@@ -37,8 +38,10 @@
 
 const pb_arch_t pb_arch_ref = {
     .name = "ref",
-    .blk_f32 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F32, .mc = 128, .kc = 256, .nc = 2048},
-    .blk_f64 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F64, .mc = 128, .kc = 256, .nc = 2048},
+    .blk_f32 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F32, .mc = 128, .kc = 256, .nc = 2048,
+                PB_XOVER_DEFAULT},
+    .blk_f64 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F64, .mc = 128, .kc = 256, .nc = 2048,
+                PB_XOVER_DEFAULT},
     .ukr_f32 = pb_gemm_ukr_f32_ref,
     .ukr_f64 = pb_gemm_ukr_f64_ref,
     PB_ISA_ENTRIES(ref),
@@ -48,9 +51,9 @@ const pb_arch_t pb_arch_ref = {
 const pb_arch_t pb_arch_avx2 = {
     .name = "avx2",
     .blk_f32 = {.mr = 6, .nr = 16, .mc = 144, .kc = 1024, .nc = 4096, .tw = PB_TT_TW_F32_AVX2,
-                .tj = PB_TT_TJ_F32_AVX2, .tm = 64, .atb_copy = 4096},
+                .tj = PB_TT_TJ_F32_AVX2, .tm = 64, .atb_copy = 4096, PB_XOVER_DEFAULT},
     .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096, .tw = PB_TT_TW_F64_AVX2,
-                .tj = PB_TT_TJ_F64_AVX2, .tm = 32, .atb_copy = 4096},
+                .tj = PB_TT_TJ_F64_AVX2, .tm = 32, .atb_copy = 4096, PB_XOVER_DEFAULT},
     .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
     .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
     .ukr_a_f32 = pb_gemm_ukr_a_f32_avx2_6x16, /* NULL elsewhere: A always packed there */
@@ -71,9 +74,9 @@ const pb_arch_t pb_arch_avx2 = {
 const pb_arch_t pb_arch_avx512 = {
     .name = "avx512",
     .blk_f32 = {.mr = 12, .nr = 32, .mc = 192, .kc = 1024, .nc = 2048, .tw = PB_TT_TW_F32_AVX512,
-                .tj = PB_TT_TJ_F32_AVX512, .tm = 256},
+                .tj = PB_TT_TJ_F32_AVX512, .tm = 256, PB_XOVER_DEFAULT},
     .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 512, .nc = 2048, .tw = PB_TT_TW_F64_AVX512,
-                .tj = PB_TT_TJ_F64_AVX512, .tm = 256},
+                .tj = PB_TT_TJ_F64_AVX512, .tm = 256, PB_XOVER_DEFAULT},
     .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
     .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
     .pack_t_f32 = pb_pack_t_f32_avx512, /* NULL in the other tables: portable packing */
@@ -92,7 +95,6 @@ const pb_arch_t pb_arch_avx512 = {
 };
 #endif
 
-static _Atomic(const pb_arch_t *) g_arch = NULL;
 static atomic_int g_threads = 0; /* 0: default */
 
 /* Work stealing's test mode (pb_wlist_t in pb_internal.h) */
@@ -115,72 +117,20 @@ const char *pb_strerror(int status) {
     }
 }
 
-static const pb_arch_t *arch_by_name(const char *name) {
-    if (name == NULL) return NULL;
-    if (strcmp(name, "ref") == 0) return &pb_arch_ref;
-#if defined(__x86_64__) || defined(__i386__)
-    if (strcmp(name, "avx2") == 0) return &pb_arch_avx2;
-    if (strcmp(name, "avx512") == 0) return &pb_arch_avx512;
-#endif
-    return NULL;
-}
-
 int pb_arch_supported(const char *name) {
-    const pb_arch_t *a = arch_by_name(name);
-    if (a == NULL) return 0;
-    if (a == &pb_arch_ref) return 1;
+    if (name == NULL) return 0;
+    if (strcmp(name, "ref") == 0) return 1;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
     /* GCC's feature bits include the OS (XSAVE) state checks for AVX and AVX-512. */
-    if (a == &pb_arch_avx2)
+    if (strcmp(name, "avx2") == 0)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (a == &pb_arch_avx512)
+    if (strcmp(name, "avx512") == 0)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("fma");
 #endif
     return 0;
-}
-
-static const pb_arch_t *arch_default(void) {
-    const char *env = getenv("PYBACKPROP_ARCH");
-    if (env != NULL && env[0] != '\0' && pb_arch_supported(env)) return arch_by_name(env);
-    if (pb_arch_supported("avx512")) return arch_by_name("avx512");
-    if (pb_arch_supported("avx2")) return arch_by_name("avx2");
-    return &pb_arch_ref;
-}
-
-const pb_arch_t *pb_arch(void) {
-    const pb_arch_t *a = atomic_load_explicit(&g_arch, memory_order_acquire);
-    if (a == NULL) { /* racing initialisers compute the same answer */
-        a = arch_default();
-        atomic_store_explicit(&g_arch, a, memory_order_release);
-    }
-    return a;
-}
-
-const char *pb_get_arch(void) { return pb_arch()->name; }
-
-int pb_gemm_blocks(ptrdiff_t *blk, const char *arch, int elem_bytes) {
-    const pb_arch_t *a = arch_by_name(arch);
-    if (a == NULL) return PB_ERR_ARCH;
-    if (elem_bytes != 4 && elem_bytes != 8) return PB_ERR_ARG;
-    const pb_blocks_t *b = elem_bytes == 4 ? &a->blk_f32 : &a->blk_f64;
-    blk[0] = b->mr;
-    blk[1] = b->nr;
-    blk[2] = b->mc;
-    blk[3] = b->kc;
-    blk[4] = b->nc;
-    blk[5] = b->tw;
-    blk[6] = b->tj;
-    blk[7] = b->tm;
-    return PB_OK;
-}
-
-int pb_set_arch(const char *name) {
-    if (!pb_arch_supported(name)) return PB_ERR_ARCH;
-    atomic_store_explicit(&g_arch, arch_by_name(name), memory_order_release);
-    return PB_OK;
 }
 
 #if PB_OMP

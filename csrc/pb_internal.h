@@ -334,7 +334,15 @@ typedef struct {
     int tm;     /* ... and the largest m its rule (pb_use_tt_) takes */
     int atb_copy; /* A^T B path: copy blocks of B whose row stride (bytes) is a multiple of
                    * this, which alias in L1 (0: never; pb_atb_ldq_ in gemm_driver.inc) */
+    /* Path crossovers (gemm_driver.inc): the largest m of the dot-product kernel's rule
+     * (pb_use_dot_; taller A: pb_use_dot_tall_) and of the A^T B kernel's (pb_use_atb_), and
+     * the most bytes of B for which two threads split the transposed-tile path by rows
+     * (pb_tt_msplit_). */
+    int dot_m, atb_m;
+    double tt_msplit;
 } pb_blocks_t;
+/* The crossovers every ISA table starts from (a CPU configuration may override them). */
+#define PB_XOVER_DEFAULT .dot_m = 64, .atb_m = 64, .tt_msplit = 262144.0
 
 /* ---- spectral norm kernels (one per ISA and dtype; drivers in spectral.c) --------------
  * rows: s[i] = w_i . v for the `rows` rows w_i of w (row stride K), and, if r != NULL,
@@ -382,7 +390,8 @@ PB_DEFINE_OPTIM_COEF(double, f64)
 /* The kernel table of one ISA path. dispatch.c starts every entry from the _ref kernels and
  * overrides what the CPU supports; exactly one table is active at a time. */
 typedef struct {
-    const char *name;
+    const char *name; /* the ISA: "ref", "avx2", "avx512" (a configuration's highest) */
+    const char *cpu;  /* the CPU configuration (cpu_configs.c); NULL in an ISA's own table */
     pb_blocks_t blk_f32, blk_f64;
     pb_ukr_f32_t ukr_f32;
     pb_ukr_f64_t ukr_f64;
@@ -434,6 +443,24 @@ int pb_flush_supported(void);        /* MXCSR has FTZ and DAZ here (dispatch.c) 
 extern const pb_arch_t pb_arch_ref;
 extern const pb_arch_t pb_arch_avx2;
 extern const pb_arch_t pb_arch_avx512;
+
+/* ---- the CPU (cpu_detect.c) ----------------------------------------------------------------
+ * One cache level as cpuid describes it; size == 0 where it is unknown. */
+typedef struct {
+    ptrdiff_t size;
+    int ways, line, sets;
+} pb_cache_t;
+typedef struct {
+    char vendor[13];  /* "GenuineIntel", "AuthenticAMD", ...; "" without cpuid */
+    int family, model, stepping; /* the display family and model (base + extended) */
+    pb_cache_t l1d, l2, l3;
+    int caches_known; /* 1 if the caches came from cpuid, 0 if assumed (pb_cache_assumed) */
+} pb_cpuinfo_t;
+const pb_cpuinfo_t *pb_cpuinfo(void); /* read once */
+/* Block sizes mc, kc, nc of a register tile mr x nr (already in *b) for elements of elem
+ * bytes and these caches, by the analytical model of Low et al. (cpu_detect.c). */
+void pb_blocks_model(pb_blocks_t *b, int elem, const pb_cache_t *l1d, const pb_cache_t *l2,
+                     const pb_cache_t *l3);
 
 /* Kernels the tables point at (one source file per ISA). */
 #define PB_REF_MR 4

@@ -3,7 +3,7 @@
  * The bench scripts (bench/) print every kernel figure as a fraction of what THIS machine
  * can do, measured here in the same process, never taken from a data sheet:
  *   - pb_probe_fma_peak_f32/_f64: a register-only loop of independent multiply-adds on the
- *     active SIMD path (pb_get_arch()) with pb_threads() threads, in GFLOP/s.
+ *     ISA of the active configuration's GEMM for the dtype (pb_cpu_kernels) with pb_threads() threads, in GFLOP/s.
  *   - pb_probe_bandwidth_copy/_rmw: streaming copy and read-modify-write over large arrays,
  *     in GB/s (STREAM convention: the bytes the program reads and writes, without the
  *     write-allocate traffic a cached store causes).
@@ -152,9 +152,9 @@ static double pb_probe_fma_f64_ref(long iters, double a, double c) {
     return s;
 }
 
-/* The loop matching the active path; is_f64 selects the dtype. */
+/* The loop of the ISA whose GEMM the active configuration runs for the dtype (is_f64). */
 static pb_probe_fma_t pb_probe_fma_select(int is_f64) {
-    const char *arch = pb_get_arch();
+    const char *arch = pb_cpu_kernels(NULL, is_f64);
     pb_probe_fma_t r;
 #if PB_PROBE_X86
     if (arch != NULL && strcmp(arch, "avx512") == 0) {

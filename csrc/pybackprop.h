@@ -40,11 +40,32 @@ enum pb_act {
 
 /* ---- library: status, dispatch, threads, build ---------------------------------------- */
 const char *pb_strerror(int status);
-/* The SIMD path in use: "ref", "avx2" or "avx512". Chosen once at load time (best the CPU
- * supports, or PYBACKPROP_ARCH), changeable for tests and benchmarks. */
+/* ---- CPU configurations (cpu_configs.c, docs/cpus.md) ------------------------------------
+ * A configuration names, per kernel family (float32 GEMM and dense, float64 GEMM and
+ * dense, the vector kernels), which ISA's kernels run, with the block sizes and path
+ * crossovers of one CPU model. One is chosen once at load time: PYBACKPROP_CPU=NAME if this
+ * CPU runs NAME, else the detected model's, falling back to a related one where this CPU
+ * lacks an ISA or PYBACKPROP_ARCH caps it. Changeable for tests and benchmarks. */
+int pb_cpu_count(void);
+const char *pb_cpu_name(int i);          /* configuration i (0 <= i < count), else NULL */
+const char *pb_cpu_about(int i);         /* what it is for, one sentence */
+int pb_cpu_supported(const char *name);  /* 1 if this CPU and build run it */
+int pb_set_cpu(const char *name);        /* PB_ERR_ARCH if unknown or not runnable here */
+const char *pb_get_cpu(void);            /* the active configuration */
+const char *pb_cpu_reason(void);         /* why the load-time choice was made */
+/* The ISA ("ref", "avx2", "avx512") of a family (0 float32 GEMM, 1 float64 GEMM, 2 vector
+ * kernels) in configuration `name` (NULL: the active one); NULL if either is unknown. */
+const char *pb_cpu_kernels(const char *name, int family);
+/* What cpuid says: vendor[13] (NUL-terminated, "" without cpuid), fms[4] = family, model,
+ * stepping, caches known (0: assumed); caches[12] = (bytes, ways, line, sets) of L1d, L2,
+ * L3. Returns PB_OK. */
+int pb_cpu_detect(char *vendor, int *fms, ptrdiff_t *caches);
+/* The highest ISA of the active configuration: "ref", "avx2" or "avx512". pb_set_arch
+ * caps it: the detected model's configuration, followed down its fallbacks until its ISAs
+ * are at most `name` (as PYBACKPROP_ARCH at load time). */
 const char *pb_get_arch(void);
 int pb_set_arch(const char *name);       /* PB_ERR_ARCH if unknown or unsupported here */
-int pb_arch_supported(const char *name); /* 1 if this CPU (and build) can run the path */
+int pb_arch_supported(const char *name); /* 1 if this CPU (and build) can run the ISA */
 /* Threads used by every kernel; n <= 0 restores the default (PYBACKPROP_NUM_THREADS or
  * the OpenMP default). Without OpenMP the count is always 1. */
 void pb_set_num_threads(int n);
@@ -101,13 +122,16 @@ int pb_gemm_f32(float *c, ptrdiff_t ldc, const float *a, ptrdiff_t rsa, ptrdiff_
 int pb_gemm_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, ptrdiff_t csa,
                 const double *bm, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
                 ptrdiff_t k, int beta);
-/* The block sizes of the GEMM on SIMD path `arch` for elements of `elem_bytes` (4 or 8):
- * blk[0..4] = MR, NR (register tile), MC, KC, NC (cache blocks); blk[5..7] = the A^T panel
- * width, the tile rows and the largest m of the transposed-tile kernel (0 where the path
- * has none). PB_ERR_ARCH if unknown. */
+/* The block sizes and crossovers of the GEMM in configuration `name` (NULL: the active one)
+ * for elements of `elem_bytes` (4 or 8): blk[0..4] = MR, NR (register tile), MC, KC, NC
+ * (cache blocks); blk[5..7] = the A^T panel width, the tile rows and the largest m of the
+ * transposed-tile kernel (0 where there is none); blk[8] the largest m of the dot-product
+ * kernel's rule, blk[9] of the A^T B kernel's (0 where there is none); blk[10] the most
+ * bytes of B for the transposed-tile path's row split; blk[11] the A^T B path's aliasing
+ * stride. PB_ERR_ARCH if the name is unknown. */
 int pb_gemm_blocks(ptrdiff_t *blk, const char *arch, int elem_bytes);
 /* *path = the path pb_gemm_f32/f64 takes for this problem (the dense forward makes the same
- * choice) on the active SIMD path and thread count, for tests and benchmarks; PB_ERR_ARG
+ * choice) in the active configuration and thread count, for tests and benchmarks; PB_ERR_ARG
  * (nothing written) unless m, n >= 1, k >= 0, beta 0 or 1 and elem_bytes 4 or 8. Paths sum
  * in different orders (docs/gemm.md); the transposed-tile path gives the packed path's bits. */
 enum {

@@ -4,8 +4,12 @@ Fused dense + activation forward/backward (float32 and float64) behind a small n
 every kernel has a plain-numpy specification in :mod:`pybackprop.reference`.
 """
 from ._version import __version__
-from ._runtime import (available_archs, build_info, get_arch, get_flush_denormal,
-                       get_num_threads, set_arch, set_flush_denormal, set_num_threads)
+from ._runtime import (available_archs, available_cpus, build_info, cpu_info, get_arch,
+                       get_cpu, get_flush_denormal, get_num_threads, set_arch, set_cpu,
+                       set_flush_denormal, set_num_threads)
+from ._runtime import _check_environment
+
+_check_environment()
 from .dense import ACTIVATIONS, activation, activation_backward, dense_backward, dense_forward
 from .losses import (REDUCTIONS, binary_cross_entropy_with_logits, maximum_backward,
                      maximum_forward, mse_loss, softmax_cross_entropy)
@@ -45,6 +49,10 @@ __all__ = [
     "set_arch",
     "get_arch",
     "available_archs",
+    "set_cpu",
+    "get_cpu",
+    "available_cpus",
+    "cpu_info",
     "set_flush_denormal",
     "get_flush_denormal",
     "build_info",

@@ -2,7 +2,7 @@
 
     python -m pybackprop bench [NAME] [args]   run every benchmark, or the one named
                                                (args go to the benchmark: --quick, ...)
-    python -m pybackprop info                  print build_info() and the SIMD paths
+    python -m pybackprop info                  print build_info(), the CPU and its configurations
     python -m pybackprop demo [args]           train an MLP on three spirals (--help)
 
 Benchmarks are modules of ``pybackprop._bench`` (the repository's bench/ directory) with a
@@ -44,17 +44,34 @@ def _cmd_bench(argv):
 
 
 def _cmd_info(argv):
-    """Print the build: version, compiler, flags, SIMD path, OpenMP, threads."""
+    """Print the build (version, compiler, flags, OpenMP, threads), the CPU as cpuid sees
+    it, every CPU configuration, and which one runs and why."""
     if argv:
         print("pybackprop info: takes no arguments", file=sys.stderr)
         return 2
     import pybackprop
     info = pybackprop.build_info()
+    cpu = pybackprop.cpu_info()
     width = max(len(k) for k in info)
     for key, value in info.items():
         print(f"{key.ljust(width)}  {value}")
     print(f"{'archs'.ljust(width)}  {', '.join(pybackprop.available_archs())} "
-          f"(PYBACKPROP_ARCH pins one)")
+          f"(PYBACKPROP_ARCH caps the instruction set)")
+    print(f"\nCPU: {cpu['vendor'] or 'no cpuid'} family {cpu['family']:#x} model "
+          f"{cpu['model']:#x} stepping {cpu['stepping']}")
+    for level, c in cpu["caches"].items():
+        print(f"  {level:<3}  {c['bytes'] // 1024:>6} KiB, {c['ways']}-way, {c['line']}-byte "
+              f"lines, {c['sets']} sets")
+    if not cpu["caches_from_cpuid"]:
+        print("  (cpuid describes no data cache here: these sizes are assumed)")
+    print(f"\nconfiguration: {cpu['cpu']} ({cpu['reason']})")
+    print("configurations (PYBACKPROP_CPU=NAME pins one; docs/cpus.md):")
+    for name, c in cpu["configurations"].items():
+        k = c["kernels"]
+        mark = "*" if name == cpu["cpu"] else " "
+        runs = "runs here" if c["runs_here"] else "not on this CPU"
+        print(f" {mark}{name:<9} f32 {k['float32 gemm']:<6} f64 {k['float64 gemm']:<6} "
+              f"vector {k['vector']:<6} {runs:<15} {c['about']}")
     return 0
 
 

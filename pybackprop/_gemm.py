@@ -46,14 +46,19 @@ def gemm(c, a, b, beta=0):
     return c
 
 
-def blocks(arch, dtype):
-    """Block sizes of the GEMM on SIMD path ``arch`` for ``dtype``: a dict with the register
-    tile ``mr``, ``nr``, the cache blocks ``mc``, ``kc``, ``nc`` and the transposed-tile
-    kernel's A^T panel width ``tw``, tile rows ``tj`` and largest ``m``, ``tm`` (0 where the
-    path has no such kernel)."""
-    blk = ffi.new("ptrdiff_t[8]")
-    check_status(lib.pb_gemm_blocks(blk, arch.encode(), np.dtype(dtype).itemsize))
-    return dict(zip(("mr", "nr", "mc", "kc", "nc", "tw", "tj", "tm"), list(blk)))
+def blocks(cpu, dtype):
+    """Block sizes and crossovers of the GEMM in CPU configuration ``cpu`` (``None``: the
+    active one) for ``dtype``: a dict with the register tile ``mr``, ``nr``, the cache
+    blocks ``mc``, ``kc``, ``nc``, the transposed-tile kernel's A^T panel width ``tw``, tile
+    rows ``tj`` and largest ``m``, ``tm``, the largest ``m`` of the dot-product kernel's rule
+    ``dot_m`` and of the A^T B kernel's ``atb_m`` (each 0 where the configuration has no
+    such kernel), the most bytes of B of the transposed-tile row split ``tt_msplit``, and
+    the A^T B path's aliasing stride ``atb_copy``."""
+    blk = ffi.new("ptrdiff_t[12]")
+    check_status(lib.pb_gemm_blocks(blk, ffi.NULL if cpu is None else cpu.encode(),
+                                    np.dtype(dtype).itemsize))
+    return dict(zip(("mr", "nr", "mc", "kc", "nc", "tw", "tj", "tm", "dot_m", "atb_m",
+                     "tt_msplit", "atb_copy"), list(blk)))
 
 
 PATHS = {lib.PB_GEMM_PACKED: "packed", lib.PB_GEMM_GEMV: "gemv", lib.PB_GEMM_DOT: "dot",
@@ -62,8 +67,8 @@ PATHS = {lib.PB_GEMM_PACKED: "packed", lib.PB_GEMM_GEMV: "gemv", lib.PB_GEMM_DOT
 
 
 def path(a, b, beta=0):
-    """The name of the path ``gemm(c, a, b, beta)`` takes on the active SIMD path and thread
-    count: "packed", "gemv", "dot", "tt", "outer" or "atb" (see docs/gemm.md)."""
+    """The name of the path ``gemm(c, a, b, beta)`` takes in the active CPU configuration
+    and thread count: "packed", "gemv", "dot", "tt", "outer" or "atb" (see docs/gemm.md)."""
     rsa, csa = _strides("a", a)
     rsb, csb = _strides("b", b)
     code = ffi.new("int *")

@@ -1,4 +1,5 @@
-"""Run-time settings of the C core: threads, SIMD path, flush of subnormals, build facts."""
+"""Run-time settings of the C core: threads, CPU configuration and SIMD path, flush of
+subnormals, build facts."""
 import os
 
 import numpy as np
@@ -7,6 +8,7 @@ from ._core import ffi, lib
 from ._version import __version__
 
 __all__ = ["set_num_threads", "get_num_threads", "set_arch", "get_arch", "available_archs",
+           "set_cpu", "get_cpu", "available_cpus", "cpu_info",
            "set_flush_denormal", "get_flush_denormal", "build_info"]
 
 ARCHS = ("ref", "avx2", "avx512")
@@ -29,19 +31,95 @@ def get_num_threads():
 
 
 def available_archs():
-    """The SIMD paths this CPU can run, portable first: a subset of ("ref", "avx2", "avx512")."""
+    """The instruction sets this CPU can run, portable first: a subset of
+    ("ref", "avx2", "avx512")."""
     return [a for a in ARCHS if lib.pb_arch_supported(a.encode())]
 
 
 def get_arch():
-    """The SIMD path in use (chosen at import: the best available, or ``PYBACKPROP_ARCH``)."""
+    """The highest instruction set of the active CPU configuration (see :func:`get_cpu`)."""
     return ffi.string(lib.pb_get_arch()).decode()
 
 
 def set_arch(name):
-    """Pin the SIMD path (for tests and benchmarks): one of ``available_archs()``."""
+    """Cap the instruction set (for tests and benchmarks): the configuration of this CPU
+    model, or the one it falls back to, whose kernels use at most ``name``, one of
+    ``available_archs()``. ``set_cpu`` pins a configuration by name instead."""
     if not isinstance(name, str) or lib.pb_set_arch(name.encode()) != 0:
         raise ValueError(f"arch must be one of {available_archs()} on this CPU, got {name!r}")
+
+
+def _cpu_names():
+    return [ffi.string(lib.pb_cpu_name(i)).decode() for i in range(lib.pb_cpu_count())]
+
+
+def available_cpus():
+    """The CPU configurations this CPU can run, portable first (docs/cpus.md)."""
+    return [n for n in _cpu_names() if lib.pb_cpu_supported(n.encode())]
+
+
+def get_cpu():
+    """The active CPU configuration: chosen at import from the detected CPU model (or
+    ``PYBACKPROP_CPU``), changed by :func:`set_cpu` and :func:`set_arch`."""
+    return ffi.string(lib.pb_get_cpu()).decode()
+
+
+def set_cpu(name):
+    """Run the configuration ``name``, one of ``available_cpus()`` (for tests, benchmarks
+    and reproducibility; ``PYBACKPROP_CPU`` does the same at import)."""
+    if not isinstance(name, str) or lib.pb_set_cpu(name.encode()) != 0:
+        raise ValueError(f"cpu must be one of {available_cpus()} on this CPU, got {name!r}")
+
+
+def _kernels(name):
+    out = {}
+    for fam, what in enumerate(("float32 gemm", "float64 gemm", "vector")):
+        isa = lib.pb_cpu_kernels(name.encode(), fam)
+        out[what] = ffi.string(isa).decode()
+    return out
+
+
+def cpu_info():
+    """What this CPU is and which configuration runs on it: a dict with ``vendor``,
+    ``family``, ``model``, ``stepping`` (cpuid), ``caches`` (``L1d``, ``L2``, ``L3``: bytes,
+    ways, line bytes, sets, and whether cpuid gave them), ``cpu`` (the active
+    configuration), ``reason`` (why it was chosen at import), ``kernels`` (the ISA of each
+    kernel family in it) and ``configurations`` (name -> what it is for, and whether this
+    CPU runs it)."""
+    vendor = ffi.new("char[13]")
+    fms = ffi.new("int[4]")
+    caches = ffi.new("ptrdiff_t[12]")
+    lib.pb_cpu_detect(vendor, fms, caches)
+    levels = {}
+    for i, lv in enumerate(("L1d", "L2", "L3")):
+        size, ways, line, sets = (int(caches[4 * i + j]) for j in range(4))
+        levels[lv] = {"bytes": size, "ways": ways, "line": line, "sets": sets}
+    cpu = get_cpu()
+    return {
+        "vendor": ffi.string(vendor).decode(),
+        "family": fms[0], "model": fms[1], "stepping": fms[2],
+        "caches": levels, "caches_from_cpuid": bool(fms[3]),
+        "cpu": cpu, "reason": ffi.string(lib.pb_cpu_reason()).decode(),
+        "kernels": _kernels(cpu),
+        "configurations": {
+            n: {"about": ffi.string(lib.pb_cpu_about(i)).decode(),
+                "runs_here": bool(lib.pb_cpu_supported(n.encode())),
+                "kernels": _kernels(n)}
+            for i, n in enumerate(_cpu_names())},
+    }
+
+
+def _check_environment():
+    """A pin that pins nothing is an error: PYBACKPROP_CPU and PYBACKPROP_ARCH must name a
+    configuration or instruction set this CPU runs (read by the C core at its first call)."""
+    cpu = os.environ.get("PYBACKPROP_CPU", "")
+    if cpu and cpu not in available_cpus():
+        raise ValueError(f"PYBACKPROP_CPU={cpu!r}: not a configuration this CPU runs; "
+                         f"choose from {available_cpus()} (all: {_cpu_names()})")
+    arch = os.environ.get("PYBACKPROP_ARCH", "")
+    if arch and arch not in available_archs():
+        raise ValueError(f"PYBACKPROP_ARCH={arch!r}: not an instruction set this CPU runs; "
+                         f"choose from {available_archs()}")
 
 
 def set_flush_denormal(mode):
@@ -85,12 +163,15 @@ def build_info():
         "version": __version__,
         "compiler": ffi.string(lib.pb_compiler()).decode(),
         "cflags": _cflags(),
+        "cpu": get_cpu(),
+        "cpu_reason": ffi.string(lib.pb_cpu_reason()).decode(),
+        "available_cpus": available_cpus(),
         "arch": get_arch(),
         "available_archs": available_archs(),
         "openmp": bool(lib.pb_has_openmp()),
         "num_threads": get_num_threads(),
         "flush_denormal": get_flush_denormal(),
-        "env": {k: os.environ[k] for k in ("PYBACKPROP_ARCH", "PYBACKPROP_NUM_THREADS",
+        "env": {k: os.environ[k] for k in ("PYBACKPROP_CPU", "PYBACKPROP_ARCH", "PYBACKPROP_NUM_THREADS",
                                            "PYBACKPROP_FLUSH_DENORMAL") if k in os.environ},
         "native_module": native_file,
     }

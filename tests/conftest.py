@@ -2,7 +2,9 @@
 
 Assumes the package is installed with its compiled core (``pip install -e '.[test]'``).
 Provides fixtures that change global library state and always restore it:
-  arch     -- parametrised over every SIMD path this CPU can run (pybackprop.available_archs())
+  arch     -- parametrised over every CPU configuration this CPU can run
+              (pybackprop.available_cpus()): each kernel family's ISA, block sizes and
+              path crossovers as that configuration sets them
   threads  -- a setter for the kernel thread count
   flush    -- a setter for the flush-to-zero mode (pybackprop.set_flush_denormal)
   rng      -- a numpy Generator seeded from the test's id (reproducible, distinct per test)
@@ -19,7 +21,7 @@ from hypothesis import settings
 
 import pybackprop
 
-ARCHS = tuple(pybackprop.available_archs())
+ARCHS = tuple(pybackprop.available_cpus())
 
 settings.register_profile("default", max_examples=30, deadline=None, print_blob=True)
 settings.register_profile("thorough", max_examples=500, deadline=None, print_blob=True)
@@ -29,18 +31,18 @@ settings.load_profile(os.environ.get("PYBACKPROP_HYPOTHESIS_PROFILE", "default")
 def pytest_report_header(config):
     info = pybackprop.build_info()
     return ["pybackprop: " + ", ".join(f"{k}={v}" for k, v in info.items()),
-            f"pybackprop dispatch paths tested: {', '.join(ARCHS)}"]
+            f"pybackprop CPU configurations tested: {', '.join(ARCHS)}"]
 
 
 @pytest.fixture(params=ARCHS)
 def arch(request):
-    """Run the test on one SIMD path, then restore the path that was active."""
-    saved = pybackprop.get_arch()
-    pybackprop.set_arch(request.param)
+    """Run the test in one CPU configuration, then restore the one that was active."""
+    saved = pybackprop.get_cpu()
+    pybackprop.set_cpu(request.param)
     try:
         yield request.param
     finally:
-        pybackprop.set_arch(saved)
+        pybackprop.set_cpu(saved)
 
 
 @pytest.fixture

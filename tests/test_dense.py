@@ -20,7 +20,7 @@ from pybackprop import reference as ref
 
 from _helpers import assert_bitwise, assert_within, at_offset
 
-ARCHS = tuple(pybackprop.available_archs())
+ARCHS = tuple(pybackprop.available_cpus())
 DTYPES = (np.float32, np.float64)
 ACTIVATIONS = ref.ACTIVATIONS
 SLOPE = 0.01  # the default negative_slope
@@ -304,7 +304,9 @@ def test_backward_forms_dz_while_packing(arch, kind, dtype, shape, threads, rng)
     B, K, N = shape
     dz, x, w = (np.empty(s, dtype) for s in ((B, N), (B, K), (N, K)))
     assert _gemm.path(dz, w) == "packed"
-    assert _gemm.path(dz.T, x) == ("atb" if N <= 64 and arch != "ref" else "packed")
+    atb_m = _gemm.blocks(None, dtype)["atb_m"]  # 0: no A^T B kernel in this configuration
+    by_atb = N <= atb_m or (K <= 16 and N <= 4 * atb_m)  # pb_use_atb_
+    assert _gemm.path(dz.T, x) == ("atb" if by_atb else "packed")
     assert_bits_of_stored_dz(rng, shape, dtype, kind, threads)
 
 
@@ -722,13 +724,13 @@ def test_exact_activations_same_bits_as_ref(arch, dtype, rng):
     lengths = [z.size] + list(range(1, 34))
 
     def run(path):
-        pybackprop.set_arch(path)
+        pybackprop.set_cpu(path)
         return ([pybackprop.activation(z[:n], k, negative_slope=0.3)
                  for k in EXACT_FWD for n in lengths],
                 [pybackprop.activation_backward(dy[:n], z[:n], k, negative_slope=0.3)
                  for k in EXACT_BWD for n in lengths])
 
-    want_fwd, want_bwd = run("ref")
+    want_fwd, want_bwd = run("generic")
     got_fwd, got_bwd = run(arch)
     for got, want, what in zip(got_fwd + got_bwd, want_fwd + want_bwd,
                                [f"{k} n={n}" for k in EXACT_FWD for n in lengths]
@@ -1133,18 +1135,30 @@ def test_activation_rejects_bad_out(fn, case, rng):
 
 
 def test_dispatch_and_build_info(threads):
-    """available_archs has ref; set_arch, set_num_threads round-trip; build_info has its keys."""
-    assert "ref" in ARCHS and pybackprop.get_arch() in ARCHS
-    saved = pybackprop.get_arch()
+    """available_cpus has the portable configuration and set_cpu round-trips; set_arch
+    caps the instruction set (its configuration's highest ISA is the one asked for on this
+    CPU); set_num_threads round-trips; build_info and cpu_info have their keys."""
+    assert "generic" in ARCHS and pybackprop.get_cpu() in ARCHS
+    archs = pybackprop.available_archs()
+    assert archs[0] == "ref" and pybackprop.get_arch() in archs
+    saved = pybackprop.get_cpu()
     try:
-        for a in ARCHS:
+        for c in ARCHS:
+            pybackprop.set_cpu(c)
+            assert pybackprop.get_cpu() == c and pybackprop.build_info()["cpu"] == c
+            assert pybackprop.get_arch() == max(pybackprop.cpu_info()["kernels"].values(),
+                                                key=archs.index)
+        for a in archs:
             pybackprop.set_arch(a)
             assert pybackprop.get_arch() == a
             assert pybackprop.build_info()["arch"] == a
+        with pytest.raises(ValueError, match="cpu must be one of"):
+            pybackprop.set_cpu("no-such-cpu")
     finally:
-        pybackprop.set_arch(saved)
+        pybackprop.set_cpu(saved)
     info = pybackprop.build_info()
-    assert {"version", "compiler", "cflags", "arch", "openmp", "num_threads"} <= set(info)
+    assert {"version", "compiler", "cflags", "cpu", "cpu_reason", "arch", "openmp",
+            "num_threads"} <= set(info)
     threads(1)
     assert pybackprop.get_num_threads() == 1
     threads(2)
@@ -1155,17 +1169,17 @@ def test_dispatch_and_build_info(threads):
 
 
 class _use_arch:
-    """Context manager: run on one SIMD path, restore the previous one."""
+    """Context manager: run in one CPU configuration, restore the previous one."""
 
     def __init__(self, name):
         self.name = name
 
     def __enter__(self):
-        self.saved = pybackprop.get_arch()
-        pybackprop.set_arch(self.name)
+        self.saved = pybackprop.get_cpu()
+        pybackprop.set_cpu(self.name)
 
     def __exit__(self, *exc):
-        pybackprop.set_arch(self.saved)
+        pybackprop.set_cpu(self.saved)
 
 
 DIMS = st.integers(min_value=0, max_value=48)

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import pybackprop
 from pybackprop import optim, reference
 
-ARCHS = tuple(pybackprop.available_archs())
+ARCHS = tuple(pybackprop.available_cpus())
 DTYPES = (np.float32, np.float64)
 KINDS = pybackprop.ACTIVATIONS
 LAYOUTS = ("c", "f", "strided", "negative", "misaligned", "list")
@@ -139,12 +139,13 @@ def sentinel_like(shape, dtype):
 
 
 def with_arch(name, fn):
-    saved = pybackprop.get_arch()
-    pybackprop.set_arch(name)
+    """fn() in CPU configuration ``name``, then the previous one again."""
+    saved = pybackprop.get_cpu()
+    pybackprop.set_cpu(name)
     try:
         return fn()
     finally:
-        pybackprop.set_arch(saved)
+        pybackprop.set_cpu(saved)
 
 
 # ---- dense: forward and backward against a long double oracle -----------------------------

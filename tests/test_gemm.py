@@ -165,15 +165,18 @@ def test_work_stealing_bitwise(arch, dtype, threads):
     rng = np.random.default_rng(12)
     blk = _gemm.blocks(arch, dtype)
     mr, nr, mc, kc, nc = (blk[x] for x in ("mr", "nr", "mc", "kc", "nc"))
-    packed = [(2 * mc + mr + 1, 2 * kc + 3, 3 * nr + 5, "C"), (mc - 1, kc + 1, 16 * nr + 3, "F"),
-              (mc + 1, 100, nc + nr + 1, "F"), (4 * mc + 1, 64, 2 * nr, "F"),
+    # the forward's layout ("F") goes to the tt path up to m = tm, packed above it
+    mf = max(mc - 1, blk["tm"] + 1)
+    packed = [(2 * mc + mr + 1, 2 * kc + 3, 3 * nr + 5, "C"), (mf, kc + 1, 16 * nr + 3, "F"),
+              (max(mc + 1, blk["tm"] + 1), 100, nc + nr + 1, "F"), (4 * mf + 1, 64, 2 * nr, "F"),
               (3 * mr, 2 * kc + 1, 4 * nr, "S")]
     isz = np.dtype(dtype).itemsize
     tt = [(m, k, n, lay) for m, k, n, lay in tt_shapes(blk, isz)
           if 2 * m * n * k >= 400000] if blk["tw"] else []
     # two threads split the tt path by rows where A^T's panels pair up and B is at most
     # 256 KiB (pb_tt_msplit_ in csrc/gemm_driver.inc), else by columns: both are here
-    by_rows = {-(-m // blk["tw"]) % 2 == 0 and n * k * isz <= 262144 for m, k, n, _ in tt}
+    by_rows = {-(-m // blk["tw"]) % 2 == 0 and n * k * isz <= blk["tt_msplit"]
+               for m, k, n, _ in tt}
     assert by_rows == ({True, False} if tt else set())
     for group in (packed, tt):
         stolen = 0
@@ -501,8 +504,8 @@ def test_inplace_a_path(arch, dtype, threads):
         w = rng.standard_normal((n, k)).astype(dtype)
         bias = rng.standard_normal(n).astype(dtype)
         c0 = rng.standard_normal((m, n)).astype(dtype)
-        if _gemm.path(a, w.T) != "packed":  # AVX-512's dot-product kernel: its own tests
-            assert arch == "avx512", (m, k, n, _gemm.path(a, w.T))
+        if _gemm.path(a, w.T) != "packed":  # the dot-product kernel: its own tests
+            assert 0 < m <= blk["dot_m"], (m, k, n, _gemm.path(a, w.T))
             continue
         for nt in (1, 2):
             threads(nt)
@@ -561,7 +564,7 @@ def test_atb_path(arch, dtype, threads):
         results = []
         for nt in (1, 2):
             threads(nt)
-            assert _gemm.path(a, b) == ("packed" if arch == "ref" else "atb"), (m, k, n, nt)
+            assert _gemm.path(a, b) == ("atb" if blk["atb_m"] else "packed"), (m, k, n, nt)
             assert _gemm.path(a, b_packed) == "packed"
             for beta in (0, 1):
                 buf = np.full((m + 1, n + 2), np.nan, dtype)

@@ -11,7 +11,7 @@ import pybackprop
 from pybackprop import optim
 from pybackprop import reference as ref
 
-ARCHS = tuple(pybackprop.available_archs())
+ARCHS = tuple(pybackprop.available_cpus())
 DTYPES = (np.float32, np.float64)
 # 1 element; primes and lengths around the AVX2 (4/8 lanes) and AVX-512 (8/16 lanes) widths.
 SIZES = (1, 7, 15, 16, 17, 33, 1000, 1003)
@@ -314,19 +314,20 @@ def test_results_do_not_depend_on_thread_count(arch, cls, dtype, threads, rng):
 
 
 def test_every_dispatch_path_agrees(rng):
-    """The ref, AVX2 and AVX-512 paths give the same bits (so the parity above is per path)."""
-    saved = pybackprop.get_arch()
+    """Every CPU configuration (ref, AVX2 and AVX-512 kernels) gives the same bits (so the
+    parity above holds on every path)."""
+    saved = pybackprop.get_cpu()
     out = {}
     try:
         for a in ARCHS:
-            pybackprop.set_arch(a)
+            pybackprop.set_cpu(a)
             p = np.linspace(-1, 1, 1001, dtype=np.float32)
             opt = optim.Adam([p], weight_decay=0.1, amsgrad=True)
             for t in range(3):
                 opt.step([np.cos(np.arange(1001, dtype=np.float32) * (t + 1))])
             out[a] = p
     finally:
-        pybackprop.set_arch(saved)
+        pybackprop.set_cpu(saved)
     for a in ARCHS:
         np.testing.assert_array_equal(out[a], out[ARCHS[0]])
 
