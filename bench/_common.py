@@ -93,16 +93,17 @@ def _lib():
 
 
 def fma_peak(dtype, threads=None, seconds=0.15, runs=2):
-    """Peak FMA throughput in GFLOP/s of the active SIMD path for ``dtype``.
+    """Peak FMA throughput in GFLOP/s of ``dtype`` on the ISA of the active configuration's
+    GEMM for it.
 
     Measured by ``pb_probe_fma_peak_*`` with ``threads`` threads (default: the current
     pybackprop setting), best of ``runs`` runs of ``seconds`` each; cached per
-    (dtype, threads, arch). The thread setting in force before the call is restored.
+    (dtype, threads, ISA). The thread setting in force before the call is restored.
     """
     dtype = np.dtype(dtype)
     old = pybackprop.get_num_threads()
     threads = old if threads is None else threads
-    key = (dtype.name, threads, pybackprop.get_arch())
+    key = (dtype.name, threads, _gemm_isa(dtype))
     if key not in _peak_cache:
         probe = _lib().pb_probe_fma_peak_f64 if dtype == np.float64 else \
             _lib().pb_probe_fma_peak_f32
@@ -114,14 +115,19 @@ def fma_peak(dtype, threads=None, seconds=0.15, runs=2):
     return _peak_cache[key]
 
 
+def _gemm_isa(dtype):
+    """The ISA of the active configuration's GEMM for dtype (the FMA peak's loop)."""
+    kind = "float64 gemm" if np.dtype(dtype) == np.float64 else "float32 gemm"
+    return pybackprop.cpu_info()["kernels"][kind]
+
+
 def recheck_fma_peaks(seconds=0.15, runs=2):
     """Measure every FMA peak of the active SIMD path that :func:`fma_peak` has cached once
     more, and keep the higher of the two: a probe that ran while the host was busy elsewhere
     (one of the two vCPUs taken for a second or two) reads low, and would put rows above
     100 %. Returns ``[(dtype name, threads, first, again)]`` for the report."""
-    arch = pybackprop.get_arch()
     out = []
-    for key in [k for k in _peak_cache if k[2] == arch]:
+    for key in [k for k in _peak_cache if k[2] == _gemm_isa(k[0])]:
         first = _peak_cache.pop(key)
         again = fma_peak(key[0], key[1], seconds=seconds, runs=runs)
         _peak_cache[key] = max(first, again)
@@ -260,6 +266,45 @@ def print_table(rows, columns, file=None):
     for line in cells:
         print(fmt_line(line), file=file)
     file.flush()
+
+
+def markdown_table(rows, columns):
+    """``rows`` as a GitHub-flavoured markdown table (the same cells as print_table)."""
+    def cell(row, key, fmt):
+        v = row.get(key)
+        return "-" if v is None else fmt(v) if callable(fmt) else format(v, fmt)
+    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |",
+             "|" + "|".join("---" if fmt == "s" else "--:" for _, _, fmt in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r, k, f) for _, k, f in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_markdown_section(path, key, text):
+    """Put ``text`` into the file ``path`` between the lines ``<!-- KEY begin -->`` and
+    ``<!-- KEY end -->``, replacing what was there; without them, the section goes before
+    the line ``<!-- bench results -->`` if the file has it, else at its end."""
+    begin, end = f"<!-- {key} begin -->", f"<!-- {key} end -->"
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    if begin in old and end in old:
+        i, j = old.index(begin), old.index(end) + len(end)
+        new = old[:i] + block.rstrip("\n") + old[j:]
+    elif "<!-- bench results -->" in old:
+        i = old.index("<!-- bench results -->")
+        new = old[:i] + block + "\n" + old[i:]
+    else:
+        new = old + ("\n" if old and not old.endswith("\n") else "") + block
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(new)
+
+
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo), or what platform says."""
+    return _cpu_model()
 
 
 def _cpu_model():

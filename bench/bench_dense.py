@@ -28,7 +28,7 @@ reference's on the flushed input (x = 0), which is exactly 0 everywhere: pybackp
 otherwise, torch gets a note with the share of outputs it did not flush.
 
 What it does not do: tune anything, or fail on a slow result (targets are read by people,
-see issue 3); it exits non-zero only when a result is wrong or a call fails.
+see the README); it exits non-zero only when a result is wrong or a call fails.
 """
 import argparse
 import math
@@ -47,14 +47,14 @@ except ImportError:  # run as a script with a pybackprop that does not ship _ben
 import pybackprop
 from pybackprop import reference
 
-# (B, K, N): issue 3's shapes, and a tall layer with few outputs (the dot-product kernel's
+# (B, K, N): the README's target shapes, and a tall layer with few outputs (the dot-product kernel's
 # tall path in the forward; a backward that trails PyTorch, see the README)
 SHAPES_DEFAULT = [(32, 128, 128), (256, 1024, 1024), (1024, 1024, 1024), (1, 1024, 1024),
                   (64, 512, 512), (1, 8, 8), (4096, 1024, 16)]
 SHAPES_QUICK = [(1, 8, 8), (32, 128, 128), (256, 1024, 1024)]
 SHAPES_LARGE = [(2048, 2048, 2048)]
-# Full mode also times these activations at this shape (issue 3: the fused epilogue of
-# sigmoid/tanh should cost < 5% over relu).
+# Full mode also times these activations at this shape (the fused epilogue of sigmoid/tanh
+# should cost < 5% over relu).
 EXTRA_ACTS = ("sigmoid", "tanh")
 EXTRA_SHAPE = (1024, 1024, 1024)
 # The subnormal-input table: shape, activation, and the factor taking x into the subnormal
@@ -78,6 +78,8 @@ COLUMNS = [
     ("vs numpy", "vs_numpy", "s"),
     ("torch us", "torch_us", _common.fmt_us),
     ("vs torch", "vs_torch", "s"),
+    ("best pinned", "best_cpu", "s"),
+    ("auto/best", "auto_vs_best", "s"),
     ("note", "note", "s"),
 ]
 
@@ -232,11 +234,25 @@ def _recheck_peaks(rows, seconds):
     return lines
 
 
-def run_case(problem, op, threads, torch, timing, numpy_unmatched, runs=1):
-    """Verify, then time ours, numpy and torch for one row; returns (row dict, ok).
+def _pinned(cpu, fn):
+    """fn run in CPU configuration ``cpu``, the automatic choice restored after it."""
+    def call():
+        auto = pybackprop.get_cpu()
+        pybackprop.set_cpu(cpu)
+        try:
+            return fn()
+        finally:
+            pybackprop.set_cpu(auto)
+    return call
 
-    With ``runs`` > 1 the three are timed in turn ``runs`` times (so slow drifts of a shared
-    host hit all of them alike) and each keeps its best median.
+
+def run_case(problem, op, threads, torch, timing, numpy_unmatched, runs=1, pinned=()):
+    """Verify, then time ours (the automatic configuration), numpy, torch and ours in each
+    configuration of ``pinned`` for one row; returns (row dict, ok).
+
+    With ``runs`` > 1 they are timed in turn ``runs`` times (so slow drifts of a shared
+    host hit all of them alike) and each keeps its best median. A pinned configuration is
+    switched to once per measurement (its calls run in it; the switch is not timed).
     """
     row = dict(op=op, act=problem.act, dtype=problem.dtype.name.replace("float", "f"),
                threads=threads, shape=_shape_text(problem.shape))
@@ -244,6 +260,8 @@ def run_case(problem, op, threads, torch, timing, numpy_unmatched, runs=1):
     try:
         ours = problem.ours(op)
         problem.verify(op, ours, "ours")
+        for cpu in pinned:
+            problem.verify(op, _pinned(cpu, ours), f"ours ({cpu})")
     except Exception as e:  # a wrong result or a failing call: report, keep going
         row["note"] = f"FAIL {type(e).__name__}: {e}"
         return row, False
@@ -256,11 +274,24 @@ def run_case(problem, op, threads, torch, timing, numpy_unmatched, runs=1):
         except Exception as e:  # the comparison is broken, not our kernel: note it
             row["note"] = f"torch: {type(e).__name__}: {e}"
             ok = False
+    auto = pybackprop.get_cpu()
+    fns.update({"cpu:" + cpu: (cpu, ours) for cpu in pinned})
     for _ in range(max(1, runs)):
         for name, fn in fns.items():
-            t = _common.measure(fn, **timing)
+            if isinstance(fn, tuple):
+                pybackprop.set_cpu(fn[0])
+                try:
+                    t = _common.measure(fn[1], **timing)
+                finally:
+                    pybackprop.set_cpu(auto)
+            else:
+                t = _common.measure(fn, **timing)
             key = name + "_us"
             row[key] = t if row.get(key) is None else min(row[key], t)
+    if pinned:
+        best = min(pinned, key=lambda c: row["cpu:" + c + "_us"])
+        row["best_cpu"] = best
+        row["auto_vs_best"] = _ratio(row["cpu:" + best + "_us"], row["ours_us"])
     row["gflops"] = flops(op, problem.shape) / row["ours_us"] * 1e-9
     row["peak_pct"] = _peak_pct(row["gflops"], problem.dtype, threads)
     row["vs_numpy"] = _ratio(row["numpy_us"], row["ours_us"], star=numpy_unmatched)
@@ -281,7 +312,7 @@ EPILOGUE_ROUNDS = 5
 
 
 def run_epilogue(dtypes, threads, timing):
-    """Issue 3's "sigmoid/tanh within 5 % of relu": our fused forward at EXTRA_SHAPE with
+    """The target "sigmoid/tanh within 5 % of relu": our fused forward at EXTRA_SHAPE with
     relu and each of EXTRA_ACTS, verified, then timed in turn EPILOGUE_ROUNDS times (a
     shared host's drifts, which move separate runs by more than 5 %, hit all of them alike),
     each keeping its best median; printed with its cost over relu. Returns False if a
@@ -428,8 +459,18 @@ def build_parser():
     p.add_argument("--ops", default="forward,backward",
                    help="forward, backward or both (default both)")
     p.add_argument("--arch", default=None,
-                   help="SIMD path to use (pybackprop.available_archs()); default: the "
-                        "one chosen at load time")
+                   help="cap the instruction set (pybackprop.available_archs()); default: "
+                        "the configuration chosen at load time")
+    p.add_argument("--cpu", default=None,
+                   help="CPU configuration to use as ours (pybackprop.available_cpus()); "
+                        "default: the one chosen at load time")
+    p.add_argument("--pinned", default="all",
+                   help="configurations also timed in each row, each pinned in turn: "
+                        "'all' (default: every runnable one but the portable 'generic' "
+                        "when another runs), 'none', or a comma-separated list")
+    p.add_argument("--markdown", default=None, metavar="PATH",
+                   help="also write the main table as markdown into PATH (e.g. README.md), "
+                        "in a section of its own for this CPU model and configuration")
     p.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
     p.add_argument("--out", action="store_true",
                    help="time ours with preallocated out=/dx=/dw=/db= buffers (default: "
@@ -450,6 +491,9 @@ def main(argv=None):
     try:
         if args.arch is not None:
             pybackprop.set_arch(args.arch)
+        if args.cpu is not None:
+            pybackprop.set_cpu(args.cpu)
+        pinned = _parse_pinned(args.pinned)
         dtypes = _common.parse_dtypes(args.dtype)
         if args.threads is not None:
             thread_counts = _common.parse_threads(args.threads)
@@ -479,12 +523,14 @@ def main(argv=None):
     print("pybackprop bench: dense + activation, forward and backward")
     for line in _common.machine_lines(torch):
         print("  " + line)
-    arch = pybackprop.get_arch()
+    print(f"  CPU configuration: {pybackprop.get_cpu()} "
+          f"({pybackprop.cpu_info()['reason']}); also timed, pinned in turn: "
+          f"{', '.join(pinned) or 'none'}")
     peak_seconds = 0.05 if args.quick else 0.15
     for dt in dtypes:
         peaks = ", ".join(f"{t} thr {_common.fma_peak(dt, t, seconds=peak_seconds):.1f}"
                           for t in thread_counts)
-        print(f"  measured FMA peak {dt.name} ({arch}): {peaks} GFLOP/s")
+        print(f"  measured FMA peak {dt.name} ({_common._gemm_isa(dt)}): {peaks} GFLOP/s")
     copy, rmw = _common.bandwidth((64 << 20) if args.quick else (256 << 20),
                                   3 if args.quick else 5, threads=max(thread_counts))
     print(f"  measured bandwidth ({max(thread_counts)} thr): copy {copy:.1f} GB/s, "
@@ -522,7 +568,7 @@ def main(argv=None):
                 problem = Problem(dt, shape, act, args.negative_slope, buffers=args.out)
                 for op in ops:
                     row, ok = run_case(problem, op, threads, torch, timing, numpy_unmatched,
-                                       args.runs)
+                                       args.runs, pinned)
                     rows.append(row)
                     all_ok = all_ok and ok
                     if sys.stderr.isatty():  # progress: the table prints at the end
@@ -544,6 +590,12 @@ def main(argv=None):
     print("  ratios: their time / our time (> 1: pybackprop faster). GFLOP/s: forward "
           "2BKN, backward 4BKN (dx, dw, db).")
     print("  torch backward: torch.autograd.grad on a retained graph (backward only).")
+    if pinned:
+        print(f"  best pinned: the fastest of {', '.join(pinned)} pinned one by one in the "
+              f"same run; auto/best: its time / the automatic choice's ({pybackprop.get_cpu()})"
+              f" (>= 0.95: within 5 %).")
+    if args.markdown:
+        _write_markdown(args.markdown, rows, shown_args, torch)
     if epilogue:
         print()
         all_ok = run_epilogue(dtypes, max(thread_counts), timing) and all_ok
@@ -560,6 +612,39 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     return 0
+
+
+def _parse_pinned(text):
+    """--pinned: the configurations to time pinned, each one this CPU runs."""
+    runnable = pybackprop.available_cpus()
+    if text == "none":
+        return []
+    if text == "all":
+        simd = [c for c in runnable if c != "generic"]
+        return simd or runnable
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in runnable]
+    if bad:
+        raise ValueError(f"--pinned: {bad} not among this CPU's configurations {runnable}")
+    return names
+
+
+def _write_markdown(path, rows, shown_args, torch):
+    """The main table as markdown, in PATH's section for this CPU model and configuration."""
+    import datetime
+    info = pybackprop.cpu_info()
+    model = _common.cpu_model()
+    cpu = pybackprop.get_cpu()
+    key = "bench-dense " + "".join(ch if ch.isalnum() else "-" for ch in f"{model} {cpu}")
+    head = (f"**{model}** (cpuid {info['vendor']} family {info['family']:#x} model "
+            f"{info['model']:#x}), configuration `{cpu}` (kernels: "
+            + ", ".join(f"{k} {v}" for k, v in info["kernels"].items())
+            + f"), {datetime.date.today().isoformat()}, numpy {np.__version__}, "
+            + (f"torch {torch.__version__}" if torch is not None else "no torch")
+            + f"; `python -m pybackprop bench dense {shown_args}`")
+    cols = [c for c in COLUMNS if c[1] not in ("note", "act")]
+    _common.write_markdown_section(path, key, head + "\n\n" + _common.markdown_table(rows, cols))
+    print(f"  markdown table written to {path} (section {key!r})")
 
 
 def _blas_default_threads():
