@@ -8,7 +8,7 @@ do: decide what to time or check; each bench verifies its own results against
 Conventions:
   - Times are medians of per-call times in seconds (printed in microseconds).
   - Peaks are measured on this machine in this process (``pb_probe_*`` in csrc/probe.c),
-    for the active SIMD path and the thread count in force, never taken from a data sheet.
+    for the ISA of the active configuration's GEMM and the thread count in force, never taken from a data sheet.
   - PyTorch is optional: :func:`import_torch` returns ``None`` when it is missing.
   - numpy's BLAS thread count can only be changed at run time through threadpoolctl; when
     it is not installed, numpy runs with its library default and the tables say so.
@@ -122,7 +122,7 @@ def _gemm_isa(dtype):
 
 
 def recheck_fma_peaks(seconds=0.15, runs=2):
-    """Measure every FMA peak of the active SIMD path that :func:`fma_peak` has cached once
+    """Measure every FMA peak of the active configuration's ISAs that :func:`fma_peak` has cached once
     more, and keep the higher of the two: a probe that ran while the host was busy elsewhere
     (one of the two vCPUs taken for a second or two) reads low, and would put rows above
     100 %. Returns ``[(dtype name, threads, first, again)]`` for the report."""
@@ -426,7 +426,10 @@ def add_elementwise_arguments(p, quick_help, kernels_help, kernels_default):
                    help="comma-separated thread counts (default 1 and the default count; "
                         "--quick: the default only)")
     p.add_argument("--kernels", default=kernels_default, help=kernels_help)
-    p.add_argument("--arch", default=None, help="SIMD path (pybackprop.available_archs())")
+    p.add_argument("--arch", default=None,
+                   help="cap the instruction set (pybackprop.available_archs())")
+    p.add_argument("--cpu", default=None,
+                   help="CPU configuration to run (pybackprop.available_cpus())")
     p.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds of timed samples per measurement")
@@ -434,11 +437,13 @@ def add_elementwise_arguments(p, quick_help, kernels_help, kernels_default):
 
 
 def parse_elementwise_arguments(args):
-    """Apply --arch; returns (dtypes, thread counts, the default thread count, timing) of
-    the parsed options of add_elementwise_arguments. Raises ValueError for a bad --dtype or
-    --threads."""
+    """Apply --arch and --cpu; returns (dtypes, thread counts, the default thread count,
+    timing) of the parsed options of add_elementwise_arguments. Raises ValueError for a bad
+    --dtype, --threads, --arch or --cpu."""
     if args.arch is not None:
         pybackprop.set_arch(args.arch)
+    if args.cpu is not None:
+        pybackprop.set_cpu(args.cpu)
     default_threads = pybackprop.get_num_threads()
     dtypes = parse_dtypes(args.dtype)
     thread_counts = (parse_threads(args.threads) if args.threads is not None

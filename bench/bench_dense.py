@@ -16,7 +16,9 @@ importable (forward ``act(F.linear(x, w, b))`` on tensors without grad; backward
 like them, allocating its results (``--out``: with preallocated ``out=``/``dx=``/``dw=``/
 ``db=`` buffers instead, the layer API's way). Ratios are their time / our
 time: > 1 means pybackprop is faster. GFLOP/s are also shown as a fraction of this
-machine's FMA peak, measured at start-up for the active SIMD path and each thread count.
+machine's FMA peak, measured at start-up for the ISA of the configuration's GEMM and each
+thread count. Each row also times ours in every other configuration this CPU runs, pinned
+one by one (--pinned).
 
 Subnormal inputs (the full run's last table, or alone with --subnormal): at (512, 512, 512),
 relu, zero bias, the highest thread count, the forward on an x scaled into the subnormal range

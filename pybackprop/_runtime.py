@@ -171,7 +171,8 @@ def build_info():
         "openmp": bool(lib.pb_has_openmp()),
         "num_threads": get_num_threads(),
         "flush_denormal": get_flush_denormal(),
-        "env": {k: os.environ[k] for k in ("PYBACKPROP_CPU", "PYBACKPROP_ARCH", "PYBACKPROP_NUM_THREADS",
+        "env": {k: os.environ[k] for k in ("PYBACKPROP_CPU", "PYBACKPROP_ARCH",
+                                           "PYBACKPROP_NUM_THREADS",
                                            "PYBACKPROP_FLUSH_DENORMAL") if k in os.environ},
         "native_module": native_file,
     }

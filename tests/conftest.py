@@ -21,7 +21,28 @@ from hypothesis import settings
 
 import pybackprop
 
-ARCHS = tuple(pybackprop.available_cpus())
+
+
+def _test_cpus():
+    """The configurations the ``arch`` fixture runs: every one this CPU runs, or those
+    PYBACKPROP_TEST_CPUS names ("auto": the automatic choice only; a comma-separated
+    list), for runs whose purpose is not the kernels' parity (a wheel's contents, the
+    sanitizer stage's second pass)."""
+    runnable = pybackprop.available_cpus()
+    want = os.environ.get("PYBACKPROP_TEST_CPUS", "all").strip()
+    if want == "all":
+        return tuple(runnable)
+    if want == "auto":
+        return (pybackprop.get_cpu(),)
+    names = [n.strip() for n in want.split(",") if n.strip()]
+    bad = [n for n in names if n not in runnable]
+    if bad or not names:
+        raise pytest.UsageError(f"PYBACKPROP_TEST_CPUS={want!r}: {bad or 'nothing'} not among "
+                                f"this CPU's configurations {runnable}")
+    return tuple(names)
+
+
+ARCHS = _test_cpus()
 
 settings.register_profile("default", max_examples=30, deadline=None, print_blob=True)
 settings.register_profile("thorough", max_examples=500, deadline=None, print_blob=True)
@@ -30,8 +51,11 @@ settings.load_profile(os.environ.get("PYBACKPROP_HYPOTHESIS_PROFILE", "default")
 
 def pytest_report_header(config):
     info = pybackprop.build_info()
+    absent = [n for n, c in pybackprop.cpu_info()["configurations"].items()
+              if not c["runs_here"]]
     return ["pybackprop: " + ", ".join(f"{k}={v}" for k, v in info.items()),
-            f"pybackprop CPU configurations tested: {', '.join(ARCHS)}"]
+            f"pybackprop CPU configurations tested: {', '.join(ARCHS)}; not runnable on "
+            f"this CPU (an instruction set it lacks): {', '.join(absent) or 'none'}"]
 
 
 @pytest.fixture(params=ARCHS)

@@ -16,11 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pybackprop
+from pybackprop import _gemm
 from pybackprop import reference as ref
 
 from _helpers import assert_bitwise, assert_within, at_offset
 
-ARCHS = tuple(pybackprop.available_cpus())
+from conftest import ARCHS  # the CPU configurations under test
 DTYPES = (np.float32, np.float64)
 ACTIVATIONS = ref.ACTIVATIONS
 SLOPE = 0.01  # the default negative_slope
@@ -36,14 +37,14 @@ SHAPES = [
     (33, 65, 47),     # one past multiples of 16/32/64
     (64, 64, 64),     # exact multiples
     (400, 3, 2),      # tall
-    (2, 3, 4111),     # wide: N crosses the N cache block (y, and dw's rows)
-    (3, 4100, 2),     # deep: K crosses the N cache block of dw and dx
+    (2, 3, 8209),     # wide: N crosses the N cache block (y, and dw's rows)
+    (3, 8200, 2),     # deep: K crosses the N cache block of dw and dx
     (1, 520, 70),     # K crosses the K cache block, B = 1
     (130, 300, 70),   # crosses the K and M cache blocks
-    (400, 1030, 70),  # crosses the K and M cache blocks of every path (AVX2 float32 KC 1024)
+    (530, 1030, 70),  # crosses the K and M cache blocks of every configuration
 ]
-# Cache blocks of the C core today: KC = 256..1024, MC = 96..384, NC = 2048..4096
-# (csrc/dispatch.c).
+# (test_shapes_cross_the_cache_blocks checks that these shapes cross the blocks of the
+# configuration under test.)
 BUFFER_SHAPES = [(1, 1, 1), (5, 6, 1), (17, 31, 29), (130, 300, 70)]
 ZERO_SHAPES = [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (0, 5, 0), (1, 0, 1)]
 # Big enough that every pass runs threaded: GEMM split by M blocks and by micro-panels, the
@@ -55,6 +56,16 @@ LEAKY_SLOPES = [0.0, 0.2, 1.5]
 
 def _shape_id(s):
     return "B%dK%dN%d" % s
+
+
+def test_shapes_cross_the_cache_blocks(arch):
+    """SHAPES cross the configuration's cache blocks, both dtypes: a forward crossing KC
+    and MC at once, one crossing NC, and a K crossing the NC of dw and dx."""
+    for dt in DTYPES:
+        blk = _gemm.blocks(None, dt)
+        assert any(K > blk["kc"] and B > blk["mc"] for B, K, N in SHAPES), (arch, dt, blk)
+        assert any(N > blk["nc"] for B, K, N in SHAPES), (arch, dt, blk)
+        assert any(K > blk["nc"] for B, K, N in SHAPES), (arch, dt, blk)
 
 
 # ---- error model: every tolerance of this file ------------------------------------------

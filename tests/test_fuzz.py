@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import pybackprop
 from pybackprop import optim, reference
 
-ARCHS = tuple(pybackprop.available_cpus())
+from conftest import ARCHS  # the CPU configurations under test
 DTYPES = (np.float32, np.float64)
 KINDS = pybackprop.ACTIVATIONS
 LAYOUTS = ("c", "f", "strided", "negative", "misaligned", "list")

@@ -11,7 +11,7 @@ import pybackprop
 from pybackprop import optim
 from pybackprop import reference as ref
 
-ARCHS = tuple(pybackprop.available_cpus())
+from conftest import ARCHS  # the CPU configurations under test
 DTYPES = (np.float32, np.float64)
 # 1 element; primes and lengths around the AVX2 (4/8 lanes) and AVX-512 (8/16 lanes) widths.
 SIZES = (1, 7, 15, 16, 17, 33, 1000, 1003)
