@@ -1,54 +1,57 @@
 """Command line of pybackprop: ``python -m pybackprop <command> [args]``.
 
-    python -m pybackprop bench [NAME] [args]   run every benchmark, or the one named
-                                               (args go to the benchmark: --quick, ...)
-    python -m pybackprop info                  print build_info(), the CPU and its configurations
+    python -m pybackprop bench                 every benchmark in its quick form (~1-2 min)
+    python -m pybackprop bench --full          every benchmark in full (~20 min on 2 cores)
+    python -m pybackprop bench NAME [args]     one benchmark with its own options
+                                               (NAME --help lists them)
+    python -m pybackprop info                  build_info(), the CPU and its configurations
     python -m pybackprop demo [args]           train an MLP on three spirals (--help)
 
 Benchmarks are modules of ``pybackprop._bench`` (the repository's bench/ directory) with a
 ``main(argv) -> int``; a new one is one more entry in ``BENCHES``. A new command is one
-more entry in ``COMMANDS``.
+more subparser in ``build_parser``.
 """
+import argparse
 import importlib
 import sys
 
-# (name, module) of every benchmark, in the order `bench` runs them.
+# (name, module, what it times) of every benchmark, in the order `bench` runs them.
 BENCHES = [
-    ("dense", "pybackprop._bench.bench_dense"),
-    ("spectral", "pybackprop._bench.bench_spectral"),
-    ("optim", "pybackprop._bench.bench_optim"),
-    ("losses", "pybackprop._bench.bench_losses"),
-    ("activation", "pybackprop._bench.bench_activation"),
+    ("dense", "pybackprop._bench.bench_dense",
+     "fused dense + activation forward and backward, every CPU configuration pinned"),
+    ("spectral", "pybackprop._bench.bench_spectral",
+     "power iteration, spectral normalisation and its backward"),
+    ("optim", "pybackprop._bench.bench_optim", "Adam, AdamW, AdaMax steps, one and many tensors"),
+    ("losses", "pybackprop._bench.bench_losses",
+     "softmax cross-entropy, BCE, MSE (value and gradient), maximum"),
+    ("activation", "pybackprop._bench.bench_activation",
+     "standalone activations, forward and backward"),
 ]
 
 
-def _cmd_bench(argv):
-    """Run the benchmark named by argv[0], or all of them; the rest of argv is theirs."""
-    names = [name for name, _ in BENCHES]
-    if argv and not argv[0].startswith("-"):
-        if argv[0] not in names:
-            print(f"pybackprop bench: unknown benchmark {argv[0]!r}; available: "
-                  f"{', '.join(names)}", file=sys.stderr)
-            return 2
-        selected = [b for b in BENCHES if b[0] == argv[0]]
-        argv = argv[1:]
-    else:
-        selected = BENCHES
+def _cmd_bench(args):
+    """Run the named benchmark with its own arguments, or every benchmark (quick unless
+    --full)."""
+    if args.name is not None:  # its own options, --help included
+        module = dict((n, m) for n, m, _ in BENCHES)[args.name]
+        return importlib.import_module(module).main(list(args.rest)
+                                                    + (["--help"] if args.help else []))
+    if args.help:
+        args.parser.print_help()
+        return 0
     status = 0
-    for i, (_, module) in enumerate(selected):
+    for i, (_, module, _) in enumerate(BENCHES):
         if i:
             print()
-        rc = importlib.import_module(module).main(list(argv))
+        extra = list(args.rest) + ([] if args.full else ["--quick"])
+        rc = importlib.import_module(module).main(extra)
         status = status or rc
     return status
 
 
-def _cmd_info(argv):
+def _cmd_info(args):
     """Print the build (version, compiler, flags, OpenMP, threads), the CPU as cpuid sees
     it, every CPU configuration, and which one runs and why."""
-    if argv:
-        print("pybackprop info: takes no arguments", file=sys.stderr)
-        return 2
     import pybackprop
     info = pybackprop.build_info()
     cpu = pybackprop.cpu_info()
@@ -75,38 +78,59 @@ def _cmd_info(argv):
     return 0
 
 
-def _cmd_demo(argv):
+def _cmd_demo(args):
     """Train a classifier on three interleaved spirals (pybackprop/demo.py)."""
     from pybackprop import demo
-    return demo.main(list(argv))
+    return demo.main(list(args.rest))
 
 
-# command -> (function(argv) -> exit status, one-line help)
-COMMANDS = {
-    "bench": (_cmd_bench, "run the benchmarks: bench [" +
-              "|".join(name for name, _ in BENCHES) + "] [--quick] [--help]"),
-    "info": (_cmd_info, "print the build information"),
-    "demo": (_cmd_demo, "train an MLP on three spirals with Adam: demo [--help]"),
-}
-
-
-def _usage(file):
-    print("usage: python -m pybackprop <command> [args]\n\ncommands:", file=file)
-    for name, (_, text) in COMMANDS.items():
-        print(f"  {name:<6} {text}", file=file)
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m pybackprop",
+                                description="pybackprop's command line.")
+    sub = p.add_subparsers(dest="command", metavar="command")
+    sub.required = True
+    names = "\n".join(f"  {n:<11} {what}" for n, _, what in BENCHES)
+    b = sub.add_parser(
+        "bench", help="run the benchmarks against numpy and PyTorch",
+        usage="python -m pybackprop bench [-h] [--full] [NAME [its options]]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Without NAME: every benchmark in its quick form (--full: in full), "
+                    "arguments after it passed to each. With NAME: that benchmark, with its "
+                    "own options (python -m pybackprop bench NAME --help).",
+        epilog="benchmarks:\n" + names, add_help=False)
+    b.add_argument("-h", "--help", action="store_true",
+                   help="show this help (with NAME: that benchmark's options)")
+    b.add_argument("--full", action="store_true",
+                   help="without NAME: run every benchmark in full, not in its quick form")
+    b.set_defaults(fn=_cmd_bench, parser=b)
+    i = sub.add_parser("info", help="print the build, the CPU and its configurations")
+    i.set_defaults(fn=_cmd_info)
+    d = sub.add_parser("demo", help="train an MLP on three spirals with Adam (demo --help)",
+                       add_help=False)
+    d.set_defaults(fn=_cmd_demo)
+    return p
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        _usage(sys.stdout if argv else sys.stderr)
-        return 0 if argv else 2
-    command = COMMANDS.get(argv[0])
-    if command is None:
-        print(f"pybackprop: unknown command {argv[0]!r}", file=sys.stderr)
-        _usage(sys.stderr)
-        return 2
-    return command[0](argv[1:])
+    parser = build_parser()
+    # a benchmark's or the demo's own options pass through to it
+    name = None
+    if argv[:1] == ["bench"] and len(argv) > 1 and not argv[1].startswith("-"):
+        name = argv[1]  # bench NAME: everything after NAME is the benchmark's
+        if name not in [n for n, _, _ in BENCHES]:
+            parser.error(f"bench: unknown benchmark {name!r}; choose from "
+                         f"{', '.join(n for n, _, _ in BENCHES)}")
+        args = parser.parse_args(["bench"])
+        args.name, args.help, rest = name, False, argv[2:]
+    else:
+        args, rest = parser.parse_known_args(argv)
+        if args.command == "bench":
+            args.name = None
+    if args.command == "info" and rest:
+        parser.error(f"info takes no arguments, got {rest}")
+    args.rest = rest
+    return args.fn(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""The command line, pybackprop/__main__.py: subcommands, the benchmarks' summary and
+full forms, arguments passed through, help and errors."""
+import types
+
+import pytest
+
+import pybackprop
+from pybackprop import __main__ as cli
+
+
+@pytest.fixture
+def fake_benches(monkeypatch):
+    """Every benchmark replaced by a recorder of the arguments it was given."""
+    calls = []
+
+    def fake_import(name):
+        return types.SimpleNamespace(main=lambda argv: calls.append((name, argv)) or 0)
+    monkeypatch.setattr(cli.importlib, "import_module", fake_import)
+    return calls
+
+
+def test_bench_runs_every_benchmark_quick_by_default(fake_benches):
+    """`bench` runs every benchmark in its quick form, in order; `--full` without it."""
+    assert cli.main(["bench"]) == 0
+    assert fake_benches == [(m, ["--quick"]) for _, m, _ in cli.BENCHES]
+    fake_benches.clear()
+    assert cli.main(["bench", "--full", "--threads", "2"]) == 0
+    assert fake_benches == [(m, ["--threads", "2"]) for _, m, _ in cli.BENCHES]
+
+
+def test_bench_name_gets_its_own_arguments(fake_benches):
+    """`bench NAME args` runs that benchmark alone with its arguments, --help included."""
+    assert cli.main(["bench", "dense", "--shapes", "8x8x8", "--help"]) == 0
+    assert fake_benches == [("pybackprop._bench.bench_dense", ["--shapes", "8x8x8", "--help"])]
+
+
+def test_bench_help_lists_the_benchmarks(capsys, fake_benches):
+    """`bench --help` names every benchmark and runs none."""
+    assert cli.main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name, _, _ in cli.BENCHES) and "--full" in out
+    assert fake_benches == []
+
+
+@pytest.mark.parametrize("argv", [["bench", "nosuch"], ["info", "x"], [], ["nosuch"]])
+def test_bad_command_lines_exit_2(argv, capsys):
+    """Unknown commands or benchmarks, stray arguments: usage on stderr, exit status 2."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2 and "usage" in capsys.readouterr().err
+
+
+def test_info_names_the_cpu_and_configuration(capsys):
+    """`info` prints the build facts, the cpuid model and every configuration, marking the
+    active one."""
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    info = pybackprop.cpu_info()
+    assert f"configuration: {pybackprop.get_cpu()}" in out
+    assert f"family {info['family']:#x}" in out
+    for name in info["configurations"]:
+        assert name in out
+    assert f"*{pybackprop.get_cpu()}" in out
