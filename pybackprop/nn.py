@@ -56,6 +56,8 @@ class Dense:
     rng : None, int or numpy.random.Generator, for the initial weights (and the power
         iteration's start vectors)
 
+    Notes
+    -----
     Initialisation: He normal, ``std = gain / sqrt(in_features)`` with ``gain = sqrt(2)``
     (``sqrt(2 / (1 + negative_slope^2))`` for leaky_relu), for the ReLU family (relu,
     leaky_relu, softplus); Xavier uniform, ``U(-a, a)`` with

@@ -449,6 +449,8 @@ class Adam(_Optimizer):
     amsgrad : keep ``v_max``, the running maximum of ``v``, and divide by it
     maximize : ascend instead of descend
 
+    Notes
+    -----
     State, per parameter and of its dtype: ``m`` (first moment), ``v`` (second moment),
     ``v_max`` (amsgrad only); ``t`` counts the steps taken. Update: see :func:`adam_step`.
     """

@@ -1,0 +1,37 @@
+"""The API reference (docs/api/*.md, built by mkdocs with mkdocstrings) has an entry for
+every public name, and the entries name real objects."""
+import importlib
+import pathlib
+import re
+
+import pybackprop
+from pybackprop import nn, optim
+
+DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "api"
+ENTRIES = re.findall(r"^::: ([\w.]+)$", "\n".join(
+    p.read_text(encoding="utf-8") for p in sorted(DOCS.glob("*.md"))), re.M)
+
+
+def _public():
+    names = {n for n in pybackprop.__all__ if n not in ("__version__", "nn", "optim",
+                                                          "ACTIVATIONS", "REDUCTIONS")}
+    names |= {n for n in optim.__all__} | {"Dense", "Sequential"}
+    return names
+
+
+def test_every_public_name_has_an_entry():
+    """Each public function and class of pybackprop, pybackprop.optim and pybackprop.nn has
+    a ``::: module.name`` entry in docs/api."""
+    documented = {e.rsplit(".", 1)[1] for e in ENTRIES}
+    missing = sorted(_public() - documented)
+    assert not missing, f"no API page entry for {missing}"
+
+
+def test_entries_name_the_public_objects():
+    """Every entry resolves to the object the public name refers to."""
+    for entry in ENTRIES:
+        module, name = entry.rsplit(".", 1)
+        obj = getattr(importlib.import_module(module), name)
+        public = getattr(pybackprop, name, None) or getattr(optim, name, None) \
+            or getattr(nn, name, None)
+        assert obj is public, entry
