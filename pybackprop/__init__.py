@@ -19,6 +19,7 @@ from .nn import Dense, Sequential
 from .spectral import (SpectralNorm, lipschitz_bound, lipschitz_constant, power_iteration,
                        sigma_upper_bound, spectral_norm_backward, spectral_normalize)
 from . import optim  # noqa: E402  (pybackprop.optim.Adam, AdamW, AdaMax, adam_step, ...)
+from ._check import check  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -56,5 +57,6 @@ __all__ = [
     "set_flush_denormal",
     "get_flush_denormal",
     "build_info",
+    "check",
     "optim",
 ]

@@ -5,6 +5,8 @@
     python -m pybackprop bench NAME [args]     one benchmark with its own options
                                                (NAME --help lists them)
     python -m pybackprop info                  build_info(), the CPU and its configurations
+    python -m pybackprop check                 every kernel against the numpy reference,
+                                               every CPU configuration this CPU runs
     python -m pybackprop demo [args]           train an MLP on three spirals (--help)
 
 Benchmarks are modules of ``pybackprop._bench`` (the repository's bench/ directory) with a
@@ -78,6 +80,12 @@ def _cmd_info(args):
     return 0
 
 
+def _cmd_check(args):
+    """Every kernel against the reference on this CPU (pybackprop/_check.py)."""
+    from pybackprop import _check
+    return _check.main(list(args.rest))
+
+
 def _cmd_demo(args):
     """Train a classifier on three interleaved spirals (pybackprop/demo.py)."""
     from pybackprop import demo
@@ -105,6 +113,9 @@ def build_parser():
     b.set_defaults(fn=_cmd_bench, parser=b)
     i = sub.add_parser("info", help="print the build, the CPU and its configurations")
     i.set_defaults(fn=_cmd_info)
+    c = sub.add_parser("check", help="check every kernel against the numpy reference on "
+                       "this CPU, every configuration (check --help)", add_help=False)
+    c.set_defaults(fn=_cmd_check)
     d = sub.add_parser("demo", help="train an MLP on three spirals with Adam (demo --help)",
                        add_help=False)
     d.set_defaults(fn=_cmd_demo)

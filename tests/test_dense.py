@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 import pybackprop
 from pybackprop import _gemm
+from pybackprop._bounds import (ELEM_C, GEMM_C, SLOPE, backward_bounds, dz_scale, eps_of,
+                                forward_bound, lipschitz, tiny_of, up)
 from pybackprop import reference as ref
 
 from _helpers import assert_bitwise, assert_within, at_offset
@@ -24,7 +26,6 @@ from _helpers import assert_bitwise, assert_within, at_offset
 from conftest import ARCHS  # the CPU configurations under test
 DTYPES = (np.float32, np.float64)
 ACTIVATIONS = ref.ACTIVATIONS
-SLOPE = 0.01  # the default negative_slope
 
 # (B, K, N): batch rows, input features, output features.
 SHAPES = [
@@ -69,112 +70,15 @@ def test_shapes_cross_the_cache_blocks(arch):
 
 
 # ---- error model: every tolerance of this file ------------------------------------------
-# Results are compared elementwise with the reference evaluated in float64 on the same inputs
-# cast up (exact). eps = np.finfo(dtype).eps = 2u, u the unit roundoff of the tested dtype.
-#
-# GEMM_C: a sum of n terms evaluated in any order, with or without FMA, blocked or not, has
-#   |fl(s) - s| <= gamma_n * sum|terms|, gamma_n = n u / (1 - n u) <= 0.505 n eps for n u < 0.01
-#   [Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., Lemma 3.1 and (3.5)].
-#   Ours commits that, and so does the float64 reference (negligible against float32, equal
-#   for float64): 2 * 0.505 = 1.01, so GEMM_C = 1.01 per addend. The addends: K products plus
-#   the bias for y (n = K + 1); B products for dw and db; N for dx; one more when accumulating
-#   into a buffer (the buffer's old value is one more addend).
-# LIPSCHITZ: an error dz in the pre-activation moves the output by at most L |dz|: 1 for
-#   identity, relu, tanh, softplus (its slope is sigmoid <= 1); max(1, slope) for leaky_relu;
-#   1/4 for sigmoid.
-# ELEM_C: relative error of one elementwise activation or derivative, in eps, ours plus the
-#   reference's: each is at most 2 elementary functions (exp, log1p, expm1, tanh: within
-#   2 ulp <= 2 eps in glibc's published error tables) and 3 roundings (u each): <= 4 eps,
-#   twice -> 8. For the derivative the error is relative to a magnitude S(y) of the terms
-#   that form act'(y) (dz_scale): tanh's 1 - y*y loses u*y*y to the rounding of y*y.
-# TINY_C: results at the underflow threshold (sigmoid(-100) is subnormal in float32) may be
-#   off by a few units of the smallest normal number, or flushed to 0: absolute floor of
-#   TINY_C * finfo.tiny.
-# The resulting elementwise bounds, with G = |dy| S(y) >= |dz|:
-#   y        L GEMM_C (K+1) eps (|x| @ |w|.T + |b|)  +  ELEM_C eps |y|  +  tiny
-#   dz       ELEM_C eps G                                                 +  tiny
-#   dx       (GEMM_C N + ELEM_C) eps (G @ |w|)                            +  tiny
-#   dw, db   (GEMM_C B + ELEM_C) eps (G.T @ |x|),  ... eps G.sum(0)       +  tiny
-# (accumulating: n + 1 addends, and |old| joins the magnitude). Observed errors on random
-# data reach 0.1-0.25 of these bounds: an extra error of 16 ulp on y, or 8 ulp on dx, dw
-# or db, fails the small shapes.
-GEMM_C = 1.01
-ELEM_C = 8.0
-TINY_C = 8.0
-LIPSCHITZ = {"identity": 1.0, "relu": 1.0, "leaky_relu": None, "sigmoid": 0.25,
-             "tanh": 1.0, "softplus": 1.0}
+# The bounds of dense_forward, dense_backward and the activations are pybackprop/_bounds.py's
+# (derived there: Higham's gamma_n per addend, the activations' Lipschitz constants, the
+# elementary functions' ulp errors); `python -m pybackprop check` asserts the same ones.
 # Central differences in float64 with step h: truncation h^2/6 |L'''| ~ 1e-13 plus roundoff
 # ~ eps |L| / h ~ 1e-8 for |L| ~ 50; FD_TOL is 100x that, yet 1e5x below the O(|grad|)
 # error of any wrong formula.
 FD_STEP = 1e-6
 FD_TOL = 1e-6
-
-
-def _eps(dtype):
-    return float(np.finfo(dtype).eps)
-
-
-def _tiny(dtype):
-    return TINY_C * float(np.finfo(dtype).tiny)
-
-
-def _lipschitz(kind, slope):
-    return max(1.0, slope) if kind == "leaky_relu" else LIPSCHITZ[kind]
-
-
-def _up(a):
-    """Exact float64 copy of an array (None stays None)."""
-    return None if a is None else np.asarray(a, dtype=np.float64)
-
-
-def forward_bound(x, w, b, kind, dtype, y_ref, slope=SLOPE):
-    """Elementwise bound on |ours - reference| for dense_forward."""
-    eps = _eps(dtype)
-    x2 = _up(x) if np.ndim(x) == 2 else _up(x).reshape(1, -1)
-    mag = np.abs(x2) @ np.abs(_up(w)).T  # sum of |addends| of z
-    if b is not None:
-        mag = mag + np.abs(_up(b))
-    mag = mag.reshape(np.shape(y_ref))
-    n = np.shape(w)[1] + 1
-    return (_lipschitz(kind, slope) * GEMM_C * n * eps * mag
-            + ELEM_C * eps * np.abs(y_ref) + _tiny(dtype))
-
-
-def dz_scale(dy, y, kind, slope=SLOPE):
-    """G = |dy| S(y) >= |dz|: the magnitude that bounds dz and the rounding of act'(y)."""
-    dy, y = np.abs(_up(dy)), _up(y)
-    s = {
-        "identity": lambda: np.ones_like(y),
-        "relu": lambda: (y > 0).astype(np.float64),
-        "leaky_relu": lambda: np.where(y > 0, 1.0, slope),
-        "sigmoid": lambda: np.abs(y * (1 - y)),
-        "tanh": lambda: np.abs(1 - y * y) + y * y,
-        "softplus": lambda: np.abs(np.expm1(-y)),
-    }[kind]()
-    return dy * s
-
-
-def backward_bounds(dy, x, w, y, kind, dtype, slope=SLOPE, old=None):
-    """Elementwise bounds on |ours - reference| for (dx, dw, db) of dense_backward.
-
-    ``old``: the buffers' previous contents (dx0, dw0, db0) when accumulating, else None."""
-    eps = _eps(dtype)
-    one_row = np.ndim(x) == 1
-    x2 = np.abs(_up(x)).reshape(1, -1) if one_row else np.abs(_up(x))
-    g = dz_scale(dy, y, kind, slope)
-    g = g.reshape(1, -1) if one_row else g                    # (B, N)
-    B, N = g.shape
-    mags = [g @ np.abs(_up(w)), g.T @ x2, g.sum(axis=0)]         # dx, dw, db
-    lengths = [N, B, B]
-    bounds = []
-    for i, (mag, n) in enumerate(zip(mags, lengths)):
-        if old is not None:
-            mag = mag + np.abs(_up(old[i])).reshape(mag.shape)
-            n += 1
-        bounds.append((GEMM_C * n + ELEM_C) * eps * mag + _tiny(dtype))
-    if one_row:
-        bounds[0] = bounds[0][0]
-    return tuple(bounds)
+_eps, _tiny, _up, _lipschitz = eps_of, tiny_of, up, lipschitz
 
 
 def make_dense(rng, shape, dtype, bias=True):
@@ -282,7 +186,6 @@ def assert_bits_of_stored_dz(rng, shape, dtype, kind, threads):
     """dense_backward gives the bits of the GEMMs on a stored dz (activation_backward):
     dw = dz^T x and dx = dz w, db = dz summed row by row from 0; plain and accumulating, on
     1 and 2 threads; and lies within the error bound of the reference."""
-    from pybackprop import _gemm
     dy, x, w, y = make_backward(rng, shape, dtype, kind)
     dz = pybackprop.activation_backward(dy, y, kind, negative_slope=SLOPE)
     old = [rng.standard_normal(s).astype(dtype) for s in (x.shape, w.shape, (shape[2],))]
@@ -311,7 +214,6 @@ def assert_bits_of_stored_dz(rng, shape, dtype, kind, threads):
 def test_backward_forms_dz_while_packing(arch, kind, dtype, shape, threads, rng):
     """The fused backward (both GEMMs on the packed path or dw on the A^T B kernel, dz formed
     while packing or block by block) gives the bits of the GEMMs on a stored dz."""
-    from pybackprop import _gemm
     B, K, N = shape
     dz, x, w = (np.empty(s, dtype) for s in ((B, N), (B, K), (N, K)))
     assert _gemm.path(dz, w) == "packed"

@@ -13,6 +13,7 @@ import pytest
 
 import pybackprop
 from pybackprop import reference as ref
+from pybackprop._bounds import XENT_GRAD_C, XENT_LOSS_C, bce_bounds, mse_bounds, xent_bounds
 
 from _helpers import assert_bitwise, assert_within
 
@@ -35,43 +36,13 @@ def _id(shape):
 
 
 # ---- error model: every tolerance of this file -------------------------------------------
-# Ours (in dtype T, eps = np.finfo(T).eps = 2u) is compared with the reference evaluated in
-# float64 on the same inputs cast up; for T = float64 the reference commits errors of the
-# same size as ours, which the constants count twice. Terms (in units of eps):
-#   ELEM: one subtraction/product/quotient rounds by u = eps/2; exp, log and log1p are
-#     within 2 ulp (glibc) or, for the SIMD paths, ~2-3 ulp (Taylor/atanh series with
-#     truncation < u/8, evaluated by Horner with FMA; see csrc/losses_simd.inc).
-#   SUM_C: a sum of n non-negative terms in any order is within gamma_n <= 1.01 n eps of
-#     the exact sum, relatively [Higham, ASNA 2nd ed., (3.5)].
-# mse: dpred = fl(fl(p - t) * fl(2/D)): 3 roundings each, ours and the reference: 3 eps.
-#   loss: terms (p - t)^2 >= 0, each within 2 roundings, summed in double (negligible for
-#   float32; 1.01 n eps for float64), divided and rounded to T: 4 eps + 1.01 n eps64.
-# softmax CE: dlogits = (p - t) / D with p = e / s: exp (4 eps, ours and the reference),
-#   s a sum of C terms in [0, 1] (1.01 C eps relative, shared by every p), the quotient, the
-#   subtraction and the scaling (3 u); the rounding of x - m moves e^(x - m) by
-#   u |x - m| e^(x - m) <= u / e absolutely. All relative to p + |t| <= 2 (t a probability
-#   row): |error| <= (XENT_GRAD_C + 1.01 C) eps (1 + |t|) / D.
-#   loss_r = (m - x_label) + log s, or sum_c t_c (m - x_c) + (sum t) log s: the roundings
-#   of m - x_c (u |m - x_c|), of log s and of s itself (1.01 C eps absolute in log s), and
-#   the additions: |error| <= (XENT_LOSS_C + 1.01 C) eps (loss_r + 1) per row, the rows
-#   summed in double, divided by D and rounded once more.
-# BCE: dlogits = (sigmoid(z) - t) / D: exp, 1 + e, the quotient, the subtraction and the
-#   scaling, relative to sigmoid + |t| <= 1 + |t|: BCE_GRAD_C eps (1 + |t|) / D.
-#   loss_i = max(z, 0) - z t + log1p(e^-|z|): z t and the subtraction round by at most
-#   u (|z t| + |z (1 - t)|) <= eps |z| for t in [0, 1]; log1p within 3 eps of a value
-#   <= log 2; the addition: |error| <= BCE_LOSS_C eps (|z| + 1) per element.
+# The bounds of the losses are pybackprop/_bounds.py's (derived there, term by term);
+# `python -m pybackprop check` asserts the same ones.
 # maximum: a selection, no arithmetic: bitwise equal to the reference.
 # gradcheck: central differences with step 1e-6 in float64 err by about eps |f| / h relative
 #   to max|grad| (|f| / max|grad| <= 1e3 here: <= 2e-7) plus h^2 |f'''| / 6 (~1e-12);
 #   FD_TOL = 1e-6 is above both and 1e4x below the O(1e-2..1) error of a wrong formula.
-MSE_GRAD_C = 3.0
-MSE_LOSS_C = 4.0
-XENT_GRAD_C = 8.0
-XENT_LOSS_C = 8.0
-BCE_GRAD_C = 8.0
-BCE_LOSS_C = 8.0
 FD_TOL = 1e-6
-EPS64 = float(np.finfo(np.float64).eps)
 
 
 def _eps(dtype):
@@ -104,12 +75,11 @@ def make_rows(rng, shape, dtype):
 
 def check_mse(pred, target, reduction, loss, dpred):
     dtype = pred.dtype
-    eps = _eps(dtype)
     loss_ref, d_ref = ref.mse_loss(_up(pred), _up(target), reduction=reduction)
     assert isinstance(loss, dtype.type) and dpred.dtype == dtype
-    assert_within(dpred, d_ref, MSE_GRAD_C * eps * np.abs(d_ref), "dpred")
-    assert_within(loss, loss_ref, (MSE_LOSS_C * eps + 1.01 * pred.size * EPS64) * loss_ref,
-                  "loss")
+    loss_bound, d_bound = mse_bounds(pred, loss_ref, d_ref)
+    assert_within(dpred, d_ref, d_bound, "dpred")
+    assert_within(loss, loss_ref, loss_bound, "loss")
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -137,26 +107,21 @@ def test_mse_any_shape_and_out(rng, dtype):
 
 def check_xent(logits, labels, reduction, loss, dlogits):
     dtype = logits.dtype
-    eps = _eps(dtype)
     C = logits.shape[-1]
     B = logits.shape[0] if logits.ndim == 2 else 1
     D = _divisor(reduction, B)
     labels_up = _up(labels) if np.ndim(labels) == logits.ndim else labels
     loss_ref, d_ref = ref.softmax_cross_entropy(_up(logits), labels_up, reduction=reduction)
-    _, rows_ref = ref.softmax_cross_entropy(_up(logits), labels_up, reduction="sum")
     assert isinstance(loss, dtype.type) and dlogits.dtype == dtype
-    t_mag = np.abs(_up(labels)) if np.ndim(labels) == logits.ndim else 1.0
-    assert_within(dlogits, d_ref, (XENT_GRAD_C + 1.01 * C) * eps * (1 + t_mag) / D,
-                  "dlogits")
     # per-row losses of the reference (sum over a single row each)
     x2 = _up(logits).reshape(B, C)
     lab2 = labels_up.reshape(B, C) if np.ndim(labels) == logits.ndim else np.reshape(
         labels, B)
     row_loss = np.array([ref.softmax_cross_entropy(x2[r], lab2[r], reduction="sum")[0]
                          for r in range(B)])
-    bound = ((XENT_LOSS_C + 1.01 * C) * eps * (np.abs(row_loss) + 1).sum() / D
-             + eps * abs(loss_ref))
-    assert_within(loss, loss_ref, bound, "loss")
+    loss_bound, d_bound = xent_bounds(logits, labels, D, loss_ref, row_loss)
+    assert_within(dlogits, d_ref, d_bound, "dlogits")
+    assert_within(loss, loss_ref, loss_bound, "loss")
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -255,13 +220,12 @@ def test_xent_nan_row(arch, dtype):
 
 def check_bce(z, t, reduction, loss, d):
     dtype = z.dtype
-    eps = _eps(dtype)
     D = _divisor(reduction, z.size)
     loss_ref, d_ref = ref.binary_cross_entropy_with_logits(_up(z), _up(t), reduction=reduction)
     assert isinstance(loss, dtype.type) and d.dtype == dtype
-    assert_within(d, d_ref, BCE_GRAD_C * eps * (1 + np.abs(_up(t))) / D, "dlogits")
-    bound = BCE_LOSS_C * eps * (np.abs(_up(z)) + 1).sum() / D + eps * abs(loss_ref)
-    assert_within(loss, loss_ref, bound, "loss")
+    loss_bound, d_bound = bce_bounds(z, t, D, loss_ref)
+    assert_within(d, d_ref, d_bound, "dlogits")
+    assert_within(loss, loss_ref, loss_bound, "loss")
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

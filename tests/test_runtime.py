@@ -32,7 +32,7 @@ from pybackprop._gemm import gemm
 from test_concurrency import _assert_subnormals_survive, _kernel_set
 from _helpers import assert_bitwise, assert_within
 from test_dense import backward_bounds, forward_bound, reference_backward, reference_forward
-from test_losses import EPS64, MSE_GRAD_C, MSE_LOSS_C
+from pybackprop._bounds import EPS64, MSE_GRAD_C, MSE_LOSS_C
 
 DTYPES = (np.float32, np.float64)
 ACTIVATIONS = ref.ACTIVATIONS
