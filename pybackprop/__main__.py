@@ -4,6 +4,7 @@
     python -m pybackprop bench --full          every benchmark in full (~20 min on 2 cores)
     python -m pybackprop bench NAME [args]     one benchmark with its own options
                                                (NAME --help lists them)
+    python -m pybackprop bench ... --save DIR  also write each output to a file in DIR
     python -m pybackprop info                  build_info(), the CPU and its configurations
     python -m pybackprop check                 every kernel against the numpy reference,
                                                every CPU configuration this CPU runs
@@ -31,22 +32,81 @@ BENCHES = [
 ]
 
 
+class _Tee:
+    """Writes to the terminal and to a file (bench --save)."""
+
+    def __init__(self, stream, f):
+        self.stream, self.f = stream, f
+
+    def write(self, text):
+        self.stream.write(text)
+        self.f.write(text)
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+        self.f.flush()
+
+    def isatty(self):
+        return False
+
+
+def _result_path(folder, name):
+    """folder/<date>_<cpu model>_<configuration>_<benchmark>.txt"""
+    import datetime
+    import os
+    import pybackprop
+    from pybackprop._bench import _common
+    model = "".join(c if c.isalnum() else "-" for c in _common.cpu_model().lower())
+    model = "-".join(p for p in model.split("-") if p)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H%M%S")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"{stamp}_{model}_{pybackprop.get_cpu()}_{name}.txt")
+
+
+def _run_bench(name, module, argv, save):
+    """One benchmark's main(argv); with save, its output also goes to a file there."""
+    main = importlib.import_module(module).main
+    if save is None:
+        return main(argv)
+    path = _result_path(save, name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("$ python -m pybackprop bench " + " ".join([name] + argv) + "\n")
+        old, sys.stdout = sys.stdout, _Tee(sys.stdout, f)
+        try:
+            rc = main(argv)
+        finally:
+            sys.stdout = old
+    print(f"(saved to {path})")
+    return rc
+
+
+def _pop_save(rest):
+    """--save DIR out of the arguments passed through: (DIR or None, the others)."""
+    rest = list(rest)
+    if "--save" not in rest:
+        return None, rest
+    i = rest.index("--save")
+    if i + 1 >= len(rest) or rest[i + 1].startswith("-"):
+        raise SystemExit("python -m pybackprop bench: --save needs a folder")
+    return rest[i + 1], rest[:i] + rest[i + 2:]
+
+
 def _cmd_bench(args):
     """Run the named benchmark with its own arguments, or every benchmark (quick unless
-    --full)."""
+    --full); --save DIR writes each one's output to a file in DIR too."""
+    save, rest = _pop_save(args.rest)
     if args.name is not None:  # its own options, --help included
         module = dict((n, m) for n, m, _ in BENCHES)[args.name]
-        return importlib.import_module(module).main(list(args.rest)
-                                                    + (["--help"] if args.help else []))
+        return _run_bench(args.name, module, rest + (["--help"] if args.help else []), save)
     if args.help:
         args.parser.print_help()
         return 0
     status = 0
-    for i, (_, module, _) in enumerate(BENCHES):
+    for i, (name, module, _) in enumerate(BENCHES):
         if i:
             print()
-        extra = list(args.rest) + ([] if args.full else ["--quick"])
-        rc = importlib.import_module(module).main(extra)
+        rc = _run_bench(name, module, rest + ([] if args.full else ["--quick"]), save)
         status = status or rc
     return status
 
@@ -104,7 +164,9 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Without NAME: every benchmark in its quick form (--full: in full), "
                     "arguments after it passed to each. With NAME: that benchmark, with its "
-                    "own options (python -m pybackprop bench NAME --help).",
+                    "own options (python -m pybackprop bench NAME --help). --save DIR also "
+                    "writes each benchmark's output to DIR/<date>_<cpu>_<configuration>_"
+                    "<benchmark>.txt (the repository keeps them in bench/results).",
         epilog="benchmarks:\n" + names, add_help=False)
     b.add_argument("-h", "--help", action="store_true",
                    help="show this help (with NAME: that benchmark's options)")

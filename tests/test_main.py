@@ -61,3 +61,17 @@ def test_info_names_the_cpu_and_configuration(capsys):
     for name in info["configurations"]:
         assert name in out
     assert f"*{pybackprop.get_cpu()}" in out
+
+
+def test_bench_save_writes_each_output_to_a_file(fake_benches, tmp_path, monkeypatch):
+    """--save DIR: each benchmark's output (and the command) also lands in a file of DIR
+    named by date, CPU, configuration and benchmark; --save is not passed on."""
+    def fake_import(name):
+        return types.SimpleNamespace(main=lambda argv: print("table of", name, argv) or 0)
+    monkeypatch.setattr(cli.importlib, "import_module", fake_import)
+    assert cli.main(["bench", "optim", "--sizes", "1e4", "--save", str(tmp_path)]) == 0
+    (f,) = tmp_path.iterdir()
+    assert f.name.endswith(f"_{pybackprop.get_cpu()}_optim.txt")
+    text = f.read_text()
+    assert text.startswith("$ python -m pybackprop bench optim --sizes 1e4")
+    assert "table of pybackprop._bench.bench_optim ['--sizes', '1e4']" in text
