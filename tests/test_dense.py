@@ -3,7 +3,7 @@
 Checks pybackprop.dense_forward / dense_backward / activation / activation_backward against
 the numpy specification in pybackprop.reference: parity on every dispatch path, dtype,
 activation and awkward shape; buffers (out=, dx/dw/db=, accumulate); thread-count
-independence; gradients by finite differences; the worked golden example of issue 2; the
+independence; gradients by finite differences; a worked golden example; the
 error contract; property tests over random shapes. Every tolerance comes from the error
 model below (one place). Speed is not tested here (bench/).
 """
