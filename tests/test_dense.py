@@ -5,7 +5,7 @@ the numpy specification in pybackprop.reference: parity on every dispatch path, 
 activation and awkward shape; buffers (out=, dx/dw/db=, accumulate); thread-count
 independence; gradients by finite differences; a worked golden example; the
 error contract; property tests over random shapes. Every tolerance comes from the error
-model below (one place). Speed is not tested here (bench/).
+model of pybackprop/_bounds.py (one place). Speed is not tested here (bench/).
 """
 import re
 import warnings
@@ -493,7 +493,7 @@ def test_gradient_matches_finite_differences(arch, kind, rng):
         np.testing.assert_allclose(grad, fd, rtol=FD_TOL, atol=FD_TOL, err_msg=name)
 
 
-# ---- golden worked example (issue 2) --------------------------------------------------------
+# ---- golden worked example --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("rows", ["1d", "2d"])
