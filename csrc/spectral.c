@@ -29,6 +29,8 @@
 #define PB_SPEC_PAR_MIN 32768
 /* Fixed element chunks of the elementwise passes and of the backward's <G, W>. */
 #define PB_SPEC_CHUNK 8192
+/* Column chunk of the sum of the blocks' partials r_b (a chunk of every r_b stays in L1). */
+#define PB_SPEC_RCOLS 512
 
 static ptrdiff_t spec_blocks(ptrdiff_t N, ptrdiff_t K) {
     if (N <= 1) return 1;
