@@ -2,10 +2,14 @@
 input conversion, strict ``out=`` checks, cffi pointers and status -> exception.
 
 The rule of the Python layer: validate, allocate, call. Inputs are converted only when they
-must be (dtype-less array-likes, non-contiguous or unaligned arrays); output buffers are
-never converted, only checked, and are handed to C only after every check has passed.
+must be (dtype-less array-likes, non-contiguous or unaligned arrays), once; output buffers
+are never converted, only checked, and are handed to C only after every check has passed.
+The overlap checks of an output run on the converted inputs (what C reads), so an input
+handed over as a memoryview or any other buffer over the output's memory is caught, and on
+the caller's ndarrays too. Masked arrays are refused: the kernels would ignore the mask.
 """
 import numpy as np
+from numpy.ma import MaskedArray
 
 from ._native import ffi, lib
 
@@ -89,11 +93,21 @@ def result_dtype(**inputs):
     return found[1] if found is not None else F64
 
 
+def refuse_masked(name, a):
+    """TypeError for a masked array: every kernel would compute on the masked values too."""
+    if isinstance(a, MaskedArray):
+        raise TypeError(f"{name} is a numpy.ma.MaskedArray, whose mask the kernels cannot "
+                        f"honour; pass {name}.filled(value) or the unmasked entries")
+
+
 def as_input(name, a, dtype):
-    """``a`` as an aligned, C-contiguous ndarray of ``dtype`` (a copy only when needed)."""
+    """``a`` as an aligned, C-contiguous ndarray of ``dtype`` (a copy only when needed).
+    A buffer-protocol object (memoryview, array.array, ...) becomes an array over its own
+    memory: check outputs against the result, not against ``a``."""
     if (type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous
             and a.flags.aligned):
         return a
+    refuse_masked(name, a)
     try:
         arr = np.asarray(a)
     except Exception as e:  # ragged lists, unconvertible objects
@@ -104,12 +118,15 @@ def as_input(name, a, dtype):
 
 
 def check_out(name, out, shape, dtype, inputs=(), allow_alias=()):
-    """Strict check of a caller-provided output buffer (never converted): an ndarray of
-    exactly ``shape`` and ``dtype``, C-contiguous, aligned, writeable, overlapping
-    none of ``inputs`` (pairs of name and array) unless it is exactly one of
-    ``allow_alias``."""
-    if type(out) is not np.ndarray and not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    """Strict check of a caller-provided output buffer (never converted): an ndarray (not a
+    masked one) of exactly ``shape`` and ``dtype``, C-contiguous, aligned, writeable,
+    overlapping none of ``inputs`` (pairs of name and array: give each input both as the
+    caller passed it and as converted for C; objects that are not ndarrays are skipped)
+    unless it is exactly one of ``allow_alias``."""
+    if type(out) is not np.ndarray:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+        refuse_masked(name, out)
     if out.dtype != dtype:
         raise ValueError(f"{name} has {describe(out)}; expected dtype {dtype}")
     if out.shape != shape and out.shape != tuple(shape):
@@ -120,8 +137,12 @@ def check_out(name, out, shape, dtype, inputs=(), allow_alias=()):
             raise ValueError(f"{name} is read-only ({describe(out)})")
         raise ValueError(f"{name} must be C-contiguous and aligned ({describe(out)})")
     owns = flags.owndata
+    prev = None
     for iname, a in inputs:
-        if not isinstance(a, np.ndarray) or (owns and a is not out and a.flags.owndata):
+        if a is prev or not isinstance(a, np.ndarray):
+            continue  # the same array given twice (not converted), or not an array
+        prev = a
+        if owns and a is not out and a.flags.owndata:
             continue  # two arrays that each own their memory never overlap
         if np.may_share_memory(out, a) and a.size and out.size:
             if any(_same_view(a, b) and _same_view(out, b) for b in allow_alias):
@@ -129,6 +150,11 @@ def check_out(name, out, shape, dtype, inputs=(), allow_alias=()):
             raise ValueError(f"{name} overlaps the memory of {iname}; "
                              "pass a separate output buffer")
     return out
+
+
+def pairs(names, given, converted):
+    """The ``inputs`` of :func:`check_out`: each input as given, then as converted."""
+    return tuple(p for n, a, c in zip(names, given, converted) for p in ((n, a), (n, c)))
 
 
 def _same_view(a, b):

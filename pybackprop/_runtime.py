@@ -12,16 +12,24 @@ __all__ = ["set_num_threads", "get_num_threads", "set_arch", "get_arch", "availa
            "set_flush_denormal", "get_flush_denormal", "build_info"]
 
 ARCHS = ("ref", "avx2", "avx512")
+# The most threads a kernel may be asked to use (set_num_threads, PYBACKPROP_NUM_THREADS).
+# A count OpenMP cannot create ends the process inside libgomp, with no Python exception;
+# 1024 is above the core count of any machine these kernels are tuned for.
+MAX_THREADS = 1024
+# The accepted values of PYBACKPROP_FLUSH_DENORMAL (empty: unset); the C core reads it.
+FLUSH_VALUES = ("0", "1")
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in every kernel (``None`` restores the default:
-    ``PYBACKPROP_NUM_THREADS`` or the number of processors). Results do not depend on it."""
+    """Use ``n`` threads in every kernel, an int in [1, MAX_THREADS] (1024); ``None``
+    restores the default: ``PYBACKPROP_NUM_THREADS`` or the number of processors. Results do
+    not depend on it. Anything else raises ValueError."""
     if n is None:
+        _env_threads()  # the C core re-reads the variable: it must still be valid
         lib.pb_set_num_threads(0)
         return
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int or None, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"n must be an int in [1, {MAX_THREADS}] or None, got {n!r}")
     lib.pb_set_num_threads(n)
 
 
@@ -109,9 +117,22 @@ def cpu_info():
     }
 
 
+def _env_threads():
+    """PYBACKPROP_NUM_THREADS, if set and not empty: decimal digits only, a value in
+    [1, MAX_THREADS]. ValueError naming the variable otherwise."""
+    value = os.environ.get("PYBACKPROP_NUM_THREADS", "")
+    if value and not (value.isascii() and value.isdigit()
+                      and 1 <= int(value) <= MAX_THREADS):
+        raise ValueError(f"PYBACKPROP_NUM_THREADS={value!r}: expected a whole number of "
+                         f"threads in [1, {MAX_THREADS}] (decimal digits only), or unset")
+
+
 def _check_environment():
-    """A pin that pins nothing is an error: PYBACKPROP_CPU and PYBACKPROP_ARCH must name a
-    configuration or instruction set this CPU runs (read by the C core at its first call)."""
+    """Every setting in the environment is parsed strictly, and a value that would be
+    ignored or misread is an error naming the variable and what it accepts (read by the C
+    core at its first call): PYBACKPROP_CPU and PYBACKPROP_ARCH must name a configuration or
+    instruction set this CPU runs, PYBACKPROP_NUM_THREADS a thread count in
+    [1, MAX_THREADS], PYBACKPROP_FLUSH_DENORMAL "0" or "1". An empty value is unset."""
     cpu = os.environ.get("PYBACKPROP_CPU", "")
     if cpu and cpu not in available_cpus():
         raise ValueError(f"PYBACKPROP_CPU={cpu!r}: not a configuration this CPU runs; "
@@ -120,6 +141,11 @@ def _check_environment():
     if arch and arch not in available_archs():
         raise ValueError(f"PYBACKPROP_ARCH={arch!r}: not an instruction set this CPU runs; "
                          f"choose from {available_archs()}")
+    _env_threads()
+    flush = os.environ.get("PYBACKPROP_FLUSH_DENORMAL", "")
+    if flush and flush not in FLUSH_VALUES:
+        raise ValueError(f"PYBACKPROP_FLUSH_DENORMAL={flush!r}: expected '1' (flush "
+                         "subnormals to zero in the kernels) or '0' (exact, the default)")
 
 
 def set_flush_denormal(mode):

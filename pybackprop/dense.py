@@ -9,7 +9,7 @@ The specification of every function here is its namesake in :mod:`pybackprop.ref
 import numpy as np
 
 from ._core import (_ACT_CODE, _INF, ACTIVATIONS, F32, F64, act_code, as_input, check_out,
-                    check_status, describe, ffi, kernel, lib, ptr, result_dtype)
+                    check_status, describe, ffi, kernel, lib, pairs, ptr, result_dtype)
 
 _FWD = {F32: (lib.pb_dense_forward_f32, "float[]"), F64: (lib.pb_dense_forward_f64, "double[]")}
 _BWD = {F32: (lib.pb_dense_backward_f32, "float[]"),
@@ -92,13 +92,16 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
         y = out  # usable as it is; the C core checks its overlaps before writing
     else:
         # on the fast path the C core checks overlaps (the arrays are the caller's own, whole
-        # and contiguous), before writing anything; else check them here, on the originals
-        y = check_out("out", out, shape, dtype, () if fast else (("x", x), ("w", w), ("b", b)))
+        # and contiguous), before writing anything; else check them here, on the caller's
+        # arrays and on what C reads
+        y = check_out("out", out, shape, dtype,
+                      () if fast else pairs(("x", "w", "b"), (x, w, b), (xa, wa, ba)))
     st = fn(_fb(ct, y), _fb(ct, xa), _fb(ct, wa), _NULL if ba is None else _fb(ct, ba), B, K, N,
             act, slope)
     if st:
         if st == _OVERLAP:  # (only a given out can overlap) raises, naming the input
-            check_out("out", out, shape, dtype, (("x", x), ("w", w), ("b", b)))
+            check_out("out", out, shape, dtype,
+                      pairs(("x", "w", "b"), (x, w, b), (xa, wa, ba)))
         check_status(st)
     return y
 
@@ -106,9 +109,9 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
 def _backward_buffers(fast, inputs, given, shapes, need_dx, accumulate, dtype):
     """(dx, dw, db) for the C call: the given buffers checked (``fast``: dtype, shape and
     layout only, the C core checking overlaps before it writes; else each also against the
-    inputs and the buffers checked before it), the others allocated (zeroed to accumulate;
-    dx None without ``need_dx``)."""
-    seen = () if fast else tuple(zip(("dy", "x", "w", "y"), inputs))
+    inputs, ``(as given, as converted)``, and the buffers checked before it), the others
+    allocated (zeroed to accumulate; dx None without ``need_dx``)."""
+    seen = () if fast else pairs(("dy", "x", "w", "y"), *inputs)
     bufs = []
     for name, buf, shape, on in zip(("dx", "dw", "db"), given, shapes, (need_dx, True, True)):
         if not on:
@@ -196,14 +199,15 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
         dxo = new(xa.shape, dtype) if need_dx else None
         dwo, dbo = new((N, K), dtype), new(N, dtype)
     else:
-        dxo, dwo, dbo = _backward_buffers(fast, (dy, x, w, y), (dx, dw, db),
-                                          (xa.shape, (N, K), (N,)), need_dx, accumulate, dtype)
+        dxo, dwo, dbo = _backward_buffers(fast, ((dy, x, w, y), (dya, xa, wa, ya)),
+                                          (dx, dw, db), (xa.shape, (N, K), (N,)), need_dx,
+                                          accumulate, dtype)
     st = fn(_NULL if dxo is None else _fb(ct, dxo), _fb(ct, dwo), _fb(ct, dbo), _fb(ct, dya),
             _fb(ct, xa), _fb(ct, wa), _fb(ct, ya), B, K, N, act, slope, 1 if accumulate else 0)
     if st:
         if st == _OVERLAP:  # raises, naming the arrays
-            _backward_buffers(False, (dy, x, w, y), (dx, dw, db), (xa.shape, (N, K), (N,)),
-                              need_dx, accumulate, dtype)
+            _backward_buffers(False, ((dy, x, w, y), (dya, xa, wa, ya)), (dx, dw, db),
+                              (xa.shape, (N, K), (N,)), need_dx, accumulate, dtype)
         check_status(st)
     return dxo, dwo, dbo
 
@@ -220,7 +224,7 @@ def activation(z, kind="relu", *, negative_slope=0.01, out=None):
     if out is None:
         y = np.empty(za.shape, dtype)
     else:
-        y = check_out("out", out, za.shape, dtype, (("z", z),), allow_alias=(za,))
+        y = check_out("out", out, za.shape, dtype, (("z", z), ("z", za)), allow_alias=(za,))
     check_status(kernel("activation_forward", dtype)(ptr(y), ptr(za), za.size, act, slope))
     return y
 
@@ -239,7 +243,7 @@ def activation_backward(dy, y, kind="relu", *, negative_slope=0.01, out=None):
     if out is None:
         dz = np.empty(ya.shape, dtype)
     else:
-        dz = check_out("out", out, ya.shape, dtype, (("dy", dy), ("y", y)),
+        dz = check_out("out", out, ya.shape, dtype, pairs(("dy", "y"), (dy, y), (dya, ya)),
                        allow_alias=(dya, ya))
     check_status(kernel("activation_backward", dtype)(ptr(dz), ptr(dya), ptr(ya), ya.size,
                                                       act, slope))

@@ -11,8 +11,8 @@ The specification of every function here is its namesake in :mod:`pybackprop.ref
 """
 import numpy as np
 
-from ._core import (as_input, check_out, check_status, describe, ffi, kernel, ptr,
-                    result_dtype)
+from ._core import (as_input, check_out, check_status, describe, ffi, kernel, pairs, ptr,
+                    refuse_masked, result_dtype)
 from ._native import lib
 
 __all__ = ["REDUCTIONS", "mse_loss", "softmax_cross_entropy",
@@ -65,7 +65,7 @@ def mse_loss(pred, target, *, reduction="mean", out=None):
     dtype = result_dtype(pred=pred, target=target)
     p, t = as_input("pred", pred, dtype), as_input("target", target, dtype)
     _same_shape("pred", p, "target", t)
-    d = _grad_buffer(out, p.shape, dtype, (("pred", pred), ("target", target)))
+    d = _grad_buffer(out, p.shape, dtype, pairs(("pred", "target"), (pred, target), (p, t)))
     loss = _scalar_loss(kernel("mse_loss", dtype), dtype, ptr(d), ptr(p), ptr(t), p.size,
                         code)
     return loss, d
@@ -73,6 +73,7 @@ def mse_loss(pred, target, *, reduction="mean", out=None):
 
 def _class_indices(labels, batch_shape, C):
     """``labels`` checked as class indices of shape ``batch_shape`` in [0, C), as int64."""
+    refuse_masked("labels", labels)
     lab = np.asarray(labels)
     if lab.dtype.kind == "f":
         bad = ~np.isfinite(lab) | (lab != np.round(lab))
@@ -140,7 +141,8 @@ def softmax_cross_entropy(logits, labels, *, reduction="mean", out=None):
     else:
         idx = _class_indices(labels, x.shape[:-1], C)
         t = None
-    d = _grad_buffer(out, x.shape, dtype, (("logits", logits), ("labels", labels)))
+    d = _grad_buffer(out, x.shape, dtype, pairs(("logits", "labels"), (logits, labels),
+                                                (x, t if idx is None else idx)))
     loss = _scalar_loss(kernel("softmax_cross_entropy", dtype), dtype, ptr(d), ptr(x),
                         ffi.from_buffer("int64_t[]", idx) if idx is not None else ffi.NULL,
                         ptr(t), B, C, code)
@@ -169,7 +171,8 @@ def binary_cross_entropy_with_logits(logits, targets, *, reduction="mean", out=N
     dtype = result_dtype(logits=logits, targets=targets)
     z, t = as_input("logits", logits, dtype), as_input("targets", targets, dtype)
     _same_shape("logits", z, "targets", t)
-    d = _grad_buffer(out, z.shape, dtype, (("logits", logits), ("targets", targets)))
+    d = _grad_buffer(out, z.shape, dtype,
+                     pairs(("logits", "targets"), (logits, targets), (z, t)))
     loss = _scalar_loss(kernel("binary_cross_entropy_with_logits", dtype), dtype, ptr(d),
                         ptr(z), ptr(t), z.size, code)
     return loss, d
@@ -184,7 +187,7 @@ def maximum_forward(a, b, *, out=None):
     dtype = result_dtype(a=a, b=b)
     aa, ba = as_input("a", a, dtype), as_input("b", b, dtype)
     _same_shape("a", aa, "b", ba)
-    z = _grad_buffer(out, aa.shape, dtype, (("a", a), ("b", b)))
+    z = _grad_buffer(out, aa.shape, dtype, pairs(("a", "b"), (a, b), (aa, ba)))
     check_status(kernel("maximum_forward", dtype)(ptr(z), ptr(aa), ptr(ba), aa.size))
     return z
 
@@ -210,7 +213,7 @@ def maximum_backward(dz, a, b, *, da=None, db=None):
     dza, aa, ba = as_input("dz", dz, dtype), as_input("a", a, dtype), as_input("b", b, dtype)
     _same_shape("a", aa, "b", ba)
     _same_shape("dz", dza, "a", aa)
-    inputs = (("dz", dz), ("a", a), ("b", b))
+    inputs = pairs(("dz", "a", "b"), (dz, a, b), (dza, aa, ba))
     bufs = []
     for name, buf, other_name, other in (("da", da, "db", db), ("db", db, "da", da)):
         if buf is None:

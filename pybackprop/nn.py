@@ -12,10 +12,14 @@ Shapes as ``torch.nn.Linear``: weight ``(out_features, in_features)``, inputs ``
 Optimizers take ``model.parameters()`` and ``model.gradients()`` (two aligned lists).
 """
 import json
+import math
+import numbers
+import os
+import zipfile
 
 import numpy as np
 
-from ._core import FLOAT_DTYPES, act_code, as_input, describe, result_dtype
+from ._core import ACTIVATIONS, FLOAT_DTYPES, act_code, as_input, describe, result_dtype
 from .dense import dense_backward, dense_forward
 
 __all__ = ["Dense", "Sequential"]
@@ -23,6 +27,11 @@ __all__ = ["Dense", "Sequential"]
 _HE = ("relu", "leaky_relu", "softplus")        # He (Kaiming) normal init
 _XAVIER = ("sigmoid", "tanh", "identity")       # Xavier (Glorot) uniform init
 _FORMAT = "pybackprop.nn/1"                     # the layout of a saved .npz
+# Dense's configuration in a saved file: each key and the types it may hold.
+_CONFIG = {"type": str, "in_features": int, "out_features": int, "activation": str,
+           "bias": bool, "negative_slope": numbers.Real, "spectral_norm": bool, "dtype": str}
+# Largest expansion of the data in a deflated member (deflate's limit is 1032:1).
+_DEFLATE_RATIO = 1100
 
 
 def _float_dtype(dtype):
@@ -115,8 +124,15 @@ class Dense:
                 + f", dtype={self.dtype.name})")
 
     def _input(self, x):
+        """``x`` converted and checked against the layer (dtype, ``(B, in)`` or ``(in,)``)
+        before anything runs: a bad input changes no state, spectral norm's included."""
         dtype = result_dtype(x=x, weight=self.weight)  # TypeError on mixed dtypes
-        return as_input("x", x, dtype)
+        xa = as_input("x", x, dtype)
+        if xa.ndim not in (1, 2) or xa.shape[-1] != self.weight.shape[1]:
+            raise ValueError(f"x has {describe(xa)}; expected (B, {self.weight.shape[1]}) or "
+                             f"({self.weight.shape[1]},) for this layer's weight of shape "
+                             f"{self.weight.shape}")
+        return xa
 
     def effective_weight(self, *, training=False):
         """The weight the forward pass multiplies by: ``weight``, or ``weight / sigma``
@@ -196,6 +212,40 @@ class Dense:
             arrays.update(sn_u=sn.u, sn_v=sn.v,
                           sn_warmed_up=np.array(bool(sn.warmed_up)))
         return arrays
+
+    @staticmethod
+    def _saved_layout(config, where):
+        """The arrays a saved layer of ``config`` holds: name -> (shape, dtype). Checks the
+        configuration's keys and types (ValueError naming the layer) without allocating."""
+        if not isinstance(config, dict) or set(config) != set(_CONFIG):
+            raise ValueError(f"{where}: the configuration must be an object with the keys "
+                             f"{sorted(_CONFIG)}, got {config!r:.200}")
+        for key, kind in _CONFIG.items():
+            value = config[key]
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise ValueError(f"{where}: {key} has the {type(value).__name__} {value!r:.80}")
+        if config["type"] != "Dense":
+            raise ValueError(f"{where}: unknown layer type {config['type']!r:.80}")
+        if config["activation"] not in ACTIVATIONS:
+            raise ValueError(f"{where}: activation {config['activation']!r:.80} is not one "
+                             f"of {ACTIVATIONS}")
+        if config["dtype"] not in ("float32", "float64"):
+            raise ValueError(f"{where}: dtype {config['dtype']!r:.80} is not float32 or "
+                             "float64")
+        K, N = config["in_features"], config["out_features"]
+        if K < 1 or N < 1:
+            raise ValueError(f"{where}: in_features and out_features must be >= 1, got "
+                             f"{K} and {N}")
+        if not (0.0 <= config["negative_slope"] < math.inf):
+            raise ValueError(f"{where}: negative_slope {config['negative_slope']!r} is not "
+                             "finite and >= 0")
+        dt = np.dtype(config["dtype"])
+        layout = {"weight": ((N, K), dt)}
+        if config["bias"]:
+            layout["bias"] = ((N,), dt)
+        if config["spectral_norm"]:
+            layout.update(sn_u=((N,), dt), sn_v=((K,), dt), sn_warmed_up=((), np.dtype(bool)))
+        return layout
 
     @classmethod
     def _from_saved(cls, config, arrays, where):
@@ -319,18 +369,92 @@ class Sequential:
 
     @classmethod
     def load(cls, path):
-        """A new ``Sequential`` from a file written by :meth:`save` (no pickles read)."""
-        with np.load(path, allow_pickle=False) as f:
-            if "format" not in f or str(f["format"]) != _FORMAT:
+        """A new ``Sequential`` from a file written by :meth:`save` (no pickles read).
+
+        The file is checked before anything large is allocated: the configuration's keys
+        and types, then every array's declared shape and dtype (the .npy headers) against
+        the configuration and against the bytes the archive holds for it. A file that is
+        not such a save raises ValueError (a missing file OSError)."""
+        start = path.tell() if hasattr(path, "seek") else None  # a file object
+        headers = _npz_headers(path)
+        if start is not None:
+            path.seek(start)
+        for key in ("format", "config"):
+            shape, dtype, _ = headers.get(key, ((None,), None, None))
+            if shape != () or dtype.kind != "U":
                 raise ValueError(f"{path} was not written by Sequential.save "
                                  f"(format {_FORMAT})")
-            configs = json.loads(str(f["config"]))
+        with np.load(path, allow_pickle=False) as f:
+            if str(f["format"]) != _FORMAT:
+                raise ValueError(f"{path} was not written by Sequential.save "
+                                 f"(format {_FORMAT})")
+            try:
+                configs = json.loads(str(f["config"]))
+            except ValueError as e:
+                raise ValueError(f"{path}: the configuration is not JSON: {e}") from None
+            if not isinstance(configs, list):
+                raise ValueError(f"{path}: the configuration must be a list of layers")
+            for i, config in enumerate(configs):  # every layer checked before any is built
+                where = f"{path}: layer {i}"
+                for name, (shape, dtype) in Dense._saved_layout(config, where).items():
+                    if f"{i}.{name}" not in headers:
+                        raise ValueError(f"{where}: the file has no array {name!r}")
+                    saved_shape, saved_dtype, _ = headers[f"{i}.{name}"]
+                    if saved_shape != shape or saved_dtype != dtype:
+                        raise ValueError(f"{where}: array {name!r} has shape {saved_shape} "
+                                         f"and dtype {saved_dtype}; expected shape {shape} "
+                                         f"and dtype {dtype}")
             layers = []
             for i, config in enumerate(configs):
-                if config.get("type") != "Dense":
-                    raise ValueError(f"{path}: layer {i} has unknown type "
-                                     f"{config.get('type')!r}")
                 prefix = f"{i}."
-                arrays = {k[len(prefix):]: f[k] for k in f.files if k.startswith(prefix)}
+                names = Dense._saved_layout(config, "")
+                arrays = {name: f[prefix + name] for name in names}
                 layers.append(Dense._from_saved(config, arrays, f"{path}: layer {i}"))
         return cls(*layers)
+
+
+def _npz_headers(path):
+    """name -> (shape, dtype, fortran_order) of every .npy member of the zip at ``path``,
+    read from the headers alone. ValueError if ``path`` is not a zip archive, a header is
+    malformed, or a member's declared size does not match the bytes that hold it (the data
+    after the header, as stored; at most ``_DEFLATE_RATIO`` times the compressed bytes;
+    those within the archive)."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{path} is not a .npz archive: {e}") from None
+    with zf:
+        fp = zf.fp
+        end = fp.seek(0, os.SEEK_END)
+        headers = {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            name = info.filename[:-4]
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise ValueError(f"{path}: member {name!r} uses a compression numpy "
+                                 "does not write")
+            limit = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED
+                                          else _DEFLATE_RATIO)
+            try:
+                with zf.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise ValueError(f"format version {version} is not written by save")
+                    offset = member.tell()
+            except (ValueError, EOFError, zipfile.BadZipFile) as e:
+                raise ValueError(f"{path}: member {name!r} is not a valid .npy: {e}") \
+                    from None
+            if dtype.hasobject:
+                raise ValueError(f"{path}: member {name!r} holds Python objects")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if (info.file_size != offset + nbytes or info.file_size > limit
+                    or info.header_offset + info.compress_size > end):
+                raise ValueError(f"{path}: member {name!r} declares shape {shape} and dtype "
+                                 f"{dtype} ({nbytes} bytes), which the archive does not hold")
+            headers[name] = (shape, dtype, fortran)
+    return headers

@@ -14,19 +14,30 @@ C kernels match bit for bit. Option names are PyTorch's.
     >>> opt.step([dw1, db1, dw2])      # every array updated in place, one C call
 
 Functional forms: :func:`adam_step`, :func:`adamax_step` (single arrays or lists).
+
+Every ``step()`` first checks, before anything is written, that each parameter is still
+writeable with the dtype and number of elements its state was allocated for, and that each
+gradient matches its parameter; ``load_state_dict`` checks everything before it
+assigns anything. Optimizers pickle and ``copy.deepcopy`` with their state (the C pointer
+tables are rebuilt on load); ``copy.copy`` gives an optimizer over the same parameter arrays
+with its own copy of the state.
 """
 import math
 import operator
 
 import numpy as np
 
-from ._core import F32, FLOAT_DTYPES, as_input, check_status, describe, ffi, lib
+from ._core import (F32, FLOAT_DTYPES, as_input, check_status, describe, ffi, lib,
+                    refuse_masked)
 from ._linesearch import backtracking_line_search
 
 __all__ = ["adam_step", "adamax_step", "Adam", "AdamW", "AdaMax",
            "backtracking_line_search"]  # the last from _linesearch.py (issue 6)
 
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+# The largest step count an optimizer holds: its steps then run up to 2**63 - 1, the C
+# kernels' int64_t, only after another 2**62 - 1 steps.
+MAX_STEPS = 2**62
 
 
 # ---- validation ------------------------------------------------------------------------------
@@ -77,6 +88,7 @@ def _check_param(name, p):
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray updated in place, got "
                         f"{type(p).__name__}")
+    refuse_masked(name, p)
     if p.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} has dtype {p.dtype}; expected float32 or float64")
     if not (p.flags.c_contiguous and p.flags.aligned):
@@ -98,6 +110,7 @@ def _check_like(name, a, pname, p, *, writeable):
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{name} must be a numpy.ndarray updated in place, got "
                             f"{type(a).__name__}")
+        refuse_masked(name, a)
     else:
         a = as_input(name, a, p.dtype)
     if a.shape != p.shape:
@@ -129,6 +142,14 @@ def _check_no_overlap(named):
             end_any, name_any = end, name
         if w and end > end_w:
             end_w, name_w = end, name
+
+
+def _step_count(name, t):
+    """A count of steps taken: an int in [0, MAX_STEPS] (ValueError otherwise)."""
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)) \
+            or not 0 <= t <= MAX_STEPS:
+        raise ValueError(f"{name} must be an int in [0, 2**62] (steps taken), got {t!r}")
+    return int(t)
 
 
 def _as_list(name, x, n=None):
@@ -287,7 +308,7 @@ def adamax_step(param, grad, m, u, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps
 class _Optimizer:
     """Shared machinery: parameters, per-tensor state allocated once, cached pointer arrays
     (rebuilt for the gradients only when a different gradient array is passed), one C call
-    per dtype per step, and an exact state_dict round trip."""
+    per dtype per step, an exact state_dict round trip, pickling and copies."""
 
     _STATE = ()          # names of the state arrays, as in the paper
     _DEFAULTS = {}
@@ -310,11 +331,78 @@ class _Optimizer:
         self.maximize = bool(maximize)
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
         self.params = params
-        self.t = 0  # steps taken
+        self._t = 0  # steps taken
         self._state = {name: tuple(np.zeros_like(p) for p in params) for name in self._names()}
+        self._bind_params()
+
+    def _bind_params(self):
+        """The pointer arrays over ``params`` and the state, and what step() checks."""
+        params = self.params
         self._grps = _groups(params, [self._state.get(n) for n in self._all_names()])
         self._grads = None  # the gradient arrays the pointer arrays point at
         self._named = [(f"params[{i}]", p, True) for i, p in enumerate(params)]
+        # what the state is for, as step() checks it: (index, param, size, dtype)
+        self._sig = tuple((i, p, p.size, p.dtype) for i, p in enumerate(params))
+
+    # pickling and copies: the cffi pointer tables are not state, they are rebuilt
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in ("_grps", "_grads", "_named", "_sig"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._bind_params()
+
+    def __copy__(self):
+        """An optimizer over the same parameter arrays with its own copy of the state
+        (moments and step count), so stepping one leaves the other's state alone."""
+        state = self.__getstate__()
+        state["_state"] = {name: tuple(a.copy() for a in arrays)
+                           for name, arrays in self._state.items()}
+        new = type(self).__new__(type(self))
+        new.__setstate__(state)
+        return new
+
+    @property
+    def t(self):
+        """Steps taken (an int in [0, MAX_STEPS]); the next step is number ``t + 1``."""
+        return self._t
+
+    @t.setter
+    def t(self, value):
+        self._t = _step_count("t", value)
+
+    def _check_params(self):
+        """Raise before anything is written if a parameter no longer has the dtype and
+        number of elements its state was allocated for (a reshape in place keeps the
+        elementwise update the same), or is no longer C-contiguous and writeable."""
+        for i, p, size, dtype in self._sig:
+            _check_param(f"params[{i}]", p)
+            if p.size != size or p.dtype != dtype:
+                raise ValueError(f"params[{i}] now has {describe(p)}, but the optimizer's "
+                                 f"state is for {size} elements of dtype {dtype}")
+
+    def _prepare(self, grads):
+        """Check the parameters and bind ``grads`` (validated) before a step writes
+        anything. The usual call (the gradient arrays of the last step, nothing changed)
+        looks up one flag per parameter and a dtype and a size per array: a size that
+        changed (numpy's ``resize(refcheck=False)`` moves the data) would leave the cached
+        C pointers dangling."""
+        old = self._grads
+        if (old is not None and (type(grads) is list or type(grads) is tuple)
+                and len(grads) == len(old)):
+            for i, p, size, dtype in self._sig:
+                g = grads[i]
+                if (g is not old[i] or not p.flags.writeable or p.dtype is not dtype
+                        or g.dtype is not dtype or p.size != size or g.size != size):
+                    break
+            else:
+                return
+            self._grads = None  # something changed (or a dtype is an equal copy): check all
+        self._check_params()
+        self._bind_grads(grads)
 
     # state names: all that the C call takes, and those in use
     def _all_names(self):
@@ -362,14 +450,9 @@ class _Optimizer:
         return self._amsgrad
 
     def _bind_grads(self, grads):
-        """Point the cached pointer arrays at ``grads`` (validated first). Cheap when the
-        same gradient arrays as last time are passed (the usual training loop)."""
+        """Point the cached pointer arrays at ``grads``, validated first."""
         if type(grads) is not list and type(grads) is not tuple:
             grads = _as_list("grads", grads)
-        old = self._grads
-        if (old is not None and len(grads) == len(old)
-                and all(map(operator.is_, grads, old))):
-            return
         if len(grads) != len(self.params):
             raise ValueError(f"grads has {len(grads)} arrays but the optimizer has "
                              f"{len(self.params)} parameters")
@@ -384,7 +467,7 @@ class _Optimizer:
         ``load_state_dict`` restores it exactly (the run continues bitwise identically)."""
         return {
             "type": type(self).__name__,
-            "t": self.t,
+            "t": self._t,
             "hyperparameters": {
                 "lr": self._lr, "betas": self.betas, "eps": self._eps,
                 "weight_decay": self._wd, "amsgrad": self._amsgrad,
@@ -397,8 +480,9 @@ class _Optimizer:
 
     def load_state_dict(self, state_dict):
         """Restore a ``state_dict()`` of an optimizer of this type over the same parameter
-        shapes and dtypes. Everything is checked before anything is changed; the arrays are
-        copied into this optimizer's own state buffers."""
+        shapes and dtypes. Everything is checked before anything is changed (ValueError
+        naming what is wrong, ``t`` at most ``MAX_STEPS``); the arrays are copied into this
+        optimizer's own state buffers."""
         try:
             kind, t = state_dict["type"], state_dict["t"]
             hp, st = state_dict["hyperparameters"], state_dict["state"]
@@ -410,30 +494,35 @@ class _Optimizer:
                 from None
         if kind != type(self).__name__:
             raise ValueError(f"state_dict is of a {kind}, not of a {type(self).__name__}")
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
-            raise ValueError(f"state_dict['t'] must be an int >= 0, got {t!r}")
-        if bool(amsgrad) != self._amsgrad:
+        t = _step_count("state_dict['t']", t)
+        try:
+            amsgrad, maximize, decoupled = bool(amsgrad), bool(maximize), bool(decoupled)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"state_dict['hyperparameters'] holds a flag that is not a "
+                             f"bool: {e}") from None
+        if amsgrad != self._amsgrad:
             raise ValueError(f"state_dict has amsgrad={bool(amsgrad)} but this optimizer "
                              f"has amsgrad={self._amsgrad}")
         b1, b2 = _betas(betas)
         hyper = _hyper(lr, b1, b2, eps, wd)
-        if set(st) != set(self._state):
-            raise ValueError(f"state_dict holds state {sorted(st)}; expected "
-                             f"{sorted(self._state)}")
+        if not isinstance(st, dict) or set(st) != set(self._state):
+            raise ValueError(f"state_dict['state'] must be a dict of {sorted(self._state)}, "
+                             f"got {sorted(st) if isinstance(st, dict) else st!r}")
         for name, arrays in st.items():
-            if len(arrays) != len(self.params):
-                raise ValueError(f"state_dict['state'][{name!r}] has {len(arrays)} arrays "
-                                 f"but the optimizer has {len(self.params)} parameters")
+            if not isinstance(arrays, (list, tuple)) or len(arrays) != len(self.params):
+                raise ValueError(f"state_dict['state'][{name!r}] must be a list of "
+                                 f"{len(self.params)} arrays, one per parameter")
             for i, (a, p) in enumerate(zip(arrays, self.params)):
                 if not isinstance(a, np.ndarray) or a.dtype != p.dtype or a.shape != p.shape:
                     raise ValueError(f"state_dict['state'][{name!r}][{i}] has {describe(a)}"
                                      f" but params[{i}] has {describe(p)}")
+        # everything checked: assign (np.copyto between arrays of one shape and dtype)
         for name, arrays in st.items():
             for dst, src in zip(self._state[name], arrays):
                 np.copyto(dst, src)
         self._lr, self._beta1, self._beta2, self._eps, self._wd = hyper
-        self.maximize, self.decoupled_weight_decay = bool(maximize), bool(decoupled)
-        self.t = int(t)
+        self.maximize, self.decoupled_weight_decay = maximize, decoupled
+        self._t = t
 
 
 class Adam(_Optimizer):
@@ -481,14 +570,14 @@ class Adam(_Optimizer):
     def step(self, grads):
         """Update every parameter in place from ``grads`` (a list matching ``params`` in
         shape and dtype). Raises before anything is modified if a gradient is bad."""
-        self._bind_grads(grads)
-        t = self.t + 1
+        self._prepare(grads)
+        t = self._t + 1
         for g in self._grps:
             check_status(g.fn_adam(
                 g.params, g.states[0], g.states[1], g.states[2], g.grads, g.sizes, g.n, t,
                 self._lr, self._beta1, self._beta2, self._eps, self._wd,
                 self.decoupled_weight_decay, self._amsgrad, self.maximize))
-        self.t = t
+        self._t = t
 
 
 class AdamW(Adam):
@@ -529,10 +618,10 @@ class AdaMax(_Optimizer):
 
     def step(self, grads):
         """Update every parameter in place from ``grads`` (as :meth:`Adam.step`)."""
-        self._bind_grads(grads)
-        t = self.t + 1
+        self._prepare(grads)
+        t = self._t + 1
         for g in self._grps:
             check_status(g.fn_adamax(
                 g.params, g.states[0], g.states[1], g.grads, g.sizes, g.n, t,
                 self._lr, self._beta1, self._beta2, self._eps, self._wd, self.maximize))
-        self.t = t
+        self._t = t

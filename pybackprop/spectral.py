@@ -18,7 +18,7 @@ import numbers
 
 import numpy as np
 
-from ._core import (F32, as_input, check_out, check_status, describe, ffi, kernel, ptr,
+from ._core import (F32, as_input, check_out, check_status, describe, ffi, kernel, pairs, ptr,
                     result_dtype)
 
 __all__ = ["power_iteration", "spectral_normalize", "spectral_norm_backward",
@@ -87,8 +87,8 @@ def power_iteration(w, u, v, *, n_iters=1, eps=1e-12):
     dtype = result_dtype(w=w, u=u, v=v)
     wa = _weight(w, dtype)
     N, K = wa.shape
-    _check_state("u", u, N, dtype, (("w", w), ("v", v)))
-    _check_state("v", v, K, dtype, (("w", w), ("u", u)))
+    _check_state("u", u, N, dtype, (("w", w), ("w", wa), ("v", v)))
+    _check_state("v", v, K, dtype, (("w", w), ("w", wa), ("u", u)))
     sigma = ffi.new("float *" if dtype == F32 else "double *")
     check_status(kernel("spectral_power_iteration", dtype)(ptr(u), ptr(v), sigma, ptr(wa),
                                                            N, K, n_iters, eps))
@@ -122,7 +122,7 @@ def spectral_normalize(w, sigma, out=None):
     if out is None:
         o = np.empty(wa.shape, dtype)
     else:
-        o = check_out("out", out, wa.shape, dtype, (("w", w),), allow_alias=(wa,))
+        o = check_out("out", out, wa.shape, dtype, (("w", w), ("w", wa)), allow_alias=(wa,))
     check_status(kernel("spectral_norm_forward", dtype)(ptr(o), ptr(wa), wa.size, s))
     return o
 
@@ -163,7 +163,7 @@ def spectral_norm_backward(grad_wsn, w, u, v, sigma, out=None):
         o = np.empty((N, K), dtype)
     else:
         o = check_out("out", out, (N, K), dtype,
-                      (("grad_wsn", grad_wsn), ("w", w), ("u", u), ("v", v)),
+                      pairs(("grad_wsn", "w", "u", "v"), (grad_wsn, w, u, v), (ga, wa, ua, va)),
                       allow_alias=(ga,))
     check_status(kernel("spectral_norm_backward", dtype)(ptr(o), ptr(ga), ptr(wa), ptr(ua),
                                                          ptr(va), s, N, K))
@@ -325,7 +325,8 @@ class SpectralNorm:
         """``w / sigma(w)`` after the call's power iterations (see :meth:`sigma`)."""
         wa = self._w(w)
         if out is not None:  # checked before the state changes
-            check_out("out", out, self.shape, self.dtype, (("w", w),), allow_alias=(wa,))
+            check_out("out", out, self.shape, self.dtype, (("w", w), ("w", wa)),
+                      allow_alias=(wa,))
         return spectral_normalize(wa, self.sigma(wa, n_iters), out=out)
 
     def backward(self, grad_wsn, w, out=None):
@@ -343,19 +344,32 @@ class SpectralNorm:
                 "last_sigma": None if self.last_sigma is None else self.last_sigma.copy()}
 
     def load_state_dict(self, state):
-        """Restore a :meth:`state_dict` exactly (u, v must match this shape and dtype)."""
+        """Restore a :meth:`state_dict` exactly (u, v must match this shape and dtype).
+        Everything is checked before anything is assigned: a bad entry raises (KeyError
+        for a missing one, ValueError naming it otherwise) and leaves the state as it was."""
         missing = {"u", "v", "n_iters", "eps", "warmup", "warmed_up", "last_sigma"} - set(state)
         if missing:
             raise KeyError(f"state is missing {sorted(missing)}")
         u, v = state["u"], state["v"]
         for name, a, n in (("u", u, self.shape[0]), ("v", v, self.shape[1])):
-            if not isinstance(a, np.ndarray) or a.dtype != self.dtype or a.shape != (n,):
+            if (not isinstance(a, np.ndarray) or isinstance(a, np.ma.MaskedArray)
+                    or a.dtype != self.dtype or a.shape != (n,)):
                 raise ValueError(f"state[{name!r}] has {describe(a)}; expected shape ({n},) "
                                  f"and dtype {self.dtype}")
         n_iters, eps, warmup = (_n_iters(state["n_iters"]), _eps(state["eps"]),
                                 _n_iters(state["warmup"]))
+        warmed_up = state["warmed_up"]
+        if not isinstance(warmed_up, (bool, np.bool_)):
+            raise ValueError(f"state['warmed_up'] must be a bool, got {warmed_up!r}")
+        ls = state["last_sigma"]
+        if ls is not None:
+            try:
+                ls = _sigma_value(ls, self.dtype)
+            except TypeError:
+                raise ValueError(f"state['last_sigma'] must be None or a real scalar, got "
+                                 f"{ls!r}") from None
+        # everything checked: assign
         self.u, self.v = np.array(u, order="C"), np.array(v, order="C")
         self.n_iters, self.eps, self.warmup = n_iters, eps, warmup
-        self.warmed_up = bool(state["warmed_up"])
-        ls = state["last_sigma"]
-        self.last_sigma = None if ls is None else self.dtype.type(ls)
+        self.warmed_up = bool(warmed_up)
+        self.last_sigma = ls

@@ -1128,3 +1128,65 @@ def test_backward_property(B, K, N, kind, dtype, need_dx, accumulate, arch, seed
                                         dx=bufs[0], dw=bufs[1], db=bufs[2])
     check_backward(got, dy, x, w, y, kind, dtype, need_dx=need_dx,
                    old=old if accumulate else None)
+
+
+# ---- inputs that are not ndarrays, masked arrays ---------------------------------------------
+def _buffer_overlap_calls(dtype):
+    """(name, call(buf)) pairs: each kernel given an input that is a memoryview over a
+    window of ``buf`` (12 elements) and an output that is another, overlapping window.
+    (A memoryview counts as dtype-less, as a list: float64 unless an ndarray says else.)"""
+    def windows(buf, n):
+        return memoryview(buf[:n]), buf[2:2 + n]  # an input view and an output over it
+    return [
+        ("activation", lambda buf: pybackprop.activation(
+            windows(buf, 8)[0], "relu", out=windows(buf, 8)[1])),
+        ("activation_backward", lambda buf: pybackprop.activation_backward(
+            windows(buf, 8)[0], np.ones(8, dtype), "sigmoid", out=windows(buf, 8)[1])),
+        ("dense_forward", lambda buf: pybackprop.dense_forward(
+            memoryview(buf[:8]).cast("B").cast(buf.dtype.char, (2, 4)), np.ones((2, 4), dtype),
+            out=buf[2:6].reshape(2, 2))),
+        ("dense_backward", lambda buf: pybackprop.dense_backward(
+            np.ones((2, 3), dtype), memoryview(buf[:8]).cast("B").cast(buf.dtype.char, (2, 4)),
+            np.ones((3, 4), dtype), np.ones((2, 3), dtype), dx=buf[4:12].reshape(2, 4))),
+    ]
+
+
+@pytest.mark.parametrize("which", range(4))
+def test_out_overlapping_a_buffer_input_is_refused(which):
+    """An input handed over as a memoryview over an output's memory is an overlap too."""
+    dtype = np.float64
+    name, call = _buffer_overlap_calls(dtype)[which]
+    buf = np.arange(12, dtype=dtype)
+    with pytest.raises(ValueError, match="overlaps"):
+        call(buf)
+    assert np.array_equal(buf, np.arange(12, dtype=dtype)), name
+
+
+def test_activation_in_place_through_a_memoryview():
+    """out= the very memory of a memoryview input is in place, as out=z is."""
+    buf = np.array([-1.0, 2.0, -3.0])
+    y = pybackprop.activation(memoryview(buf), "relu", out=buf)
+    assert y is buf and np.array_equal(buf, [0.0, 2.0, 0.0])
+
+
+MASKED_CALLS = [
+    ("dense_forward", lambda m: pybackprop.dense_forward(m, np.ones((3, 4)))),
+    ("dense_forward w", lambda m: pybackprop.dense_forward(np.ones((2, 4)), m[:, :4])),
+    ("dense_forward out", lambda m: pybackprop.dense_forward(
+        np.ones((2, 4)), np.ones((4, 4)), out=m)),
+    ("dense_backward", lambda m: pybackprop.dense_backward(
+        m, np.ones((2, 4)), np.ones((4, 4)), np.ones((2, 4)))),
+    ("activation", lambda m: pybackprop.activation(m)),
+    ("activation out", lambda m: pybackprop.activation(np.ones((2, 4)), out=m)),
+    ("activation_backward", lambda m: pybackprop.activation_backward(np.ones((2, 4)), m)),
+]
+
+
+@pytest.mark.parametrize("name,call", MASKED_CALLS, ids=[n for n, _ in MASKED_CALLS])
+def test_masked_arrays_are_refused(name, call):
+    """A numpy.ma.MaskedArray, as input or out=, raises TypeError (the mask would be
+    ignored) and nothing is written."""
+    m = np.ma.masked_array(np.ones((2, 4)), mask=[[0, 1, 0, 0]] * 2)
+    with pytest.raises(TypeError, match="MaskedArray"):
+        call(m)
+    assert np.array_equal(m.data, np.ones((2, 4)))

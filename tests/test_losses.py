@@ -488,3 +488,56 @@ def test_maximum_backward_buffers_must_not_overlap():
     with pytest.raises(ValueError, match="overlaps"):
         pybackprop.maximum_backward(buf, a, a, da=buf)
     assert np.all(buf == 3.0)
+
+
+# ---- inputs that are not ndarrays, masked arrays ---------------------------------------------
+BUFFER_OVERLAPS = [
+    ("mse_loss", lambda buf: pybackprop.mse_loss(memoryview(buf[:6]), np.ones(6),
+                                                 out=buf[3:9])),
+    ("softmax_cross_entropy", lambda buf: pybackprop.softmax_cross_entropy(
+        memoryview(buf[:6]).cast("B").cast("d", (2, 3)), [0, 2], out=buf[:6].reshape(2, 3))),
+    ("softmax_cross_entropy rows", lambda buf: pybackprop.softmax_cross_entropy(
+        np.ones((2, 3)), memoryview(buf[:6]).cast("B").cast("d", (2, 3)),
+        out=buf[3:9].reshape(2, 3))),
+    ("binary_cross_entropy_with_logits", lambda buf: pybackprop.binary_cross_entropy_with_logits(
+        np.ones(6), memoryview(buf[:6]), out=buf[1:7])),
+    ("maximum_forward", lambda buf: pybackprop.maximum_forward(memoryview(buf[:6]), np.ones(6),
+                                                               out=buf[5:11])),
+    ("maximum_backward", lambda buf: pybackprop.maximum_backward(
+        np.ones(6), memoryview(buf[4:10]), np.ones(6), db=buf[:6])),
+]
+
+
+@pytest.mark.parametrize("name,call", BUFFER_OVERLAPS, ids=[n for n, _ in BUFFER_OVERLAPS])
+def test_out_overlapping_a_buffer_input_is_refused(name, call):
+    """A loss input handed over as a memoryview over out='s memory is an overlap too (the
+    gradient would overwrite the values the loss still reads)."""
+    buf = np.linspace(-1.0, 1.0, 12)
+    before = buf.copy()
+    with pytest.raises(ValueError, match="overlaps"):
+        call(buf)
+    assert np.array_equal(buf, before)
+
+
+MASKED_CALLS = [
+    ("mse_loss", lambda m: pybackprop.mse_loss(m, np.zeros((2, 3)))),
+    ("mse_loss out", lambda m: pybackprop.mse_loss(np.zeros((2, 3)), np.zeros((2, 3)), out=m)),
+    ("softmax_cross_entropy", lambda m: pybackprop.softmax_cross_entropy(m, [0, 1])),
+    ("softmax_cross_entropy labels", lambda m: pybackprop.softmax_cross_entropy(
+        np.zeros((2, 3)), np.ma.masked_array([0, 5], mask=[0, 1]))),
+    ("binary_cross_entropy_with_logits", lambda m: pybackprop.binary_cross_entropy_with_logits(
+        np.zeros((2, 3)), m)),
+    ("maximum_forward", lambda m: pybackprop.maximum_forward(m, np.zeros((2, 3)))),
+    ("maximum_backward", lambda m: pybackprop.maximum_backward(
+        np.ones((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)), da=m)),
+]
+
+
+@pytest.mark.parametrize("name,call", MASKED_CALLS, ids=[n for n, _ in MASKED_CALLS])
+def test_masked_arrays_are_refused(name, call):
+    """A numpy.ma.MaskedArray (input, labels or out=) raises TypeError: the losses would
+    count the masked entries."""
+    m = np.ma.masked_array(np.ones((2, 3)), mask=[[0, 1, 0], [0, 0, 0]])
+    with pytest.raises(TypeError, match="MaskedArray"):
+        call(m)
+    assert np.array_equal(m.data, np.ones((2, 3)))

@@ -9,6 +9,11 @@ compared with direct kernel calls bit for bit; whole-network gradients are check
 pybackprop.gradcheck in float64 (FD_TOL: see tests/test_gradcheck.py). Initialisation
 statistics are checked within STAT_SIGMAS standard errors of the sample statistic.
 """
+import io
+import json
+import tracemalloc
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -336,3 +341,106 @@ def test_lipschitz_bound_is_the_product_of_layer_factors(rng):
     cert, cert_factors = model.lipschitz_bound(certified=True)
     assert all(c >= e * (1 - 1e-12) for c, e in zip(cert_factors, expected))
     assert cert >= bound * (1 - 1e-12)
+
+
+# ---- bad inputs change no state; crafted files ----------------------------------------------
+@pytest.mark.parametrize("x", [np.ones((2, 5), np.float32), np.ones(5, np.float32),
+                               np.ones((2, 2, 4), np.float32)], ids=["2-D", "1-D", "3-D"])
+def test_spectral_norm_forward_with_wrong_input_changes_nothing(x, rng):
+    """Dense(spectral_norm=True).forward with a wrong K (or rank) raises ValueError before
+    the power iteration runs: u, v, warmed_up and the saved input stay as they were."""
+    layer = Dense(4, 3, spectral_norm=True, rng=rng)
+    sn = layer.spectral_norm
+    u, v = sn.u.copy(), sn.v.copy()
+    with pytest.raises(ValueError, match="x has shape"):
+        layer.forward(x)
+    assert sn.warmed_up is False and sn.last_sigma is None and layer._x is None
+    assert_bitwise(sn.u, u)
+    assert_bitwise(sn.v, v)
+
+
+def _npy(a):
+    bio = io.BytesIO()
+    np.save(bio, a)
+    return bio.getvalue()
+
+
+def _npy_header(shape, dtype):
+    """A .npy image that declares ``shape`` and ``dtype`` and holds no data."""
+    bio = io.BytesIO()
+    np.lib.format.write_array_header_1_0(bio, {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+        "shape": shape})
+    return bio.getvalue()
+
+
+def _write_npz(path, members):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name + ".npy", data)
+    return path
+
+
+def _saved_members(rng, **config):
+    """The members of a saved 1-layer model, with its configuration entries overridden."""
+    layer = Dense(3, 2, rng=rng)
+    cfg = dict(layer._config(), **config)
+    return {"format": _npy(np.array("pybackprop.nn/1")),
+            "config": _npy(np.array(json.dumps([cfg]))),
+            "0.weight": _npy(layer.weight), "0.bias": _npy(layer.bias)}
+
+
+CRAFTED = {
+    "not a zip": lambda rng: b"not a zip archive at all",
+    "config not a list": lambda rng: dict(_saved_members(rng),
+                                          config=_npy(np.array(json.dumps({"a": 1})))),
+    "layer not an object": lambda rng: dict(_saved_members(rng),
+                                            config=_npy(np.array("[1]"))),
+    "missing keys": lambda rng: dict(_saved_members(rng),
+                                     config=_npy(np.array('[{"type": "Dense"}]'))),
+    "bad types": lambda rng: _saved_members(rng, in_features="3"),
+    "bad activation": lambda rng: _saved_members(rng, activation="gelu"),
+    "bool as int": lambda rng: _saved_members(rng, in_features=True),
+    "config not JSON": lambda rng: dict(_saved_members(rng), config=_npy(np.array("[{"))),
+    "config not a string": lambda rng: dict(_saved_members(rng), config=_npy(np.zeros(3))),
+    "missing array": lambda rng: {k: v for k, v in _saved_members(rng).items()
+                                  if k != "0.bias"},
+    "huge declared array": lambda rng: dict(
+        _saved_members(rng, in_features=4096, out_features=4096),
+        **{"0.weight": _npy_header((4096, 4096), np.float32),
+           "0.bias": _npy(np.zeros(4096, np.float32))}),
+    "huge declared config": lambda rng: dict(_saved_members(rng),
+                                             config=_npy_header((), "<U100000000")),
+    "truncated array": lambda rng: dict(_saved_members(rng),
+                                        **{"0.weight": _npy(np.zeros((2, 3), np.float32))[:-4]}),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_load_of_a_crafted_file_raises_value_error_before_allocating(case, tmp_path, rng):
+    """A file that is not a save of this library (bad archive, configuration of the wrong
+    shape or types, arrays missing, or declaring more data than the file holds) raises
+    ValueError, and nothing near the declared sizes is allocated (traced peak < 4 MiB)."""
+    content = CRAFTED[case](rng)
+    path = tmp_path / "crafted.npz"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        _write_npz(path, content)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError):
+            Sequential.load(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
+
+
+def test_load_from_an_open_file(tmp_path, rng):
+    """load takes an open binary file as well as a path."""
+    model = Sequential(Dense(3, 2, rng=rng))
+    model.save(tmp_path / "m.npz")
+    with open(tmp_path / "m.npz", "rb") as f:
+        loaded = Sequential.load(f)
+    assert_bitwise(loaded[0].weight, model[0].weight)

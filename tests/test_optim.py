@@ -621,3 +621,151 @@ def test_functional_state_none_is_named(fn, state):
     with pytest.raises(TypeError, match=f"^{state} must be"):
         getattr(optim, fn)(**kw, step=1)
     assert (p == 1).all()
+
+
+# ---- every step checks its arrays; atomic loads; pickling and copies --------------------------
+OPTIMIZERS = [optim.Adam, optim.AdamW, optim.AdaMax]
+
+
+def _changes():
+    """(name, change(params, grads)) made after construction, each of which step() refuses."""
+    def readonly(ps, gs):
+        ps[1].flags.writeable = False
+
+    def param_dtype(ps, gs):
+        ps[1].dtype = np.float32  # the same bytes seen as twice as many float32
+
+    def grad_dtype(ps, gs):
+        gs[0].dtype = np.float32
+
+    def grad_resized(ps, gs):
+        gs[1].resize(20, refcheck=False)
+
+    def param_resized(ps, gs):
+        ps[0].resize(3, refcheck=False)
+
+    return [readonly, param_dtype, grad_dtype, grad_resized, param_resized]
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+@pytest.mark.parametrize("change", _changes(), ids=lambda f: f.__name__)
+def test_step_checks_arrays_changed_after_construction(cls, change, rng):
+    """A parameter made read-only, or a parameter or gradient whose dtype or size changed
+    after the optimizer was built (or after the last step bound the gradients), makes
+    step() raise before anything is written: no parameter, state or step count changes."""
+    params = [rng.standard_normal(6), rng.standard_normal(10)]
+    grads = [rng.standard_normal(6), rng.standard_normal(10)]
+    opt = cls(params)
+    opt.step(grads)  # binds the gradients: the next step takes the cached path
+    before_p, before_s = _snapshot(params), opt.state_dict()
+    change(params, grads)
+    with pytest.raises((ValueError, TypeError), match=r"params\[|grads\["):
+        opt.step(grads)
+    for p, b in zip(params, before_p):
+        assert p.tobytes() == b.tobytes()[:p.nbytes]  # (a resized array keeps a prefix)
+    after = opt.state_dict()
+    assert after["t"] == before_s["t"] == 1
+    for name in before_s["state"]:
+        _assert_same(after["state"][name], before_s["state"][name])
+
+
+@pytest.mark.parametrize("fn", [optim.adam_step, optim.adamax_step])
+def test_functional_grad_as_buffer_over_the_param_is_refused(fn):
+    """A gradient handed over as a memoryview over the parameter's memory is an overlap."""
+    p = np.linspace(-1.0, 1.0, 8)
+    m, s = np.zeros(8), np.zeros(8)
+    with pytest.raises(ValueError, match="overlaps"):
+        fn(p, memoryview(p), m, s, step=1)
+    assert np.array_equal(p, np.linspace(-1.0, 1.0, 8))
+
+
+MASKED_CALLS = [
+    ("Adam params", lambda m: optim.Adam([m])),
+    ("Adam.step grads", lambda m: optim.Adam([np.ones((2, 3))]).step([m])),
+    ("adam_step param", lambda m: optim.adam_step(m, np.ones((2, 3)), np.zeros((2, 3)),
+                                                  np.zeros((2, 3)), step=1)),
+    ("adam_step m", lambda m: optim.adam_step(np.ones((2, 3)), np.ones((2, 3)), m,
+                                              np.zeros((2, 3)), step=1)),
+    ("adamax_step grad", lambda m: optim.adamax_step(np.ones((2, 3)), m, np.zeros((2, 3)),
+                                                     np.zeros((2, 3)), step=1)),
+]
+
+
+@pytest.mark.parametrize("name,call", MASKED_CALLS, ids=[n for n, _ in MASKED_CALLS])
+def test_masked_arrays_are_refused(name, call):
+    """A numpy.ma.MaskedArray as parameter, gradient or state raises TypeError."""
+    m = np.ma.masked_array(np.ones((2, 3)), mask=[[0, 1, 0], [0, 0, 0]])
+    with pytest.raises(TypeError, match="MaskedArray"):
+        call(m)
+    assert np.array_equal(m.data, np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("t", [2**63 - 1, optim.MAX_STEPS + 1, -1, 1.0, True])
+def test_load_state_dict_bounds_the_step_count(t, rng):
+    """A step count above MAX_STEPS (after which a step could overflow the C int64) or not
+    an int raises ValueError naming 't'; MAX_STEPS itself loads and steps."""
+    params = [rng.standard_normal(4)]
+    opt = optim.Adam(params)
+    with pytest.raises(ValueError, match="'t'"):
+        opt.load_state_dict(dict(opt.state_dict(), t=t))
+    assert opt.t == 0
+    with pytest.raises(ValueError, match="t must be"):
+        opt.t = t
+    opt.load_state_dict(dict(opt.state_dict(), t=optim.MAX_STEPS))
+    opt.step([np.ones(4)])
+    assert opt.t == optim.MAX_STEPS + 1
+
+
+def test_load_state_dict_bad_flag_modifies_nothing(rng):
+    """A flag that is not a bool (an array) raises ValueError before any state is copied."""
+    params = [rng.standard_normal(4)]
+    src = optim.Adam([rng.standard_normal(4)])
+    src.step([np.ones(4)])
+    sd = src.state_dict()
+    sd["hyperparameters"]["maximize"] = np.ones(3)
+    opt = optim.Adam(params)
+    with pytest.raises(ValueError, match="bool"):
+        opt.load_state_dict(sd)
+    assert opt.t == 0 and not opt.m[0].any() and not opt.v[0].any()
+
+
+@pytest.mark.parametrize("cls,kw", [(optim.Adam, dict(amsgrad=True)), (optim.AdamW, {}),
+                                    (optim.AdaMax, {})])
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_pickle_and_deepcopy_carry_the_state(cls, kw, how, rng):
+    """An optimizer pickled (with its parameters) or deep-copied continues bitwise as the
+    original does, on its own copies of the parameters and state."""
+    import copy
+    import pickle
+    params = [rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(5)]
+    grads = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(6)]
+    opt = cls(params, lr=1e-2, **kw)
+    for g in grads[:3]:
+        opt.step(g)
+    if how == "pickle":
+        twin = pickle.loads(pickle.dumps(opt))
+    else:
+        twin = copy.deepcopy(opt)
+    assert twin.t == 3 and all(a is not b for a, b in zip(twin.params, opt.params))
+    for g in grads[3:]:
+        opt.step(g)
+        twin.step(g)
+    _assert_same(twin.params, opt.params)
+    for name, arrays in opt.state_dict()["state"].items():
+        _assert_same(twin.state_dict()["state"][name], arrays)
+    assert twin.t == opt.t == 6
+
+
+def test_copy_shares_the_parameters_not_the_state(rng):
+    """copy.copy gives an optimizer over the same parameter arrays with its own moments and
+    step count: stepping the copy leaves the original's state alone."""
+    import copy
+    params = [rng.standard_normal(5)]
+    opt = optim.Adam(params)
+    opt.step([np.ones(5)])
+    twin = copy.copy(opt)
+    assert twin.params[0] is params[0] and twin.m[0] is not opt.m[0]
+    m, v = opt.m[0].copy(), opt.v[0].copy()
+    twin.step([np.ones(5)])
+    assert twin.t == 2 and opt.t == 1
+    assert np.array_equal(opt.m[0], m) and np.array_equal(opt.v[0], v)

@@ -554,3 +554,64 @@ def test_every_parallel_region_opens_an_fp_scope():
             assert body[:2] == ["{", "PB_FP_SCOPE;"], \
                 f"{where}: the region's body does not open with PB_FP_SCOPE"
     assert regions >= 15  # the regions in csrc today: the scan found them all
+
+
+# ---- thread count and environment: bounded, parsed strictly -----------------------------------
+@pytest.mark.parametrize("n", [pybackprop._runtime.MAX_THREADS + 1, 100000, 2**31, 2**63, 0,
+                               -1, 1.0, True, "2"])
+def test_set_num_threads_is_bounded(n):
+    """A count outside [1, MAX_THREADS] (which libgomp could fail to create, ending the
+    process) or not an int raises ValueError, never cffi's OverflowError; the count stays."""
+    before = pybackprop.get_num_threads()
+    with pytest.raises(ValueError, match=str(pybackprop._runtime.MAX_THREADS)):
+        pybackprop.set_num_threads(n)
+    assert pybackprop.get_num_threads() == before
+
+
+def _import_with(var, value):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYBACKPROP_")}
+    env[var] = value
+    return subprocess.run([sys.executable, "-c", "import pybackprop as p; "
+                           "print(p.get_num_threads(), p.get_flush_denormal())"],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("var,value", [
+    ("PYBACKPROP_NUM_THREADS", "3abc"), ("PYBACKPROP_NUM_THREADS", " 3"),
+    ("PYBACKPROP_NUM_THREADS", "+3"), ("PYBACKPROP_NUM_THREADS", "0"),
+    ("PYBACKPROP_NUM_THREADS", "-2"), ("PYBACKPROP_NUM_THREADS", "1025"),
+    ("PYBACKPROP_NUM_THREADS", "99999999999999999999"), ("PYBACKPROP_NUM_THREADS", "٣"),
+    ("PYBACKPROP_FLUSH_DENORMAL", "true"), ("PYBACKPROP_FLUSH_DENORMAL", "2"),
+    ("PYBACKPROP_FLUSH_DENORMAL", "yes"), ("PYBACKPROP_FLUSH_DENORMAL", " 1"),
+    ("PYBACKPROP_FLUSH_DENORMAL", "01")])
+def test_a_setting_that_would_be_misread_is_an_error(var, value):
+    """A value the C core would misread or ignore makes the import fail with a ValueError
+    naming the variable and its value."""
+    out = _import_with(var, value)
+    assert out.returncode != 0
+    assert "ValueError" in out.stderr and f"{var}={value!r}" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("var,value,want", [
+    ("PYBACKPROP_NUM_THREADS", "3", "3"), ("PYBACKPROP_NUM_THREADS", "1024", "1024"),
+    ("PYBACKPROP_NUM_THREADS", "", None), ("PYBACKPROP_FLUSH_DENORMAL", "0", "False"),
+    ("PYBACKPROP_FLUSH_DENORMAL", "", "False")])
+def test_accepted_settings(var, value, want):
+    """The documented values are read as documented (an empty value is unset)."""
+    out = _import_with(var, value)
+    assert out.returncode == 0, out.stderr
+    threads, flush = out.stdout.split()
+    if var == "PYBACKPROP_NUM_THREADS" and want is not None:
+        assert threads == want
+    if var == "PYBACKPROP_FLUSH_DENORMAL":
+        assert flush == want
+
+
+def test_restoring_the_default_rechecks_the_environment(monkeypatch):
+    """set_num_threads(None) makes the C core re-read PYBACKPROP_NUM_THREADS: a value set
+    since the import is checked as at import, and the count stays as it was."""
+    before = pybackprop.get_num_threads()
+    monkeypatch.setenv("PYBACKPROP_NUM_THREADS", "2x")
+    with pytest.raises(ValueError, match="PYBACKPROP_NUM_THREADS='2x'"):
+        pybackprop.set_num_threads(None)
+    assert pybackprop.get_num_threads() == before

@@ -615,3 +615,64 @@ def test_matches_torch_parametrization(dtype, rng):
     np.testing.assert_allclose(u, par[0]._u.numpy(), rtol=0, atol=tol)
     np.testing.assert_allclose(v, par[0]._v.numpy(), rtol=0, atol=tol)
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+# ---- inputs that are not ndarrays, masked arrays, atomic state --------------------------------
+def test_state_inside_a_buffer_w_is_refused(rng):
+    """power_iteration with w a memoryview and u inside w's memory raises before writing
+    (the issue's case: a wrong sigma and w overwritten); so do the out= of
+    spectral_normalize, spectral_norm_backward and SpectralNorm.normalize over such a w."""
+    buf = rng.standard_normal(4 * 3 + 1)
+    before = buf.copy()
+    wv = memoryview(buf[:12]).cast("B").cast("d", (4, 3))
+    with pytest.raises(ValueError, match="overlaps the memory of w"):
+        pb.power_iteration(wv, buf[8:12], np.ones(3) / 3 ** 0.5)
+    with pytest.raises(ValueError, match="overlaps the memory of w"):
+        pb.spectral_normalize(wv, 2.0, out=buf[1:13].reshape(4, 3))
+    with pytest.raises(ValueError, match="overlaps the memory of w"):
+        pb.spectral_norm_backward(np.ones((4, 3)), wv, np.ones(4), np.ones(3), 2.0,
+                                  out=buf[1:13].reshape(4, 3))
+    with pytest.raises(ValueError, match="overlaps the memory of w"):
+        pb.SpectralNorm((4, 3), np.float64, seed=0).normalize(wv, out=buf[1:13].reshape(4, 3))
+    assert np.array_equal(buf, before)
+
+
+MASKED_CALLS = [
+    ("power_iteration w", lambda m: pb.power_iteration(m, np.ones(2), np.ones(3))),
+    ("power_iteration u", lambda m: pb.power_iteration(np.ones((2, 3)), m[:, 0], np.ones(3))),
+    ("spectral_normalize", lambda m: pb.spectral_normalize(m, 2.0)),
+    ("spectral_normalize out", lambda m: pb.spectral_normalize(np.ones((2, 3)), 2.0, out=m)),
+    ("spectral_norm_backward", lambda m: pb.spectral_norm_backward(
+        m, np.ones((2, 3)), np.ones(2), np.ones(3), 2.0)),
+    ("sigma_upper_bound", lambda m: pb.sigma_upper_bound(m)),
+    ("lipschitz_bound", lambda m: pb.lipschitz_bound([m], ["relu"])),
+    ("SpectralNorm.normalize", lambda m: pb.SpectralNorm((2, 3), np.float64).normalize(m)),
+]
+
+
+@pytest.mark.parametrize("name,call", MASKED_CALLS, ids=[n for n, _ in MASKED_CALLS])
+def test_masked_arrays_are_refused(name, call):
+    """A numpy.ma.MaskedArray (weight, state vector or out=) raises TypeError."""
+    m = np.ma.masked_array(np.ones((2, 3)), mask=[[0, 1, 0], [0, 0, 0]])
+    with pytest.raises(TypeError, match="MaskedArray"):
+        call(m)
+    assert np.array_equal(m.data, np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("bad", [dict(last_sigma="abc"), dict(last_sigma=np.ones(2)),
+                                 dict(warmed_up=np.ones(2)), dict(eps=-1.0),
+                                 dict(n_iters=-1), dict(warmup=2**31)])
+def test_spectral_norm_load_state_dict_is_atomic(bad, rng):
+    """A bad entry anywhere in the state raises ValueError and leaves every part of the
+    state (u, v, n_iters, eps, warmup, warmed_up, last_sigma) as it was."""
+    w = rng.standard_normal((5, 4))
+    good = pb.SpectralNorm((5, 4), np.float64, seed=3, n_iters=2)
+    good.normalize(w)
+    target = pb.SpectralNorm((5, 4), np.float64, seed=4)
+    before = target.state_dict()
+    with pytest.raises(ValueError):
+        target.load_state_dict(dict(good.state_dict(), **bad))
+    after = target.state_dict()
+    assert np.array_equal(after.pop("u"), before.pop("u"))
+    assert np.array_equal(after.pop("v"), before.pop("v"))
+    assert after == before
