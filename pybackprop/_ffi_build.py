@@ -1,4 +1,4 @@
-"""cffi build script: compiles csrc/*.c into the private module ``pybackprop._native``.
+"""cffi build script: compiles csrc/**/*.c into the private module ``pybackprop._native``.
 
 Run through setup.py (``pip install -e .`` rebuilds it in place).
 
@@ -81,9 +81,10 @@ _cflags, _ldflags = _flags()
 ffibuilder.set_source(
     "pybackprop._native",
     '#include "pybackprop.h"',
-    sources=sorted(os.path.join(CSRC_REL, os.path.basename(p))
-                   for p in glob.glob(os.path.join(CSRC, "*.c"))),
-    include_dirs=[CSRC_REL],
+    sources=sorted(os.path.relpath(p, ROOT)
+                   for p in glob.glob(os.path.join(CSRC, "**", "*.c"), recursive=True)),
+    include_dirs=[os.path.join(CSRC_REL, d)
+                  for d in ("", "core", "arch", "simd", "gemm", "ops", "testing")],
     extra_compile_args=_cflags,
     extra_link_args=_ldflags + ["-lm"],
 )

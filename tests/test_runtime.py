@@ -534,10 +534,10 @@ def test_mode_on_leaves_no_thread_flushing(flush, threads):
 
 
 def test_every_parallel_region_opens_an_fp_scope():
-    """In the C sources (csrc/*.c, *.inc; probe.c measures the machine and is exempt), every
+    """In the C sources (csrc/**/*.c, *.inc; probe.c measures the machine and is exempt), every
     `omp parallel` pragma is followed by a block whose first statement is PB_FP_SCOPE, and
     no `omp parallel for` exists (its body could not open one per thread)."""
-    files = sorted(p for p in CSRC.glob("*") if p.suffix in (".c", ".inc")
+    files = sorted(p for p in CSRC.rglob("*") if p.suffix in (".c", ".inc")
                    and p.name != "probe.c")
     assert files, f"no C sources under {CSRC}"
     regions = 0
