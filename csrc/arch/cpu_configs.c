@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pb_internal.h"
+#include "arch/arch.h"
 
 typedef struct {
     const char *name;

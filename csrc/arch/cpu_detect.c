@@ -17,7 +17,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "pb_internal.h"
+#include "arch/arch.h"
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #define PB_HAVE_CPUID 1

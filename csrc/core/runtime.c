@@ -1,9 +1,7 @@
-/* dispatch.c -- the kernel table of each ISA path, the thread count, the flush mode.
- *
- * An ISA table names that instruction set's kernels and the block sizes they were first
- * tuned with; a CPU configuration (cpu_configs.c) takes each kernel family from one of
- * these tables and may set its own block sizes. Also: status strings, workspace
- * allocation, the GEMM's thread layout and build facts. Nothing here prints.
+/* runtime.c -- the core's process-wide state and services: status strings, the thread
+ * count, the opt-in flush of subnormals, aligned allocation and the per-thread workspaces,
+ * the work lists' test-mode counters, and build facts (compiler, flags). Kernel tables and
+ * CPU configurations live in arch/. Nothing here prints.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -11,100 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pb_internal.h"
+#include "core/core.h"
+#include "core/wlist.h"
 #if PB_HAVE_MXCSR
 #include <immintrin.h> /* _fxsave */
 #endif
 
-/* ---- the kernel tables: every ISA path in one place ---------------------------------------
- * Block sizes: MC*KC the A block in L2, NC*KC the B panel in L3; KC keeps the B micro-panel
- * in L1 on ref, while AVX2 and AVX-512 take deep panels so that C is swept once per 1024
- * (512) of k (docs/gemm.md). The AVX2 table's sizes are the zen3 configuration's, the
- * AVX-512 table's the skylakex configuration's (docs/cpus.md says where each was measured). */
-/* The entries whose kernels are named by their ISA alone (the micro-kernels carry their
- * tile in the name and are listed per table). */
-#define PB_ISA_ENTRIES(ISA)                                                                  \
-    .gemv_dot_f32 = pb_gemv_dot_f32_##ISA, .gemv_dot_f64 = pb_gemv_dot_f64_##ISA,            \
-    .gemv_axpy_f32 = pb_gemv_axpy_f32_##ISA, .gemv_axpy_f64 = pb_gemv_axpy_f64_##ISA,        \
-    .xent_row_f32 = pb_xent_row_f32_##ISA, .xent_row_f64 = pb_xent_row_f64_##ISA,            \
-    .bce_block_f32 = pb_bce_block_f32_##ISA, .bce_block_f64 = pb_bce_block_f64_##ISA,        \
-    .mse_block_f32 = pb_mse_block_f32_##ISA, .mse_block_f64 = pb_mse_block_f64_##ISA,        \
-    .spec_rows_f32 = pb_spec_rows_f32_##ISA, .spec_rows_f64 = pb_spec_rows_f64_##ISA,        \
-    .spec_dot_f32 = pb_spec_dot_f32_##ISA, .spec_dot_f64 = pb_spec_dot_f64_##ISA,            \
-    .spec_bwd_f32 = pb_spec_bwd_f32_##ISA, .spec_bwd_f64 = pb_spec_bwd_f64_##ISA,            \
-    .spec_div_f32 = pb_spec_div_f32_##ISA, .spec_div_f64 = pb_spec_div_f64_##ISA,            \
-    .adam_f32 = pb_adam_range_f32_##ISA, .adam_f64 = pb_adam_range_f64_##ISA,                \
-    .adamax_f32 = pb_adamax_range_f32_##ISA, .adamax_f64 = pb_adamax_range_f64_##ISA
-
-const pb_arch_t pb_arch_ref = {
-    .name = "ref",
-    .blk_f32 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F32, .mc = 128, .kc = 256, .nc = 2048,
-                PB_XOVER_DEFAULT},
-    .blk_f64 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F64, .mc = 128, .kc = 256, .nc = 2048,
-                PB_XOVER_DEFAULT},
-    .ukr_f32 = pb_gemm_ukr_f32_ref,
-    .ukr_f64 = pb_gemm_ukr_f64_ref,
-    PB_ISA_ENTRIES(ref),
-};
-
-#if defined(__x86_64__) || defined(__i386__)
-const pb_arch_t pb_arch_avx2 = {
-    .name = "avx2",
-    .blk_f32 = {.mr = 6, .nr = 16, .mc = 144, .kc = 1024, .nc = 4096, .tw = PB_TT_TW_F32_AVX2,
-                .tj = PB_TT_TJ_F32_AVX2, .tm = 64, .atb_copy = 4096, PB_XOVER_DEFAULT},
-    .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096, .tw = PB_TT_TW_F64_AVX2,
-                .tj = PB_TT_TJ_F64_AVX2, .tm = 32, .atb_copy = 4096, PB_XOVER_DEFAULT},
-    .ukr_f32 = pb_gemm_ukr_f32_avx2_6x16,
-    .ukr_f64 = pb_gemm_ukr_f64_avx2_6x8,
-    .ukr_a_f32 = pb_gemm_ukr_a_f32_avx2_6x16, /* NULL elsewhere: A always packed there */
-    .ukr_a_f64 = pb_gemm_ukr_a_f64_avx2_6x8,
-    .pack_t_f32 = pb_pack_t_f32_avx2,
-    .pack_t_f64 = pb_pack_t_f64_avx2,
-    .tt_f32 = pb_gemm_tt_f32_avx2,
-    .tt_f64 = pb_gemm_tt_f64_avx2,
-    .act_fwd_f32 = pb_act_fwd_f32_avx2,
-    .act_fwd_f64 = pb_act_fwd_f64_avx2,
-    .act_bwd_f32 = pb_act_bwd_f32_avx2,
-    .act_bwd_f64 = pb_act_bwd_f64_avx2,
-    .atb_f32 = pb_gemm_atb_f32_avx2, /* NULL in ref: dw of few rows packs there */
-    .atb_f64 = pb_gemm_atb_f64_avx2,
-    PB_ISA_ENTRIES(avx2),
-};
-
-const pb_arch_t pb_arch_avx512 = {
-    .name = "avx512",
-    .blk_f32 = {.mr = 12, .nr = 32, .mc = 192, .kc = 1024, .nc = 2048, .tw = PB_TT_TW_F32_AVX512,
-                .tj = PB_TT_TJ_F32_AVX512, .tm = 256, PB_XOVER_DEFAULT},
-    .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 512, .nc = 2048, .tw = PB_TT_TW_F64_AVX512,
-                .tj = PB_TT_TJ_F64_AVX512, .tm = 256, PB_XOVER_DEFAULT},
-    .ukr_f32 = pb_gemm_ukr_f32_avx512_12x32,
-    .ukr_f64 = pb_gemm_ukr_f64_avx512_12x16,
-    .pack_t_f32 = pb_pack_t_f32_avx512, /* NULL in the other tables: portable packing */
-    .pack_t_f64 = pb_pack_t_f64_avx512,
-    .dot_f32 = pb_gemm_dot_f32_avx512, /* NULL elsewhere: small-M forwards pack there */
-    .dot_f64 = pb_gemm_dot_f64_avx512,
-    .tt_f32 = pb_gemm_tt_f32_avx512,
-    .tt_f64 = pb_gemm_tt_f64_avx512,
-    .atb_f32 = pb_gemm_atb_f32_avx512,
-    .atb_f64 = pb_gemm_atb_f64_avx512,
-    .act_fwd_f32 = pb_act_fwd_f32_avx512,
-    .act_fwd_f64 = pb_act_fwd_f64_avx512,
-    .act_bwd_f32 = pb_act_bwd_f32_avx512,
-    .act_bwd_f64 = pb_act_bwd_f64_avx512,
-    PB_ISA_ENTRIES(avx512),
-};
-#endif
-
 static atomic_int g_threads = 0; /* 0: default */
 
-/* Work stealing's test mode (pb_wlist_t in pb_internal.h) */
+/* Work stealing's test mode (pb_wlist_t in core/wlist.h; set by testing/steal_test.c) */
 _Atomic int pb_steal_test_on = 0;
 _Atomic long pb_steal_test_count = 0;
-
-long pb_steal_test(int on) {
-    atomic_store(&pb_steal_test_on, on != 0);
-    return atomic_exchange(&pb_steal_test_count, 0);
-}
 
 const char *pb_strerror(int status) {
     switch (status) {
@@ -115,22 +30,6 @@ const char *pb_strerror(int status) {
     case PB_ERR_OVERLAP: return "an output buffer overlaps an input or another output";
     default: return "unknown pybackprop status";
     }
-}
-
-int pb_arch_supported(const char *name) {
-    if (name == NULL) return 0;
-    if (strcmp(name, "ref") == 0) return 1;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    /* GCC's feature bits include the OS (XSAVE) state checks for AVX and AVX-512. */
-    if (strcmp(name, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (strcmp(name, "avx512") == 0)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("fma");
-#endif
-    return 0;
 }
 
 #if PB_OMP
@@ -167,7 +66,7 @@ int pb_get_num_threads(void) { return pb_threads(); }
 
 int pb_has_openmp(void) { return PB_OMP; }
 
-/* ---- opt-in flush of subnormals (PB_FP_SCOPE in pb_internal.h does the work) ------------- */
+/* ---- opt-in flush of subnormals (PB_FP_SCOPE in core/core.h does the work) --------------- */
 static atomic_int g_flush = -1; /* -1: PYBACKPROP_FLUSH_DENORMAL not read yet */
 
 /* MXCSR has a DAZ bit on this CPU: bit 6 of MXCSR_MASK, bytes 28-31 of the FXSAVE image
@@ -225,7 +124,7 @@ void *pb_alloc(size_t bytes) {
 
 void pb_free(void *p) { free(p); }
 
-/* ---- GEMM workspace and thread layout -------------------------------------------------- */
+/* ---- per-thread workspaces ---------------------------------------------------------------- */
 /* Each thread's workspace hangs off a pthread key (freed by its destructor at thread exit),
  * looked up with pthread_getspecific: no _Thread_local in this dlopen'ed module, whose
  * dynamic TLS GCC 12's LeakSanitizer misreads on OpenMP worker threads (it scanned a bogus
@@ -264,39 +163,4 @@ void *pb_workspace(int slot, size_t bytes) {
     ws->buf[slot] = p;
     ws->size[slot] = n;
     return p;
-}
-
-/* Below this many flops one thread is faster than waking a second one. */
-#define PB_GEMM_PAR_MIN_FLOPS 400000.0
-
-int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int b_trans, int *tm,
-                  int *tn) {
-    int nt = pb_threads();
-    const ptrdiff_t n_mr = (m + mr - 1) / mr, n_nr = (n + nr - 1) / nr;
-    if (nt < 1 || pb_in_parallel() ||
-        2.0 * (double)m * (double)n * (double)(k > 0 ? k : 1) < PB_GEMM_PAR_MIN_FLOPS)
-        nt = 1;
-    if ((ptrdiff_t)nt > n_mr * n_nr) nt = (int)(n_mr * n_nr);
-    /* Tiles of the busiest thread for tm threads along M. An M split shares the packed B
-     * panel between cores (every core reads all of it), an N split keeps each B slice
-     * core-local but packs A in every thread. So when B's packing is the costly transposing
-     * one (b_trans: the forward's weight) and A is the smaller operand (m < n), take the
-     * fewest M splits within 15 % of the best balance (forward 1.5x at (64, 512, 512), 1.14x
-     * at (256, 1024, 1024) over an M split), else the most M splits among the best. */
-#define PB_SPLIT_W(t) ((double)((n_mr + (t)-1) / (t)) * (double)((n_nr + nt / (t)-1) / (nt / (t))))
-    double best = -1.0;
-    for (int t = 1; t <= nt; ++t)
-        if (nt % t == 0 && (best < 0.0 || PB_SPLIT_W(t) < best)) best = PB_SPLIT_W(t);
-    int best_m = 1;
-    if (b_trans && m < n) {
-        for (int t = nt; t >= 1; --t)
-            if (nt % t == 0 && PB_SPLIT_W(t) <= 1.15 * best) best_m = t;
-    } else {
-        for (int t = 1; t <= nt; ++t)
-            if (nt % t == 0 && PB_SPLIT_W(t) == best) best_m = t;
-    }
-#undef PB_SPLIT_W
-    *tm = best_m;
-    *tn = nt / best_m;
-    return nt;
 }

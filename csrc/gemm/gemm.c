@@ -1,6 +1,9 @@
 /* gemm.c -- the GEMM driver for both dtypes (see gemm_driver.inc for the loop structure).
- * Micro-kernels come from the active kernel table (dispatch.c). */
-#include "pb_internal.h"
+ * Micro-kernels come from the active kernel table (arch/). */
+#include "arch/arch.h"
+#include "core/wlist.h"
+#include "gemm/gemm.h"
+#include "ops/dense.h"
 
 #include <string.h> /* memcpy: the tall dot path's aligned copy of B */
 
@@ -21,7 +24,7 @@
 #define SV_STREAM(p, v) _mm_stream_ps(p, v)
 #define SV_STORE(p, v) _mm_store_ps(p, v)
 #endif
-#include "gemm_driver.inc"
+#include "gemm/gemm_driver.inc"
 #undef T
 #undef SFX
 #undef SV
@@ -41,7 +44,7 @@
 #define SV_STREAM(p, v) _mm_stream_pd(p, v)
 #define SV_STORE(p, v) _mm_store_pd(p, v)
 #endif
-#include "gemm_driver.inc"
+#include "gemm/gemm_driver.inc"
 #undef T
 #undef SFX
 

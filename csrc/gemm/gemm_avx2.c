@@ -6,7 +6,7 @@
  * float32 6 columns of C times 16 rows (2 ymm of A^T), 12 accumulators, as the micro-kernel;
  * float64 4 columns times 8 rows, 8 accumulators.
  */
-#include "pb_internal.h"
+#include "gemm/gemm_kernels.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -145,7 +145,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm256_setzero_ps(), a, b)
 #define VCOPYSIGN(m, s) _mm256_or_ps(m, _mm256_and_ps(s, _mm256_set1_ps(-0.0f)))
 #define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f32_avx2)
-#include "vmath_f32.inc"
+#include "simd/vmath_f32.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
 #define VSOFTPLUS(v) FNAME(softplus)(v)
@@ -159,7 +159,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define TT_LOG2VL 3
 #define TT_IDX int /* unused: TT_BFLY has fixed shuffles */
 #define TT_BFLY(st, h, x0, x1) pb_bfly_f32_avx2(st, h, x0, x1)
-#include "ukr_simd.inc"
+#include "gemm/ukr_simd.inc"
 #undef ATB_NAME
 #undef TT_NAME
 #undef TT_NV
@@ -274,7 +274,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm256_setzero_pd(), a, b)
 #define VCOPYSIGN(m, s) _mm256_or_pd(m, _mm256_and_pd(s, _mm256_set1_pd(-0.0)))
 #define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f64_avx2)
-#include "vmath_f64.inc"
+#include "simd/vmath_f64.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
 #define VSOFTPLUS(v) FNAME(softplus)(v)
@@ -288,7 +288,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define TT_LOG2VL 2
 #define TT_IDX int /* unused: TT_BFLY has fixed shuffles */
 #define TT_BFLY(st, h, x0, x1) pb_bfly_f64_avx2(st, h, x0, x1)
-#include "ukr_simd.inc"
+#include "gemm/ukr_simd.inc"
 #undef ATB_NAME
 #undef TT_NAME
 #undef TT_NV
@@ -297,7 +297,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #undef TT_IDX
 #undef TT_BFLY
 
-/* ---- transposing pack (both dtypes; contract at pb_pack_t_*_t in pb_internal.h) ----------
+/* ---- transposing pack (both dtypes; contract at pb_pack_t_*_t in gemm/gemm.h) -------------
  * dst[p*W + r] = src[r*ld + p] for r < rows, p < kc, and 0 for rows <= r < W: blocks of
  * VL x VL (VL rows of src, zero past rows, times VL values of p, masked loads past kc)
  * transposed in registers by log2(VL) butterfly stages (pb_bfly_*), each column then

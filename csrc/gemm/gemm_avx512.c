@@ -1,12 +1,12 @@
 /* gemm_avx512.c -- AVX-512F micro-kernels.
  *
  * Compiled with per-function target attributes only, so this file builds on any x86-64
- * compiler and its code runs only after dispatch.c has checked the CPU.
+ * compiler and its code runs only after arch/ has checked the CPU.
  * f32: 12 x 32 tile (12 rows x 2 zmm), 24 accumulators; f64: 12 x 16 (12 rows x 2 zmm).
- * Blocks: see the table in dispatch.c and docs/gemm.md (deep K panels, so that C is swept
+ * Blocks: see the table in arch/isa_tables.c and docs/gemm.md (deep K panels, so that C is swept
  * once per 1024 (f32) / 512 (f64) of k).
  */
-#include "pb_internal.h"
+#include "gemm/gemm_kernels.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -54,7 +54,7 @@
 #define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm512_setzero_ps(), a, b)
 #define VCOPYSIGN(m, s) _mm512_or_ps(m, _mm512_and_ps(s, _mm512_set1_ps(-0.0f)))
 #define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f32_avx512)
-#include "vmath_f32.inc"
+#include "simd/vmath_f32.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
 #define VSOFTPLUS(v) FNAME(softplus)(v)
@@ -95,7 +95,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define TT_IDX_LOAD(p) _mm512_loadu_si512(p)
 #define TT_PERM2(a, i, b) _mm512_permutex2var_ps(a, i, b)
 #define ATB_NAME pb_gemm_atb_f32_avx512
-#include "ukr_simd.inc"
+#include "gemm/ukr_simd.inc"
 #undef ATB_NAME
 #undef TT_NAME
 #undef TT_NV
@@ -182,7 +182,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm512_setzero_pd(), a, b)
 #define VCOPYSIGN(m, s) _mm512_or_pd(m, _mm512_and_pd(s, _mm512_set1_pd(-0.0)))
 #define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f64_avx512)
-#include "vmath_f64.inc"
+#include "simd/vmath_f64.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
 #define VSOFTPLUS(v) FNAME(softplus)(v)
@@ -218,7 +218,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 #define TT_IDX_ELEM int64_t
 #define TT_PERM2(a, i, b) _mm512_permutex2var_pd(a, i, b)
 #define ATB_NAME pb_gemm_atb_f64_avx512
-#include "ukr_simd.inc"
+#include "gemm/ukr_simd.inc"
 #undef ATB_NAME
 #undef TT_NAME
 #undef TT_NV

@@ -1,10 +1,10 @@
 /* gemm_ref.c -- portable micro-kernels (plain C, any CPU).
  *
- * The contract is the one written in pb_internal.h. The tile is accumulated in a local
+ * The contract is the one written in gemm/gemm.h. The tile is accumulated in a local
  * array with constant bounds so the compiler can vectorise it for whatever baseline the
  * build targets; the epilogue uses the scalar activations every path must match.
  */
-#include "pb_internal.h"
+#include "gemm/gemm_kernels.h"
 
 
 #define PB_REF_UKR(T, SFX, NR)                                                              \
@@ -33,7 +33,7 @@ PB_REF_UKR(float, f32, PB_REF_NR_F32)
 PB_REF_UKR(double, f64, PB_REF_NR_F64)
 
 
-/* Portable GEMVs (contract in pb_internal.h), each y[j] summed in p order. */
+/* Portable GEMVs (contract in gemm/gemm.h), each y[j] summed in p order. */
 #define PB_REF_GEMV(T, SFX)                                                                 \
     static T epi_##SFX(T v, T *y, int beta, const pb_epi_##SFX##_t *epi, ptrdiff_t j) {    \
         if (beta) v += *y;                                                                  \

@@ -1,10 +1,10 @@
 /* act.c -- standalone elementwise activation kernels, forward/backward pairs.
  *   forward:  y[i] = act(z[i])
- *   backward: dz[i] = dy[i] * act'(y[i])      (act' from the OUTPUT y, see pb_internal.h)
+ *   backward: dz[i] = dy[i] * act'(y[i])      (act' from the OUTPUT y, see core/activation.h)
  * n elements, contiguous. Threads take static contiguous chunks; each element is computed
  * the same way whatever the thread count.
  */
-#include "pb_internal.h"
+#include "arch/arch.h"
 
 /* Below this many elements a parallel region costs more than it saves. */
 #define PB_ELEMWISE_PAR_MIN 32768

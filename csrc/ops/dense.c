@@ -17,7 +17,9 @@
  * Determinism: db is reduced per column in row order by whichever thread owns the column,
  * and the GEMMs never split K; so the results do not depend on the thread count.
  */
-#include "pb_internal.h"
+#include "arch/arch.h"
+#include "gemm/gemm.h"
+#include "ops/dense.h"
 
 #include <string.h>
 
@@ -83,7 +85,7 @@
             for (ptrdiff_t j = 0; j < n; ++j) sum[j] += pb_dact_##SFX(d[j], yr[j], ACT, slope); \
     }
 
-/* pb_dz_rows_* (contract in pb_internal.h). softplus: the vector expm1 of the active SIMD
+/* pb_dz_rows_* (contract in ops/dense.h). softplus: the vector expm1 of the active SIMD
  * path where there is one (the same as act.c's), then the sums in row order. */
 #define PB_DEFINE_DZ_ROWS(T, SFX)                                                          \
     void pb_dz_rows_##SFX(T *dz, ptrdiff_t ldz, T *sum, const T *dy, const T *y,           \

@@ -37,7 +37,8 @@
  *   mse_block(d, p, q, n, k2) -> sum_i e_i^2          (as a double; e_i = p_i - q_i)
  *       d_i = e_i * k2; each square is formed in T and summed in double.
  */
-#include "pb_internal.h"
+#include "arch/arch.h"
+#include "ops/losses.h"
 
 #define PB_LOSS_BLOCK 4096        /* elements per reduction block */
 #define PB_LOSS_PAR_MIN 32768     /* below this many elements: one thread */

@@ -5,7 +5,7 @@
  * 2^n of exp is built in the exponent field in two halves (2^n1 * 2^n2, n1 + n2 = n), so
  * results that are subnormal are rounded once, as vscalef does.
  */
-#include "pb_internal.h"
+#include "ops/losses.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -101,7 +101,7 @@ dacc_add_f32(pb_dacc_f32_avx2_t a, __m256 v) {
 #define DACC_ZERO() ((pb_dacc_f32_avx2_t){_mm256_setzero_pd(), _mm256_setzero_pd()})
 #define DACC_ADD(acc, v) dacc_add_f32(acc, v)
 #define DACC_HSUM(acc) hsum_f64(_mm256_add_pd((acc).lo, (acc).hi))
-#include "losses_simd.inc"
+#include "ops/losses_simd.inc"
 
 /* float64 */
 #define PB_LOSS_F64 1
@@ -140,6 +140,6 @@ dacc_add_f32(pb_dacc_f32_avx2_t a, __m256 v) {
 #define DACC_ZERO() _mm256_setzero_pd()
 #define DACC_ADD(acc, v) _mm256_add_pd(acc, v)
 #define DACC_HSUM(acc) hsum_f64(acc)
-#include "losses_simd.inc"
+#include "ops/losses_simd.inc"
 
 #endif

@@ -1,11 +1,11 @@
 /* losses_avx512.c -- AVX-512 loss kernels (softmax cross-entropy rows, BCE blocks).
  *
  * Per-function target attributes only, as gemm_avx512.c: the file builds on any x86-64
- * compiler and runs only after dispatch.c has checked the CPU. The kernels themselves are
+ * compiler and runs only after arch/ has checked the CPU. The kernels themselves are
  * in losses_simd.inc; this file maps its vector vocabulary onto AVX-512 (mask registers,
  * masked loads/stores for row tails, vscalefps for the 2^n of exp).
  */
-#include "pb_internal.h"
+#include "ops/losses.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -59,7 +59,7 @@ dacc_add_f32(pb_dacc_f32_avx512_t a, __m512 v) {
 #define DACC_ZERO() ((pb_dacc_f32_avx512_t){_mm512_setzero_pd(), _mm512_setzero_pd()})
 #define DACC_ADD(acc, v) dacc_add_f32(acc, v)
 #define DACC_HSUM(acc) _mm512_reduce_add_pd(_mm512_add_pd((acc).lo, (acc).hi))
-#include "losses_simd.inc"
+#include "ops/losses_simd.inc"
 
 /* float64 */
 #define PB_LOSS_F64 1
@@ -97,6 +97,6 @@ dacc_add_f32(pb_dacc_f32_avx512_t a, __m512 v) {
 #define DACC_ZERO() _mm512_setzero_pd()
 #define DACC_ADD(acc, v) _mm512_add_pd(acc, v)
 #define DACC_HSUM(acc) _mm512_reduce_add_pd(acc)
-#include "losses_simd.inc"
+#include "ops/losses_simd.inc"
 
 #endif

@@ -19,7 +19,8 @@
  * intersect its span. Work is shared across tensors and inside large ones, and since no
  * element depends on another the result does not depend on the cut.
  */
-#include "pb_internal.h"
+#include "arch/arch.h"
+#include "ops/optim.h"
 
 /* Below this many elements in a call, one thread does it all (a parallel region costs about
  * a microsecond, the update of 4096 float32 elements about as much). */
@@ -94,13 +95,13 @@ PB_DEFINE_OPTIM_ELEM(double, f64, sqrt, fabs)
 #define VL 16
 #define VEC __m512
 #define VSFX _ps
-#include "optim_simd.inc"
+#include "ops/optim_simd.inc"
 #define T double
 #define CSFX f64
 #define VL 8
 #define VEC __m512d
 #define VSFX _pd
-#include "optim_simd.inc"
+#include "ops/optim_simd.inc"
 #undef TARGET
 #undef ISA
 #undef VPFX
@@ -118,13 +119,13 @@ PB_DEFINE_OPTIM_ELEM(double, f64, sqrt, fabs)
 #define VL 8
 #define VEC __m256
 #define VSFX _ps
-#include "optim_simd.inc"
+#include "ops/optim_simd.inc"
 #define T double
 #define CSFX f64
 #define VL 4
 #define VEC __m256d
 #define VSFX _pd
-#include "optim_simd.inc"
+#include "ops/optim_simd.inc"
 #undef TARGET
 #undef ISA
 #undef VPFX

@@ -5,7 +5,7 @@
  * Semantics: torch.nn.utils.parametrizations.spectral_norm with dim=0 (see pybackprop.h and
  * pybackprop/reference.py). What this file holds:
  *   - the portable kernels (_ref) and, through spectral_simd.inc, the AVX2 and AVX-512
- *     kernels (per-function target attributes; dispatch.c picks a table at run time);
+ *     kernels (per-function target attributes; arch/cpu_configs.c picks a table at run time);
  *   - the drivers of both dtypes (spectral_driver.inc): blocking, threads, normalisation;
  *   - the float64 squaring chain of the certified upper bound, with its rounding analysis.
  * Assumes IEEE-754 binary32/binary64 with round-to-nearest (no -ffast-math). Does not
@@ -14,7 +14,8 @@
  */
 #include <float.h>
 
-#include "pb_internal.h"
+#include "arch/arch.h"
+#include "ops/spectral.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -211,13 +212,13 @@ done:
 /* ---- drivers -------------------------------------------------------------------------------- */
 #define T float
 #define SFX f32
-#include "spectral_driver.inc"
+#include "ops/spectral_driver.inc"
 #undef T
 #undef SFX
 
 #define T double
 #define SFX f64
-#include "spectral_driver.inc"
+#include "ops/spectral_driver.inc"
 #undef T
 #undef SFX
 
@@ -261,7 +262,7 @@ __attribute__((target("avx2,fma"))) static inline double spec_hsum_f64_avx2(__m2
 #define DOT_NAME pb_spec_dot_f32_avx2
 #define BWD_NAME pb_spec_bwd_f32_avx2
 #define DIV_NAME pb_spec_div_f32_avx2
-#include "spectral_simd.inc"
+#include "ops/spectral_simd.inc"
 
 /* ---- AVX2 + FMA, float64 ---- */
 #define T double
@@ -285,7 +286,7 @@ __attribute__((target("avx2,fma"))) static inline double spec_hsum_f64_avx2(__m2
 #define DOT_NAME pb_spec_dot_f64_avx2
 #define BWD_NAME pb_spec_bwd_f64_avx2
 #define DIV_NAME pb_spec_div_f64_avx2
-#include "spectral_simd.inc"
+#include "ops/spectral_simd.inc"
 #undef TARGET
 
 /* ---- AVX-512, float32 ---- */
@@ -311,7 +312,7 @@ __attribute__((target("avx2,fma"))) static inline double spec_hsum_f64_avx2(__m2
 #define DOT_NAME pb_spec_dot_f32_avx512
 #define BWD_NAME pb_spec_bwd_f32_avx512
 #define DIV_NAME pb_spec_div_f32_avx512
-#include "spectral_simd.inc"
+#include "ops/spectral_simd.inc"
 
 /* ---- AVX-512, float64 ---- */
 #define T double
@@ -335,6 +336,6 @@ __attribute__((target("avx2,fma"))) static inline double spec_hsum_f64_avx2(__m2
 #define DOT_NAME pb_spec_dot_f64_avx512
 #define BWD_NAME pb_spec_bwd_f64_avx512
 #define DIV_NAME pb_spec_div_f64_avx512
-#include "spectral_simd.inc"
+#include "ops/spectral_simd.inc"
 
 #endif

@@ -23,7 +23,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "pb_internal.h"
+#include "core/core.h"
+#include "testing/pb_testing.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define PB_PROBE_X86 1
