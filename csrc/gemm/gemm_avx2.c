@@ -18,7 +18,7 @@
 #define ATB_MR 4 /* the A^T B kernel: up to ATB_MR x ATB_NV accumulators */
 #define ATB_NV 3
 
-/* Stores of lanes [0, n) of v, for the masks VMASK(n) (every mask in ukr_simd.inc is one):
+/* Stores of lanes [0, n) of v, for the masks VMASK(n) (every mask of the SIMD kernels is one):
  * plain 256/128/64/32-bit stores instead of vmaskmovps/pd, whose store form costs 13-18
  * cycles on Zen 4 whatever the mask (measured here, all lanes on included), against ~3 for
  * this sequence. Lanes past n are never touched, as with the masked store. pb_store_lanes_*
@@ -159,7 +159,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define TT_LOG2VL 3
 #define TT_IDX int /* unused: TT_BFLY has fixed shuffles */
 #define TT_BFLY(st, h, x0, x1) pb_bfly_f32_avx2(st, h, x0, x1)
-#include "gemm/ukr_simd.inc"
+#include "gemm/simd_kernels.inc"
 #undef ATB_NAME
 #undef TT_NAME
 #undef TT_NV
@@ -288,7 +288,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define TT_LOG2VL 2
 #define TT_IDX int /* unused: TT_BFLY has fixed shuffles */
 #define TT_BFLY(st, h, x0, x1) pb_bfly_f64_avx2(st, h, x0, x1)
-#include "gemm/ukr_simd.inc"
+#include "gemm/simd_kernels.inc"
 #undef ATB_NAME
 #undef TT_NAME
 #undef TT_NV
@@ -338,7 +338,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
         }                                                                                   \
     }
 
-/* masks for the loads past kc: the micro-kernels' own (ukr_simd.inc) */
+/* masks for the loads past kc: the micro-kernels' own (simd_epilogue.inc) */
 PB_PACK_T_AVX2(float, f32, 8, 3, __m256, _mm256_loadu_ps, _mm256_maskload_ps,
                pb_gemm_ukr_f32_avx2_6x16_mask, pb_store_lanes_f32_avx2, _mm256_setzero_ps,
                pb_bfly_f32_avx2)

@@ -95,7 +95,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define TT_IDX_LOAD(p) _mm512_loadu_si512(p)
 #define TT_PERM2(a, i, b) _mm512_permutex2var_ps(a, i, b)
 #define ATB_NAME pb_gemm_atb_f32_avx512
-#include "gemm/ukr_simd.inc"
+#include "gemm/simd_kernels.inc"
 #undef ATB_NAME
 #undef TT_NAME
 #undef TT_NV
@@ -218,7 +218,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 #define TT_IDX_ELEM int64_t
 #define TT_PERM2(a, i, b) _mm512_permutex2var_pd(a, i, b)
 #define ATB_NAME pb_gemm_atb_f64_avx512
-#include "gemm/ukr_simd.inc"
+#include "gemm/simd_kernels.inc"
 #undef ATB_NAME
 #undef TT_NAME
 #undef TT_NV
