@@ -31,8 +31,10 @@ typedef struct {
 /* The crossovers every ISA table starts from (a CPU configuration may override them). */
 #define PB_XOVER_DEFAULT .dot_m = 64, .atb_m = 64, .tt_msplit = 262144.0
 
-/* The kernel table of one ISA path. arch/isa_tables.c starts every entry from the _ref kernels and
- * overrides what the CPU supports; exactly one table is active at a time. */
+/* The kernel table of one ISA path or CPU configuration. arch/isa_tables.c starts every
+ * entry from the _ref kernels and overrides what the ISA has; arch/cpu_configs.c builds a
+ * configuration's table from the ISA tables of its families; exactly one table is active at
+ * a time. */
 typedef struct {
     const char *name; /* the ISA: "ref", "avx2", "avx512" (a configuration's highest) */
     const char *cpu;  /* the CPU configuration (cpu_configs.c); NULL in an ISA's own table */

@@ -3,7 +3,6 @@
 #include "arch/arch.h"
 #include "core/wlist.h"
 #include "gemm/gemm.h"
-#include "ops/dense.h"
 
 #include <string.h> /* memcpy: the tall dot path's aligned copy of B */
 

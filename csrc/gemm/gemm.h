@@ -170,30 +170,30 @@ int pb_gemm_epi_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, pt
                     const double *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
                     ptrdiff_t k, int beta, const pb_epi_f64_t *epi);
 
-/* The fused backward (dense.c): A = dz, dz[o] = dy[o] * act'(y[o]), formed while the packed
- * path packs A, never stored whole. A(i, p) is at offset i*rsa + p*csa of dy and y, with
- * csa == 1 (dx = dz w: each MR-row micro-panel is formed into scratch, then packed as
- * usual) or rsa == 1 (dw = dz^T x: formed row of dz by row, MC values, into the
- * micro-panels). sum (length m, zeroed by the caller, or NULL) receives the sums over p of
- * A's rows (db, for dw), each in p order by the one thread that owns the row. Only for
- * products that pb_gemm_path_* sends to the packed path, or (rsa == 1) to the A^T B path,
- * which forms the dz of each block of PB_ATB_Q rows into scratch (pb_atb_*). */
-typedef struct {
-    const float *dy, *y;
-    int act;
-    float slope;
-    float *sum;
-} pb_dzsrc_f32_t;
-typedef struct {
-    const double *dy, *y;
-    int act;
-    double slope;
-    double *sum;
-} pb_dzsrc_f64_t;
-int pb_gemm_dz_f32(float *c, ptrdiff_t ldc, const pb_dzsrc_f32_t *dz, ptrdiff_t rsa,
-                   ptrdiff_t csa, const float *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m,
-                   ptrdiff_t n, ptrdiff_t k, int beta);
-int pb_gemm_dz_f64(double *c, ptrdiff_t ldc, const pb_dzsrc_f64_t *dz, ptrdiff_t rsa,
-                   ptrdiff_t csa, const double *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m,
-                   ptrdiff_t n, ptrdiff_t k, int beta);
+/* ---- A formed while packing: a producer (callback) ---------------------------------------
+ * pb_gemm_prod_*: the product of pb_gemm_* with an A that is never stored whole: its values
+ * are formed by the caller's producer while the packed path packs A (a fused producer, as
+ * the dense backward's dz = dy * act'(y)). A(i, p) is the producer's value at offset
+ * i*rsa + p*csa, with csa == 1 (each MR-row micro-panel is formed into scratch, then packed
+ * as usual) or rsa == 1 (formed PB_APROD_ROWS rows p at a time, MC values each, then dealt
+ * out to the micro-panels). The producer:
+ *   rows(ctx, dst, ldd, sum, off, ld, nrows, n): dst[r*ldd + j] = the value at offset
+ *       off + r*ld + j, for r < nrows, j < n; if sum != NULL, sum[j] += those values, rows
+ *       r in order.
+ * sum (length m, zeroed by the caller, or NULL) receives the sums over p of A's rows, each
+ * in p order by the one thread that owns the row. Only for products that pb_gemm_path_*
+ * sends to the packed path, or (rsa == 1) to the A^T B path, which forms each block of
+ * PB_ATB_Q rows p into scratch. */
+#define PB_DEFINE_APROD(T, SFX)                                                              \
+    typedef struct {                                                                        \
+        void (*rows)(const void *ctx, T *dst, ptrdiff_t ldd, T *sum, ptrdiff_t off,         \
+                     ptrdiff_t ld, ptrdiff_t nrows, ptrdiff_t n);                           \
+        const void *ctx;                                                                    \
+        T *sum;                                                                             \
+    } pb_aprod_##SFX##_t;                                                                   \
+    int pb_gemm_prod_##SFX(T *c, ptrdiff_t ldc, const pb_aprod_##SFX##_t *a, ptrdiff_t rsa, \
+                           ptrdiff_t csa, const T *b, ptrdiff_t rsb, ptrdiff_t csb,         \
+                           ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int beta);
+PB_DEFINE_APROD(float, f32)
+PB_DEFINE_APROD(double, f64)
 #endif /* PB_GEMM_H */

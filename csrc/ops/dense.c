@@ -10,7 +10,8 @@
  *   dx = dz @ w      (B, K)      skipped when dx == NULL
  * When both GEMMs take the packed path (dw: or the A^T B kernel) and B N >= PB_DZ_PAR_MIN,
  * dz is never stored: each GEMM forms the dz of its A block while packing it (the A^T B
- * kernel: of each block of rows; pb_gemm_dz_*), dw's packing summing db.
+ * kernel: of each block of rows), through the producer dz_produce_* that pb_gemm_prod_*
+ * calls, dw's packing summing db.
  * Otherwise one pass forms dz and db, and the GEMMs (or the unpacked paths) read dz.
  * accumulate != 0 adds into dx, dw, db (a layer feeding two branches sums both dx).
  *
@@ -19,7 +20,6 @@
  */
 #include "arch/arch.h"
 #include "gemm/gemm.h"
-#include "ops/dense.h"
 
 #include <string.h>
 
@@ -85,11 +85,15 @@
             for (ptrdiff_t j = 0; j < n; ++j) sum[j] += pb_dact_##SFX(d[j], yr[j], ACT, slope); \
     }
 
-/* pb_dz_rows_* (contract in ops/dense.h). softplus: the vector expm1 of the active SIMD
- * path where there is one (the same as act.c's), then the sums in row order. */
+/* pb_dz_rows_*: dz[r*ldz + j] = dy[r*ld + j] * act'(y[r*ld + j]) for r < rows, j < n, the one
+ * definition of dz, for the dz pass and the GEMM's fused packing (dz_produce_*) alike. dz
+ * may be NULL (sums only); sum (length n, or NULL) += each column's values, rows in order.
+ * softplus: the vector expm1 of the active SIMD path where there is one (the same as
+ * act.c's), then the sums in row order. */
 #define PB_DEFINE_DZ_ROWS(T, SFX)                                                          \
-    void pb_dz_rows_##SFX(T *dz, ptrdiff_t ldz, T *sum, const T *dy, const T *y,           \
-                          ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t n, int act, T slope) {   \
+    static void pb_dz_rows_##SFX(T *dz, ptrdiff_t ldz, T *sum, const T *dy, const T *y,    \
+                                 ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t n, int act,        \
+                                 T slope) {                                                 \
         const pb_act_bwd_##SFX##_t sp = pb_arch()->act_bwd_##SFX;                          \
         if (act == PB_ACT_SOFTPLUS && sp != NULL && dz != NULL) {                          \
             for (ptrdiff_t r = 0; r < rows; ++r) {                                         \
@@ -112,6 +116,24 @@
 PB_DEFINE_DZ_ROWS(float, f32)
 PB_DEFINE_DZ_ROWS(double, f64)
 
+/* The fused backward's producer of A = dz for the GEMM (pb_aprod_*_t in gemm/gemm.h): the
+ * value at offset o is dy[o] * act'(y[o]), formed by pb_dz_rows_*. */
+#define PB_DEFINE_DZ_PRODUCER(T, SFX)                                                      \
+    typedef struct {                                                                       \
+        const T *dy, *y;                                                                   \
+        int act;                                                                           \
+        T slope;                                                                           \
+    } dz_ctx_##SFX;                                                                        \
+    static void dz_produce_##SFX(const void *ctx, T *dst, ptrdiff_t ldd, T *sum,           \
+                                 ptrdiff_t off, ptrdiff_t ld, ptrdiff_t nrows, ptrdiff_t n) { \
+        const dz_ctx_##SFX *c = ctx;                                                       \
+        pb_dz_rows_##SFX(dst, ldd, sum, c->dy + off, c->y + off, ld, nrows, n, c->act,     \
+                         c->slope);                                                        \
+    }
+
+PB_DEFINE_DZ_PRODUCER(float, f32)
+PB_DEFINE_DZ_PRODUCER(double, f64)
+
 /* 1 if the memory of p (pn elements of sz bytes) and of q (qn elements) intersect; NULL or
  * empty arrays intersect nothing. */
 static int overlap(const void *p, ptrdiff_t pn, const void *q, ptrdiff_t qn, size_t sz) {
@@ -125,7 +147,7 @@ static int tasks_status(const int *st) {
     return st[0] != PB_OK ? st[0] : st[2] != PB_OK ? st[2] : st[1];
 }
 
-/* Whether dw's GEMM on this path can form dz itself (pb_gemm_dz_*): packed or A^T B. */
+/* Whether dw's GEMM on this path can form dz itself (pb_gemm_prod_*): packed or A^T B. */
 static int forms_dz(int path) { return path == PB_GEMM_PACKED || path == PB_GEMM_ATB; }
 
 /* Whether the tasks' dw is cut into chunks (above): few rows, at least two chunks. */
@@ -161,16 +183,16 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                                                                                            \
     /* Columns [j0, j0 + nj) of dw = dz^T x, and dx = dz w whole, from the stored dz or     \
      * (src != NULL) with dz formed while packing. */                                      \
-    static int dw_gemm_##SFX(T *dw, const T *dz, const pb_dzsrc_##SFX##_t *src, const T *x, \
+    static int dw_gemm_##SFX(T *dw, const T *dz, const pb_aprod_##SFX##_t *src, const T *x, \
                              ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta, ptrdiff_t j0, \
                              ptrdiff_t nj) {                                               \
         return src != NULL                                                                 \
-                   ? pb_gemm_dz_##SFX(dw + j0, K, src, 1, N, x + j0, K, 1, N, nj, B, beta) \
+                   ? pb_gemm_prod_##SFX(dw + j0, K, src, 1, N, x + j0, K, 1, N, nj, B, beta) \
                    : pb_gemm_##SFX(dw + j0, K, dz, 1, N, x + j0, K, 1, N, nj, B, beta);    \
     }                                                                                      \
-    static int dx_gemm_##SFX(T *dx, const T *dz, const pb_dzsrc_##SFX##_t *src, const T *w, \
+    static int dx_gemm_##SFX(T *dx, const T *dz, const pb_aprod_##SFX##_t *src, const T *w, \
                              ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta) {           \
-        return src != NULL ? pb_gemm_dz_##SFX(dx, K, src, N, 1, w, K, 1, B, K, N, beta)    \
+        return src != NULL ? pb_gemm_prod_##SFX(dx, K, src, N, 1, w, K, 1, B, K, N, beta)    \
                            : pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);       \
     }                                                                                      \
                                                                                            \
@@ -178,11 +200,11 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
      * is left: dw[:, j0:j1] = dz^T x[:, j0:j1] on the calling thread alone. K is never      \
      * split, so a column's bits do not depend on its chunk nor on the thread taking it.    \
      * With src != NULL, dz is formed while packing, and only chunk 0 sums db (src->sum). */ \
-    static int dw_chunks_##SFX(T *dw, const T *dz, const pb_dzsrc_##SFX##_t *src,          \
+    static int dw_chunks_##SFX(T *dw, const T *dz, const pb_aprod_##SFX##_t *src,          \
                                const T *x, ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta, \
                                int *next) {                                                \
         int st = PB_OK;                                                                    \
-        pb_dzsrc_##SFX##_t nosum;                                                          \
+        pb_aprod_##SFX##_t nosum;                                                          \
         if (src != NULL) {                                                                 \
             nosum = *src;                                                                  \
             nosum.sum = NULL;                                                              \
@@ -204,7 +226,7 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
     /* Thread me's task inside the tasks' region: 0 runs dw (or starts on its chunks), 1   \
      * runs dx (then takes dw's chunks that are left); statuses into st[me] (and st[2]). */ \
     static void task_##SFX(int me, int chunked, int *next, T *dx, T *dw, const T *dz,      \
-                           const pb_dzsrc_##SFX##_t *src_dw, const pb_dzsrc_##SFX##_t *src_dx, \
+                           const pb_aprod_##SFX##_t *src_dw, const pb_aprod_##SFX##_t *src_dx, \
                            const T *x, const T *w, ptrdiff_t B, ptrdiff_t K, ptrdiff_t N,  \
                            int beta, int *st) {                                            \
         if (me == 0) {                                                                     \
@@ -220,8 +242,8 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
      * by side as tasks, one thread each (dw in chunks shared by both threads when it has  \
      * few rows): from the stored dz, or (src_dw != NULL) with dz formed while packing from \
      * src_dw / src_dx. */                                                                  \
-    static int grads_##SFX(T *dx, T *dw, const T *dz, const pb_dzsrc_##SFX##_t *src_dw,     \
-                           const pb_dzsrc_##SFX##_t *src_dx, const T *x, const T *w,       \
+    static int grads_##SFX(T *dx, T *dw, const T *dz, const pb_aprod_##SFX##_t *src_dw,     \
+                           const pb_aprod_##SFX##_t *src_dx, const T *x, const T *w,       \
                            ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta, int tasks) {   \
         int st[3] = {PB_OK, PB_OK, PB_OK};                                                 \
         if (tasks) {                                                                       \
@@ -259,8 +281,9 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
             if (sum == NULL) return PB_ERR_NOMEM;                                          \
             memset(sum, 0, sizeof(T) * (size_t)N);                                         \
         }                                                                                  \
-        const pb_dzsrc_##SFX##_t src_dw = {dy, y, act, slope, sum};                        \
-        const pb_dzsrc_##SFX##_t src_dx = {dy, y, act, slope, NULL};                       \
+        const dz_ctx_##SFX ctx = {dy, y, act, slope};                                      \
+        const pb_aprod_##SFX##_t src_dw = {dz_produce_##SFX, &ctx, sum};                   \
+        const pb_aprod_##SFX##_t src_dx = {dz_produce_##SFX, &ctx, NULL};                  \
         const int st = grads_##SFX(dx, dw, NULL, &src_dw, &src_dx, x, w, B, K, N, beta, tasks); \
         if (st != PB_OK) return st;                                                        \
         if (db != NULL)                                                                    \
@@ -297,7 +320,7 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                           (B > 1 || (double)N * (double)K < 1048576.0);                     \
         /* Layers whose two gradient GEMMs both take the packed path (dw: or the A^T B     \
          * kernel): dz is never stored; each GEMM forms it while packing its A, or dw block \
-         * by block (pb_gemm_dz_*: the same values, by pb_dz_rows_*), and dw's packing sums \
+         * by block (pb_gemm_prod_*: the same values, by pb_dz_rows_*), and dw's packing sums \
          * db (each column in row order, as the pass below). */                             \
         if (dw != NULL && dx != NULL && B * N >= PB_DZ_PAR_MIN && K > 0 &&                 \
             forms_dz(pb_gemm_path_##SFX(N, K, B, 1, N, K, 1, beta)) &&                     \
