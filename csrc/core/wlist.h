@@ -7,20 +7,18 @@
 #include "core/core.h"
 
 /* ---- work lists: static shares, and stealing at the end ----------------------------------
- * A static split waits for its slowest thread, and on a shared host one core often runs
- * slower than the other for a while: two threads timing the same ~250 us of FMAs in 2000
- * regions on the Zen 4 VM, the slower took on average 10 % longer than their mean, more
- * than 10 % longer than the faster in over half of the regions. So a region that splits
- * independent units of work gives each thread a list -- its static share, in the order it
- * would run it -- which it takes from the front; once its own is empty, a thread takes from
- * the back of the others' lists. A unit is taken exactly once (one compare-and-swap of the
- * list's front and back), and a unit's results never depend on the thread that computes it
- * (K is never split and the tiles follow from the shape), so no result depends on who took
- * what. Each round (a K panel, say) the owner opens its list (pb_wlist_open, a release)
- * once everything a thief needs is ready; a thief skips lists that are empty, including
- * those not yet opened, whose last round the owner drained itself. Rounds must be
- * separated by a barrier. Lists live in the caller's frame, PB_WLIST_MAX of them, each on
- * its own cache line; regions with more threads keep the static split. */
+ * A static split waits for its slowest thread, and on a shared host one core often runs slower
+ * than the other for a while (docs/gemm.md, "Measurements behind the crossovers", work lists).
+ * So a region that splits independent units of work gives each thread a list -- its static
+ * share, in the order it would run it -- which it takes from the front; once its own is empty,
+ * a thread takes from the back of the others' lists. A unit is taken exactly once (one
+ * compare-and-swap of the list's front and back), and a unit's results never depend on the
+ * thread that computes it (K is never split and the tiles follow from the shape), so no result
+ * depends on who took what. Each round (a K panel, say) the owner opens its list
+ * (pb_wlist_open, a release) once everything a thief needs is ready; a thief skips lists that
+ * are empty, including those not yet opened, whose last round the owner drained itself. Rounds
+ * must be separated by a barrier. Lists live in the caller's frame, PB_WLIST_MAX of them, each
+ * on its own cache line; regions with more threads keep the static split. */
 #define PB_WLIST_MAX 64
 typedef struct {
     _Alignas(PB_ALIGN) _Atomic uint64_t fb; /* front | back << 32: units [front, back) */

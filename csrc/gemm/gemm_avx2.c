@@ -19,10 +19,10 @@
 #define ATB_NV 3
 
 /* Stores of lanes [0, n) of v, for the masks VMASK(n) (every mask of the SIMD kernels is one):
- * plain 256/128/64/32-bit stores instead of vmaskmovps/pd, whose store form costs 13-18
- * cycles on Zen 4 whatever the mask (measured here, all lanes on included), against ~3 for
- * this sequence. Lanes past n are never touched, as with the masked store. pb_store_lanes_*
- * take the lane count itself (the transposing pack knows it). */
+ * plain 256/128/64/32-bit stores instead of vmaskmovps/pd, whose store form is slow on AMD
+ * whatever the mask (docs/gemm.md, "Measurements behind the crossovers"). Lanes past n are
+ * never touched, as with the masked store. pb_store_lanes_* take the lane count itself (the
+ * transposing pack knows it). */
 static inline __attribute__((target(TARGET), always_inline)) void pb_store_lanes_f32_avx2(
     float *p, __m256 v, int n) {
     if (n == 8) {

@@ -14,12 +14,12 @@ int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int b_t
         2.0 * (double)m * (double)n * (double)(k > 0 ? k : 1) < PB_GEMM_PAR_MIN_FLOPS)
         nt = 1;
     if ((ptrdiff_t)nt > n_mr * n_nr) nt = (int)(n_mr * n_nr);
-    /* Tiles of the busiest thread for tm threads along M. An M split shares the packed B
-     * panel between cores (every core reads all of it), an N split keeps each B slice
-     * core-local but packs A in every thread. So when B's packing is the costly transposing
-     * one (b_trans: the forward's weight) and A is the smaller operand (m < n), take the
-     * fewest M splits within 15 % of the best balance (forward 1.5x at (64, 512, 512), 1.14x
-     * at (256, 1024, 1024) over an M split), else the most M splits among the best. */
+    /* Tiles of the busiest thread for tm threads along M. An M split shares the packed B panel
+     * between cores (every core reads all of it), an N split keeps each B slice core-local but
+     * packs A in every thread. So when B's packing is the costly transposing one (b_trans: the
+     * forward's weight) and A is the smaller operand (m < n), take the fewest M splits within
+     * 15 % of the best balance (docs/gemm.md, "Measurements behind the crossovers",
+     * pb_gemm_split), else the most M splits among the best. */
 #define PB_SPLIT_W(t) ((double)((n_mr + (t)-1) / (t)) * (double)((n_nr + nt / (t)-1) / (nt / (t))))
     double best = -1.0;
     for (int t = 1; t <= nt; ++t)

@@ -29,37 +29,28 @@
 #ifndef PB_DZ_PAR_MIN
 #define PB_DZ_PAR_MIN 32768
 #endif
-/* From this many flops per gradient GEMM on, dw and dx are computed concurrently, one GEMM
- * per thread, instead of one after the other with both threads each (no barriers between K
- * panels, no shared packing): measured 2 threads, float32, relu, (B, K, N): (32, 128, 128)
- * 24.9 -> 14.2 us, (64, 512, 512) 370 -> 301 us, (256, 1024, 1024) 4.02 -> 3.82 ms, 1024^3
- * 14.4 -> 14.3 ms, 2048^3 118 -> 115 ms; (32, 1024, 1024) loses (776 -> 873 us), (16, 1024,
- * 1024) gains (791 -> 702 us). Below the bound the parallel region (~1-2 us) costs more than
- * it saves, and both run on the calling thread. */
+/* From this many flops per gradient GEMM on, dw and dx are computed concurrently, one GEMM per
+ * thread, instead of one after the other with both threads each (no barriers between K panels,
+ * no shared packing) (docs/gemm.md, "Measurements behind the crossovers",
+ * PB_BWD_TASKS_MIN_FLOPS). Below the bound the parallel region (~1-2 us) costs more than it
+ * saves, and both run on the calling thread. */
 #ifndef PB_BWD_TASKS_MIN_FLOPS
 #define PB_BWD_TASKS_MIN_FLOPS 3.0e5
 #endif
 /* ... but from K = 2048 on (the n of both GEMMs: each task's B panel is KC x 2048), splitting
- * each GEMM over both threads wins (float32, with dz formed while packing, median ms, tasks
- * against split): (1024, 2048, 1024) 32.9 / 31.6, (1024, 2048, 2048) 63.9 / 61.6, (2048, 2048,
- * 1024) 66.5 / 62.4, 2048^3 124.1 / 117.9; at K = 1024 tasks still win: 1024^3 14.9 / 15.7,
- * (1024, 1024, 2048) 30.5 / 31.1, (2048, 1024, 1024) 31.7 / 31.9. float64 at K = 2048:
- * even (64.1 / 64.1), at K = 1024 tasks (32.3 / 33.1). */
+ * each GEMM over both threads wins (docs/gemm.md, "Measurements behind the crossovers",
+ * PB_BWD_TASKS_MAX_K). */
 #ifndef PB_BWD_TASKS_MAX_K
 #define PB_BWD_TASKS_MAX_K 2048
 #endif
 
-/* In the tasks' mode, a dw with few rows (N <= PB_BWD_DW_CHUNK_MAX_N: a classifier head,
- * say) costs far more than its dx (dw = dz^T x streams x through a GEMM with m = N, the
- * micro-kernel's rows mostly padding; dx = dz w has k = N), and the dx thread used to wait
- * idle for it: (4096, 1024, 16) dw 2.66 ms, dx 1.40 ms on one thread each. There dw is cut
- * into column chunks of PB_BWD_DW_CHUNK that both threads take from a shared counter, the
- * dx thread once dx is done. Each chunk packs its own A (N x B, small for such N).
- * Measured 2 threads, float32, the two GEMMs from a stored dz, (B, K, N), tasks -> chunks
- * (us): (4096, 1024, 16) 2597 -> 2171, (512, 1024, 8) 231 -> 169, (256, 1024, 16) 172 ->
- * 113, (128, 784, 10) 34 -> 25, (16384, 512, 10) 4560 -> 3876, (4096, 1024, 64) 5464 ->
- * 5084; but (1024, 512, 128) 1008 -> 1079 (the repeated packing of A), and chunks of 32
- * columns lose to 128 (the GEMM per chunk has its own fixed costs). */
+/* In the tasks' mode, a dw with few rows (N <= PB_BWD_DW_CHUNK_MAX_N: a classifier head, say)
+ * costs far more than its dx (dw = dz^T x streams x through a GEMM with m = N, the
+ * micro-kernel's rows mostly padding; dx = dz w has k = N), and the dx thread would wait idle
+ * for it. There dw is cut into column chunks of PB_BWD_DW_CHUNK that both threads take from a
+ * shared counter, the dx thread once dx is done. Each chunk packs its own A (N x B, small for
+ * such N). Chunks of 128 columns (docs/gemm.md, "Measurements behind the crossovers",
+ * PB_BWD_DW_CHUNK). */
 #ifndef PB_BWD_DW_CHUNK
 #define PB_BWD_DW_CHUNK 128
 #endif
@@ -313,7 +304,7 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
          * From PB_BWD_TASKS_MIN_FLOPS on, the two GEMMs run side by side, one thread each   \
          * (each GEMM is then single-threaded, which gives the same bits as any split); but  \
          * not when B == 1 makes dw a large outer product: its streaming stores want both    \
-         * cores' store bandwidth (1 x 1024 x 1024: 270 -> 184 us split instead). */         \
+         * cores' store bandwidth (docs/gemm.md, "Measurements behind the crossovers"). */ \
         const double flops = 2.0 * (double)B * (double)N * (double)K;                      \
         const int tasks = dw != NULL && dx != NULL && pb_threads() > 1 && !pb_in_parallel() && \
                           flops >= PB_BWD_TASKS_MIN_FLOPS && K < PB_BWD_TASKS_MAX_K &&       \
