@@ -7,9 +7,6 @@
 #define PB_ARCH_H
 #include "core/core.h"
 #include "gemm/gemm.h"
-#include "ops/losses.h"
-#include "ops/optim.h"
-#include "ops/spectral.h"
 
 /* Block sizes of one ISA path: register tile MR x NR, cache blocks MC (A block rows, L2),
  * KC (panel depth, B micro-panel in L1), NC (B panel columns, L3). MC is a multiple of MR,
@@ -59,29 +56,19 @@ typedef struct {
     pb_act_fwd_f64_t act_fwd_f64;
     pb_act_bwd_f32_t act_bwd_f32;
     pb_act_bwd_f64_t act_bwd_f64;
-    /* losses (losses.c) */
-    pb_xent_row_f32_t xent_row_f32;
-    pb_xent_row_f64_t xent_row_f64;
-    pb_bce_block_f32_t bce_block_f32;
-    pb_bce_block_f64_t bce_block_f64;
-    pb_mse_block_f32_t mse_block_f32;
-    pb_mse_block_f64_t mse_block_f64;
-    /* spectral norm (spectral.c): contracts at pb_spec_*_t below */
-    pb_spec_rows_f32_t spec_rows_f32;
-    pb_spec_rows_f64_t spec_rows_f64;
-    pb_spec_dot_f32_t spec_dot_f32;
-    pb_spec_dot_f64_t spec_dot_f64;
-    pb_spec_bwd_f32_t spec_bwd_f32;
-    pb_spec_bwd_f64_t spec_bwd_f64;
-    pb_spec_div_f32_t spec_div_f32;
-    pb_spec_div_f64_t spec_div_f64;
-    pb_adam_range_f32_t adam_f32; /* optimizers (optim.c) */
-    pb_adam_range_f64_t adam_f64;
-    pb_adamax_range_f32_t adamax_f32;
-    pb_adamax_range_f64_t adamax_f64;
+    /* The ISA of the vector kernels (PB_ISA_*): the operations whose kernels come from the
+     * vector family (losses, spectral norm, optimizers) keep their own per-ISA tables and
+     * index them with it (pb_vec_isa), so that a new operation edits no table here. */
+    int vec_isa;
 } pb_arch_t;
 
 const pb_arch_t *pb_arch(void); /* the active table (arch/cpu_configs.c) */
+
+/* The ISAs, as indices of an operation's own kernel table. */
+enum { PB_ISA_REF = 0, PB_ISA_AVX2 = 1, PB_ISA_AVX512 = 2, PB_ISA_COUNT = 3 };
+/* The ISA of the active configuration's vector kernels: the index into an operation's own
+ * per-ISA table (ops/losses_kernels.c, ops/spectral_kernels.c, ops/optim_kernels.c). */
+static inline int pb_vec_isa(void) { return pb_arch()->vec_isa; }
 
 /* The per-ISA tables, defined together in arch/isa_tables.c. */
 extern const pb_arch_t pb_arch_ref;

@@ -15,22 +15,15 @@
  * (512) of k (docs/gemm.md). The AVX2 table's sizes are the zen3 configuration's, the
  * AVX-512 table's the skylakex configuration's (docs/cpus.md says where each was measured). */
 /* The entries whose kernels are named by their ISA alone (the micro-kernels carry their
- * tile in the name and are listed per table). */
+ * tile in the name and are listed per table). The vector operations (losses, spectral norm,
+ * optimizers) keep their own tables, indexed by vec_isa (ops/<op>_kernels.c). */
 #define PB_ISA_ENTRIES(ISA)                                                                  \
     .gemv_dot_f32 = pb_gemv_dot_f32_##ISA, .gemv_dot_f64 = pb_gemv_dot_f64_##ISA,            \
-    .gemv_axpy_f32 = pb_gemv_axpy_f32_##ISA, .gemv_axpy_f64 = pb_gemv_axpy_f64_##ISA,        \
-    .xent_row_f32 = pb_xent_row_f32_##ISA, .xent_row_f64 = pb_xent_row_f64_##ISA,            \
-    .bce_block_f32 = pb_bce_block_f32_##ISA, .bce_block_f64 = pb_bce_block_f64_##ISA,        \
-    .mse_block_f32 = pb_mse_block_f32_##ISA, .mse_block_f64 = pb_mse_block_f64_##ISA,        \
-    .spec_rows_f32 = pb_spec_rows_f32_##ISA, .spec_rows_f64 = pb_spec_rows_f64_##ISA,        \
-    .spec_dot_f32 = pb_spec_dot_f32_##ISA, .spec_dot_f64 = pb_spec_dot_f64_##ISA,            \
-    .spec_bwd_f32 = pb_spec_bwd_f32_##ISA, .spec_bwd_f64 = pb_spec_bwd_f64_##ISA,            \
-    .spec_div_f32 = pb_spec_div_f32_##ISA, .spec_div_f64 = pb_spec_div_f64_##ISA,            \
-    .adam_f32 = pb_adam_range_f32_##ISA, .adam_f64 = pb_adam_range_f64_##ISA,                \
-    .adamax_f32 = pb_adamax_range_f32_##ISA, .adamax_f64 = pb_adamax_range_f64_##ISA
+    .gemv_axpy_f32 = pb_gemv_axpy_f32_##ISA, .gemv_axpy_f64 = pb_gemv_axpy_f64_##ISA
 
 const pb_arch_t pb_arch_ref = {
     .name = "ref",
+    .vec_isa = PB_ISA_REF,
     .blk_f32 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F32, .mc = 128, .kc = 256, .nc = 2048,
                 PB_XOVER_DEFAULT},
     .blk_f64 = {.mr = PB_REF_MR, .nr = PB_REF_NR_F64, .mc = 128, .kc = 256, .nc = 2048,
@@ -43,6 +36,7 @@ const pb_arch_t pb_arch_ref = {
 #if defined(__x86_64__) || defined(__i386__)
 const pb_arch_t pb_arch_avx2 = {
     .name = "avx2",
+    .vec_isa = PB_ISA_AVX2,
     .blk_f32 = {.mr = 6, .nr = 16, .mc = 144, .kc = 1024, .nc = 4096, .tw = PB_TT_TW_F32_AVX2,
                 .tj = PB_TT_TJ_F32_AVX2, .tm = 64, .atb_copy = 4096, PB_XOVER_DEFAULT},
     .blk_f64 = {.mr = 6, .nr = 8, .mc = 96, .kc = 256, .nc = 4096, .tw = PB_TT_TW_F64_AVX2,
@@ -66,6 +60,7 @@ const pb_arch_t pb_arch_avx2 = {
 
 const pb_arch_t pb_arch_avx512 = {
     .name = "avx512",
+    .vec_isa = PB_ISA_AVX512,
     .blk_f32 = {.mr = 12, .nr = 32, .mc = 192, .kc = 1024, .nc = 2048, .tw = PB_TT_TW_F32_AVX512,
                 .tj = PB_TT_TJ_F32_AVX512, .tm = 256, PB_XOVER_DEFAULT},
     .blk_f64 = {.mr = 12, .nr = 16, .mc = 192, .kc = 512, .nc = 2048, .tw = PB_TT_TW_F64_AVX512,

@@ -38,4 +38,15 @@ PB_DECLARE_LOSS_KERNELS(ref)
 PB_DECLARE_LOSS_KERNELS(avx2)
 PB_DECLARE_LOSS_KERNELS(avx512)
 #endif
+
+/* The loss kernels of one ISA (ops/losses_kernels.c); pb_losses_kernels() the active ones. */
+typedef struct {
+    pb_xent_row_f32_t xent_row_f32;
+    pb_xent_row_f64_t xent_row_f64;
+    pb_bce_block_f32_t bce_block_f32;
+    pb_bce_block_f64_t bce_block_f64;
+    pb_mse_block_f32_t mse_block_f32;
+    pb_mse_block_f64_t mse_block_f64;
+} pb_losses_kernels_t;
+const pb_losses_kernels_t *pb_losses_kernels(void);
 #endif /* PB_LOSSES_H */

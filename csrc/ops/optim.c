@@ -203,8 +203,8 @@ static int pb_optim_bad_hyper(int64_t step, double lr, double beta1, double beta
                                    T *const *v_max, const T *const *grad,                  \
                                    const ptrdiff_t *size, ptrdiff_t n_tensors,             \
                                    ptrdiff_t total, const pb_optim_coef_##SFX##_t *c) {    \
-        const pb_adam_range_##SFX##_t adam = pb_arch()->adam_##SFX;                        \
-        const pb_adamax_range_##SFX##_t amax = pb_arch()->adamax_##SFX;                    \
+        const pb_adam_range_##SFX##_t adam = pb_optim_kernels()->adam_##SFX;               \
+        const pb_adamax_range_##SFX##_t amax = pb_optim_kernels()->adamax_##SFX;           \
         const int nt = total >= PB_OPTIM_PAR_MIN ? pb_threads() : 1;                       \
         (void)nt; /* unused without OpenMP */                                              \
         _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                \

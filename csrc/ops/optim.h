@@ -40,4 +40,14 @@ PB_DECLARE_OPTIM_RANGES(ref)
 PB_DECLARE_OPTIM_RANGES(avx2)
 PB_DECLARE_OPTIM_RANGES(avx512)
 #endif
+
+/* The optimizers' range kernels of one ISA (ops/optim_kernels.c); pb_optim_kernels() the
+ * active ones. */
+typedef struct {
+    pb_adam_range_f32_t adam_f32;
+    pb_adam_range_f64_t adam_f64;
+    pb_adamax_range_f32_t adamax_f32;
+    pb_adamax_range_f64_t adamax_f64;
+} pb_optim_kernels_t;
+const pb_optim_kernels_t *pb_optim_kernels(void);
 #endif /* PB_OPTIM_H */

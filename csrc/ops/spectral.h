@@ -46,4 +46,18 @@ PB_DECLARE_SPEC(ref)
 PB_DECLARE_SPEC(avx2)
 PB_DECLARE_SPEC(avx512)
 #endif
+
+/* The spectral-norm kernels of one ISA (ops/spectral_kernels.c); pb_spectral_kernels() the
+ * active ones. */
+typedef struct {
+    pb_spec_rows_f32_t spec_rows_f32;
+    pb_spec_rows_f64_t spec_rows_f64;
+    pb_spec_dot_f32_t spec_dot_f32;
+    pb_spec_dot_f64_t spec_dot_f64;
+    pb_spec_bwd_f32_t spec_bwd_f32;
+    pb_spec_bwd_f64_t spec_bwd_f64;
+    pb_spec_div_f32_t spec_div_f32;
+    pb_spec_div_f64_t spec_div_f64;
+} pb_spectral_kernels_t;
+const pb_spectral_kernels_t *pb_spectral_kernels(void);
 #endif /* PB_SPECTRAL_H */
