@@ -70,7 +70,7 @@ needs_flush = pytest.mark.skipif(not X86, reason="no MXCSR: the mode is unsuppor
 #     |dloss| <= 5 n FLUSH_OP tiny / D
 #   (the double-precision sum and the final division stay far from float64's tiny).
 # Optimizers: every nonzero input has magnitude in [1e-3, 1] (make_optim), so every
-#   intermediate of the element functions (csrc/optim.c) is 0 or >= ~1e-26: products of at
+#   intermediate of the element functions (csrc/ops/optim.c) is 0 or >= ~1e-26: products of at
 #   most three such values, each sum either 0 or a multiple of its smaller operand's ulp. FTZ
 #   never acts, DAZ turns each subnormal input into the signed zero the reference gets, and
 #   the kernels perform the reference's IEEE operations in its order: BITWISE equal.
