@@ -7,7 +7,7 @@ do: decide what to time or check; each bench verifies its own results against
 
 Conventions:
   - Times are medians of per-call times in seconds (printed in microseconds).
-  - Peaks are measured on this machine in this process (``pb_probe_*`` in csrc/probe.c),
+  - Peaks are measured on this machine in this process (``pb_probe_*`` in csrc/testing/probe.c),
     for the ISA of the active configuration's GEMM and the thread count in force, never taken from a data sheet.
   - PyTorch is optional: :func:`import_torch` returns ``None`` when it is missing.
   - numpy's BLAS thread count can only be changed at run time through threadpoolctl; when

@@ -1,9 +1,10 @@
 /* pybackprop.h -- the public contract of the pybackprop C core.
  *
- * Every function the Python layer may call is declared here and nowhere else; the cffi
- * build script (pybackprop/_ffi_build.py) feeds this file to ffi.cdef() after dropping the
- * preprocessor lines, so everything outside them must stay cdef-safe: plain prototypes,
- * plain enums, no macros, no inline code.
+ * Every function the Python layer may call is declared here, except the hooks that only
+ * tests and benchmarks use (testing/pb_testing.h); the cffi build script
+ * (pybackprop/_ffi_build.py) feeds both files to ffi.cdef() after dropping the preprocessor
+ * lines, so everything outside them must stay cdef-safe: plain prototypes, plain enums, no
+ * macros, no inline code.
  *
  * Conventions (llm.c style):
  *   - Arrays are dense, C-contiguous and of the stated dtype; the Python layer checks this.
@@ -144,32 +145,6 @@ enum {
 };
 int pb_gemm_path(int *path, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa,
                  ptrdiff_t csa, ptrdiff_t rsb, ptrdiff_t csb, int beta, int elem_bytes);
-/* Work stealing, for tests: the threads of a multi-threaded GEMM each run their static
- * share of the work and then take what is left of the others' (docs/gemm.md). With on != 0,
- * thread 0 leaves its whole share to the other threads (so that tests can check that no
- * result depends on which thread computed it); 0 restores normal running. Returns the units
- * of work taken from another thread's share since the previous call. Process-wide: while
- * on, it applies to every GEMM, whichever thread calls it (their results stay right). */
-long pb_steal_test(int on);
-
-/* ---- machine probes (bench/) ---------------------------------------------------------------
- * Peak FMA throughput of the current SIMD path with the current thread count, measured by a
- * register-only loop, in GFLOP/s; and streaming bandwidth in GB/s of a copy (read+write)
- * and of a read-modify-write triad over n elements. */
-double pb_probe_fma_peak_f32(double seconds);
-double pb_probe_fma_peak_f64(double seconds);
-double pb_probe_bandwidth_copy(ptrdiff_t n_bytes, int repeats);
-double pb_probe_bandwidth_rmw(ptrdiff_t n_bytes, int repeats);
-/* The cost in us of an empty OpenMP parallel region with the current thread count (best of
- * `repeats` batches of 1000); 0 with one thread or without OpenMP, < 0 for repeats < 1. */
-double pb_probe_parallel_region_us(int repeats);
-/* Floating-point environment probes (tests/): the MXCSR FTZ|DAZ bits (0x8040) set in the
- * calling thread or in any thread of an OpenMP region of the current thread count, as they
- * stand between kernels; and the calling thread's bits set to bits & 0x8040 (a caller's own
- * flush, as torch.set_flush_denormal(True) leaves it), returning the previous bits, or -1
- * (nothing changed) without MXCSR or for DAZ on a CPU without it. */
-unsigned pb_probe_ftz_daz(void);
-int pb_probe_set_ftz_daz(unsigned bits);
 
 /* ---- optimizers ----------------------------------------------------------------------------
  * One step of Adam / AdamW and of AdaMax over n_tensors tensors in ONE call (multi-tensor):

@@ -30,7 +30,7 @@ float64 on the same inputs cast up; for T = float64 the reference commits errors
 same size as ours, which the constants count twice. Terms (in units of eps):
   ELEM: one subtraction/product/quotient rounds by u = eps/2; exp, log and log1p are
     within 2 ulp (glibc) or, for the SIMD paths, ~2-3 ulp (Taylor/atanh series with
-    truncation < u/8, evaluated by Horner with FMA; see csrc/losses_simd.inc).
+    truncation < u/8, evaluated by Horner with FMA; see csrc/ops/losses_simd.inc).
   SUM_C: a sum of n non-negative terms in any order is within gamma_n <= 1.01 n eps of
     the exact sum, relatively [Higham, ASNA 2nd ed., (3.5)].
 mse: dpred = fl(fl(p - t) * fl(2/D)): 3 roundings each, ours and the reference: 3 eps.

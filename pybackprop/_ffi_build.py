@@ -1,9 +1,10 @@
-"""cffi build script: compiles csrc/*.c into the private module ``pybackprop._native``.
+"""cffi build script: compiles csrc/**/*.c into the private module ``pybackprop._native``.
 
 Run through setup.py (``pip install -e .`` rebuilds it in place).
 
-The cdefs are the public header ``csrc/pybackprop.h`` with its preprocessor lines removed
-(the header is written to be cdef-safe otherwise). Per-ISA sources carry their own target
+The cdefs are the public header ``csrc/pybackprop.h`` and the test hooks' header
+``csrc/testing/pb_testing.h``, each with its preprocessor lines removed (the headers are
+written to be cdef-safe otherwise). Per-ISA sources carry their own target
 attributes, so no global -march flag is used and the module imports on any x86-64.
 
 Environment:
@@ -76,14 +77,16 @@ def _flags():
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(_cdef_text(os.path.join(CSRC, "pybackprop.h")))
+# The public header, then the test and benchmark hooks (csrc/testing/pb_testing.h).
+_HEADERS = ("pybackprop.h", os.path.join("testing", "pb_testing.h"))
+ffibuilder.cdef("\n".join(_cdef_text(os.path.join(CSRC, h)) for h in _HEADERS))
 _cflags, _ldflags = _flags()
 ffibuilder.set_source(
     "pybackprop._native",
-    '#include "pybackprop.h"',
-    sources=sorted(os.path.join(CSRC_REL, os.path.basename(p))
-                   for p in glob.glob(os.path.join(CSRC, "*.c"))),
-    include_dirs=[CSRC_REL],
+    "".join('#include "%s"\n' % h.replace(os.sep, "/") for h in _HEADERS),
+    sources=sorted(os.path.relpath(p, ROOT)
+                   for p in glob.glob(os.path.join(CSRC, "**", "*.c"), recursive=True)),
+    include_dirs=[CSRC_REL],  # includes name their folder: "core/core.h"
     extra_compile_args=_cflags,
     extra_link_args=_ldflags + ["-lm"],
 )

@@ -429,7 +429,7 @@ def spectral_norm_backward(grad_wsn, w, u, v, sigma):
 def sigma_upper_bound(w, *, n_squarings=4):
     """Certified upper bound of sigma_max(w): sigma^2 = ||G||_2 <= ||G^(2^j)||_F^(1/2^j) for
     the symmetric Gram matrix G of the smaller side, evaluated in float64 with w scaled by a
-    power of two, every rounding bounded (Higham's gamma_n) and added; see csrc/spectral.c
+    power of two, every rounding bounded (Higham's gamma_n) and added; see csrc/ops/spectral.c
     for the derivation of each term. NaN in w gives NaN, inf gives inf."""
     w = _as_float(w).astype(np.float64)
     if np.isnan(w).any():

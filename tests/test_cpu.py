@@ -1,4 +1,4 @@
-"""CPU detection and configurations (csrc/cpu_detect.c, csrc/cpu_configs.c, docs/cpus.md):
+"""CPU detection and configurations (csrc/arch/cpu_detect.c, csrc/arch/cpu_configs.c, docs/cpus.md):
 which configuration a CPU model gets, the fallbacks, the environment pins, set_cpu /
 set_arch, and the block sizes of the analytical model. The kernels themselves run under
 every configuration through the ``arch`` fixture of the other modules."""

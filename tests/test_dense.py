@@ -224,7 +224,7 @@ def test_backward_forms_dz_while_packing(arch, kind, dtype, shape, threads, rng)
 
 
 # Layers with few outputs (N <= 64) and K >= 256 whose two gradient GEMMs run as tasks: dw
-# is cut into chunks of 128 columns shared by both threads (csrc/dense.c, dw_chunks_*).
+# is cut into chunks of 128 columns shared by both threads (csrc/ops/dense.c, dw_chunks_*).
 # K = 300: two full chunks and one of 44 columns. (200, 300, 24): each task forms its own
 # dz (B * N < 32768), or with identity dz is dy itself; (1100, 300, 40): dz formed while
 # packing, and only the first chunk may sum db.
@@ -562,7 +562,7 @@ def test_activation_matches_reference(arch, kind, dtype, shape, rng):
 SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 1e-30, -1e-30]
 
 
-# softplus' backward, dy * -expm1(-y): on SIMD paths a vector expm1 (csrc/vmath_f*.inc,
+# softplus' backward, dy * -expm1(-y): on SIMD paths a vector expm1 (csrc/simd/vmath_f*.inc,
 # the reduction of exp and a Taylor polynomial far below an ulp, then one FMA: <= 1.5 ulp;
 # measured 0.87 float32, 1.11 float64); elsewhere glibc's expm1 (0.76).
 SOFTPLUS_BWD_ULPS = 1.5
@@ -620,7 +620,7 @@ def test_derivative_conventions_at_zero(arch, dtype):
 
 
 # Standalone activations whose SIMD kernels do pb_dact's / pb_act's scalar operations in
-# vector form (csrc/pb_internal.h, csrc/ukr_simd.inc): the same bits as "ref". Not the
+# vector form (csrc/core/activation.h, csrc/gemm/simd_act.inc): the same bits as "ref". Not the
 # exp-based forwards, nor softplus' backward (vector exp / expm1 against libm's).
 EXACT_FWD = ["identity", "relu", "leaky_relu"]
 EXACT_BWD = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]

@@ -174,7 +174,7 @@ def test_work_stealing_bitwise(arch, dtype, threads):
     tt = [(m, k, n, lay) for m, k, n, lay in tt_shapes(blk, isz)
           if 2 * m * n * k >= 400000] if blk["tw"] else []
     # two threads split the tt path by rows where A^T's panels pair up and B is at most
-    # 256 KiB (pb_tt_msplit_ in csrc/gemm_driver.inc), else by columns: both are here
+    # 256 KiB (pb_tt_msplit_ in csrc/gemm/driver_paths.inc), else by columns: both are here
     by_rows = {-(-m // blk["tw"]) % 2 == 0 and n * k * isz <= blk["tt_msplit"]
                for m, k, n, _ in tt}
     assert by_rows == ({True, False} if tt else set())
@@ -233,7 +233,7 @@ def test_bad_arguments():
 
 
 # Error bound of the fused float32 sigmoid/tanh/softplus epilogues in ulps of the result
-# (documented in csrc/vmath_f32.inc): exp <= 1 ulp, then 1 + e and one division; for sigmoid's
+# (documented in csrc/simd/vmath_f32.inc): exp <= 1 ulp, then 1 + e and one division; for sigmoid's
 # e / (1 + e) branch the exp error passes through unscaled, giving <= 2.5 ulp -- the scalar
 # libm path with the same formula reaches 2.25. The vector tanh measures 1.5 ulp, but the ref
 # path calls glibc's tanhf, which reaches 2.1 by this measure, so both share the 2.5 bound.
@@ -269,7 +269,7 @@ def test_epilogue_activation_ulps(arch, act):
     assert np.isnan(special[2])
 
 
-# The float64 epilogues (csrc/vmath_f64.inc on AVX-512, glibc elsewhere): exp/expm1 from a
+# The float64 epilogues (csrc/simd/vmath_f64.inc on AVX-512, glibc elsewhere): exp/expm1 from a
 # Taylor polynomial whose truncation is far below an ulp, within ~1 ulp by rounding; then
 # 1 + e (or 2 + em) and one division, 0.5 ulp each, with the exp error passing through
 # unscaled in sigmoid's e / (1 + e) and tanh's em / (2 + em): <= 3 ulp. Measured: sigmoid 2.16
@@ -328,7 +328,7 @@ def test_gemv_row_major_b(arch, dtype, threads):
 
 
 # C of 4.2 / 8.5 MB (plain stores) and of 34 / 68 MB (streaming stores, from 32 MiB:
-# PB_OUTER_STREAM_BYTES in csrc/gemm_driver.inc), float32 / float64
+# PB_OUTER_STREAM_BYTES in csrc/gemm/gemm_driver.inc), float32 / float64
 OUTER_SHAPES = [(1031, 1029), (2053, 4099)]
 
 

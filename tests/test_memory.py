@@ -37,7 +37,7 @@ def test_rss_stays_bounded():
 
 def test_rss_threads_free_their_workspaces():
     """Threads that run kernels and exit free their workspaces (the pthread key's destructor
-    in csrc/dispatch.c): 60 short-lived threads, each growing workspaces of several MiB in a
+    in csrc/core/runtime.c): 60 short-lived threads, each growing workspaces of several MiB in a
     dense backward, grow RSS by less than RSS_SLACK where a leak would hold ~0.5 GB. (The
     LeakSanitizer stage cannot see this class: .ci/sanitize explains why it does not scan
     thread-local storage.)"""

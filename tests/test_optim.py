@@ -20,7 +20,7 @@ STEPS = 100
 # ---- tolerances: one table, derived ----------------------------------------------------------
 # eps = np.finfo(dtype).eps.
 # C kernels vs reference: 0 ulp. Both perform the same IEEE operations in the same order in
-#   the parameter dtype, none fused (see csrc/optim.c), so the parity tests assert equality.
+#   the parameter dtype, none fused (see csrc/ops/optim.c), so the parity tests assert equality.
 # Closed forms, evaluated in float64 from the gradients:
 #   v_t = (1-b2) sum_i b2^(t-i) g_i^2: the kernel's recurrence rounds 3 times per step (the
 #   product b2 v, the product (1-b2) g g, the sum), and all terms are >= 0, so its relative

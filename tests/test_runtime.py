@@ -70,7 +70,7 @@ needs_flush = pytest.mark.skipif(not X86, reason="no MXCSR: the mode is unsuppor
 #     |dloss| <= 5 n FLUSH_OP tiny / D
 #   (the double-precision sum and the final division stay far from float64's tiny).
 # Optimizers: every nonzero input has magnitude in [1e-3, 1] (make_optim), so every
-#   intermediate of the element functions (csrc/optim.c) is 0 or >= ~1e-26: products of at
+#   intermediate of the element functions (csrc/ops/optim.c) is 0 or >= ~1e-26: products of at
 #   most three such values, each sum either 0 or a multiple of its smaller operand's ulp. FTZ
 #   never acts, DAZ turns each subnormal input into the signed zero the reference gets, and
 #   the kernels perform the reference's IEEE operations in its order: BITWISE equal.
@@ -534,10 +534,10 @@ def test_mode_on_leaves_no_thread_flushing(flush, threads):
 
 
 def test_every_parallel_region_opens_an_fp_scope():
-    """In the C sources (csrc/*.c, *.inc; probe.c measures the machine and is exempt), every
+    """In the C sources (csrc/**/*.c, *.inc; probe.c measures the machine and is exempt), every
     `omp parallel` pragma is followed by a block whose first statement is PB_FP_SCOPE, and
     no `omp parallel for` exists (its body could not open one per thread)."""
-    files = sorted(p for p in CSRC.glob("*") if p.suffix in (".c", ".inc")
+    files = sorted(p for p in CSRC.rglob("*") if p.suffix in (".c", ".inc")
                    and p.name != "probe.c")
     assert files, f"no C sources under {CSRC}"
     regions = 0
