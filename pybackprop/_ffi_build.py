@@ -10,6 +10,8 @@ attributes, so no global -march flag is used and the module imports on any x86-6
 Environment:
   PYBACKPROP_NO_OPENMP=1      build without OpenMP (single-threaded kernels)
   PYBACKPROP_EXTRA_CFLAGS=... extra compiler flags
+  PYBACKPROP_DEBUG=1          keep debug information (release builds compile with -g0)
+  PYBACKPROP_BUILD_JOBS=n     compile the sources n at a time (setup.py; default: every CPU)
   PYBACKPROP_SANITIZE=address,undefined
                               build with these sanitizers (any of address, undefined,
                               leak, thread), with -g and frame pointers for readable
@@ -65,6 +67,10 @@ def _flags():
     cflags += extra
     ldflags += [f for f in extra if f.startswith("-fsanitize") or f.startswith("-fno-sanitize")]
     san = _sanitizers(os.environ.get("PYBACKPROP_SANITIZE", ""))
+    if not san and os.environ.get("PYBACKPROP_DEBUG", "") in ("", "0"):
+        # Python's own CFLAGS carry -g: without this the module is ~10x larger, all of it
+        # debug information.
+        cflags.append("-g0")
     if san:
         flags = ["-fsanitize=" + ",".join(san), "-fno-omit-frame-pointer", "-g"]
         if "undefined" in san:
