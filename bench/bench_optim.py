@@ -24,6 +24,7 @@ resident (fractions above 1 there); 5e7 is the DRAM case.
 What it does not do: fail on a slow result; it exits non-zero only when a result is wrong.
 """
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -50,6 +51,7 @@ COLUMNS = [
     ("optimizer", "opt", "s"),
     ("case", "case", "s"),
     ("ours us", "ours_us", ".1f"),
+    ("functional us", "func_us", ".1f"),
     ("GB/s", "gbs", ".1f"),
     ("x rmw bw", "frac", ".2f"),
     ("numpy ref", "r_ref", ".1f"),
@@ -152,10 +154,22 @@ def _torch_times(name, sizes, threads, quick):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _functional(name, params, grads):
+    """The functional form's step on its own copies (one array, or the list)."""
+    ps = [p.copy() for p in params]
+    s1, s2 = [np.zeros_like(p) for p in ps], [np.zeros_like(p) for p in ps]
+    args = (ps, grads, s1, s2) if len(ps) > 1 else (ps[0], grads[0], s1[0], s2[0])
+    steps = itertools.count(1)
+    if name == "AdaMax":
+        return lambda: optim.adamax_step(*args, step=next(steps), lr=2e-3)
+    kw = dict(weight_decay=1e-2, decoupled_weight_decay=True) if name == "AdamW" else {}
+    return lambda: optim.adam_step(*args, step=next(steps), lr=1e-3, **kw)
+
+
 def bench_case(name, sizes, rng, torch, timing, rounds, threads, quick):
     params, grads = _make(sizes, rng)
     opt = _ours(name, params)
-    contenders = {"ours": lambda: opt.step(grads)}
+    contenders = {"ours": lambda: opt.step(grads), "func": _functional(name, params, grads)}
     ref_params = [p.copy() for p in params]
     state = [[np.zeros_like(p) for p in params] for _ in range(2)]
     t = [0]
@@ -176,6 +190,7 @@ def bench_case(name, sizes, rng, torch, timing, rounds, threads, quick):
     times = {label: float(np.median(ts)) for label, ts in times.items()}
     t_ours = times.pop("ours")
     row = {"opt": name, "case": _case_name(sizes), "ours_us": t_ours * 1e6,
+           "func_us": times.pop("func") * 1e6,
            "gbs": BYTES_PER_ELEMENT * sum(sizes) / t_ours / 1e9}
     for label, t_theirs in times.items():
         row["r_" + label] = t_theirs / t_ours
