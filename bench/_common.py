@@ -233,6 +233,10 @@ def check_close(name, got, want, dtype, n_terms):
 
 
 # ---- output --------------------------------------------------------------------------------
+# Every table printed in this process, as (columns, rows): what ``bench --plot`` draws.
+PRINTED = []
+
+
 def print_table(rows, columns, file=None):
     """Print ``rows`` (dicts) as a plain-text table with aligned columns.
 
@@ -241,6 +245,7 @@ def print_table(rows, columns, file=None):
     right-aligned). A missing or None value prints as "-".
     """
     file = file or sys.stdout
+    PRINTED.append((list(columns), [dict(r) for r in rows]))
     cells = []
     for row in rows:
         line = []

@@ -5,6 +5,7 @@
     python -m pybackprop bench NAME [args]     one benchmark with its own options
                                                (NAME --help lists them)
     python -m pybackprop bench ... --save DIR  also write each output to a file in DIR
+    python -m pybackprop bench ... --plot F.png  draw the ratios against numpy and PyTorch
     python -m pybackprop info                  build_info(), the CPU and its configurations
     python -m pybackprop check                 every kernel against the numpy reference,
                                                every CPU configuration this CPU runs
@@ -81,33 +82,48 @@ def _run_bench(name, module, argv, save):
     return rc
 
 
-def _pop_save(rest):
-    """--save DIR out of the arguments passed through: (DIR or None, the others)."""
+def _pop_option(rest, option, what):
+    """``option VALUE`` out of the arguments passed through: (VALUE or None, the others)."""
     rest = list(rest)
-    if "--save" not in rest:
+    if option not in rest:
         return None, rest
-    i = rest.index("--save")
+    i = rest.index(option)
     if i + 1 >= len(rest) or rest[i + 1].startswith("-"):
-        raise SystemExit("python -m pybackprop bench: --save needs a folder")
+        raise SystemExit(f"python -m pybackprop bench: {option} needs {what}")
     return rest[i + 1], rest[:i] + rest[i + 2:]
+
+
+def _plot(path, tables):
+    from pybackprop._bench import _plot
+    print(f"(plotted to {_plot.plot(tables, path)})")
 
 
 def _cmd_bench(args):
     """Run the named benchmark with its own arguments, or every benchmark (quick unless
-    --full); --save DIR writes each one's output to a file in DIR too."""
-    save, rest = _pop_save(args.rest)
-    if args.name is not None:  # its own options, --help included
-        module = dict((n, m) for n, m, _ in BENCHES)[args.name]
-        return _run_bench(args.name, module, rest + (["--help"] if args.help else []), save)
-    if args.help:
-        args.parser.print_help()
-        return 0
-    status = 0
-    for i, (name, module, _) in enumerate(BENCHES):
+    --full); --save DIR writes each one's output to a file in DIR too, --plot FILE draws
+    the ratios of every table printed."""
+    save, rest = _pop_option(args.rest, "--save", "a folder")
+    plot, rest = _pop_option(rest, "--plot", "a file name (e.g. bench.png)")
+    if args.name is None:
+        if args.help:
+            args.parser.print_help()
+            return 0
+        runs = [(name, module, rest + ([] if args.full else ["--quick"]))
+                for name, module, _ in BENCHES]
+    else:  # its own options, --help included
+        runs = [(args.name, dict((n, m) for n, m, _ in BENCHES)[args.name],
+                 rest + (["--help"] if args.help else []))]
+    from pybackprop._bench import _common
+    status, tables = 0, []
+    for i, (name, module, argv) in enumerate(runs):
         if i:
             print()
-        rc = _run_bench(name, module, rest + ([] if args.full else ["--quick"]), save)
+        start = len(_common.PRINTED)
+        rc = _run_bench(name, module, argv, save)
+        tables += [(name, cols, rows) for cols, rows in _common.PRINTED[start:]]
         status = status or rc
+    if plot is not None:
+        _plot(plot, tables)
     return status
 
 
@@ -166,7 +182,9 @@ def build_parser():
                     "arguments after it passed to each. With NAME: that benchmark, with its "
                     "own options (python -m pybackprop bench NAME --help). --save DIR also "
                     "writes each benchmark's output to DIR/<date>_<cpu>_<configuration>_"
-                    "<benchmark>.txt (the repository keeps them in bench/results).",
+                    "<benchmark>.txt (the repository keeps them in bench/results). "
+                    "--plot FILE.png draws the ratios against numpy and PyTorch of every "
+                    "table printed (needs matplotlib: the plot extra).",
         epilog="benchmarks:\n" + names, add_help=False)
     b.add_argument("-h", "--help", action="store_true",
                    help="show this help (with NAME: that benchmark's options)")

@@ -26,7 +26,8 @@ import numpy as np
 
 from ._core import check_status, describe
 from ._linesearch import backtracking_line_search
-from ._optim_checks import (MAX_STEPS, _as_list, _betas, _check_no_overlap, _check_param,
+from ._optim_checks import (MAX_STEPS,  # noqa: F401 (optim.MAX_STEPS: the step-count bound)
+                            _as_list, _betas, _check_no_overlap, _check_param,
                             _groups, _hyper, _step_count, _validated_grads)
 from ._optim_functional import adam_step, adamax_step
 

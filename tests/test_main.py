@@ -1,5 +1,6 @@
 """The command line, pybackprop/__main__.py: subcommands, the benchmarks' summary and
 full forms, arguments passed through, help and errors."""
+import importlib.util
 import types
 
 import pytest
@@ -75,3 +76,43 @@ def test_bench_save_writes_each_output_to_a_file(fake_benches, tmp_path, monkeyp
     text = f.read_text()
     assert text.startswith("$ python -m pybackprop bench optim --sizes 1e4")
     assert "table of pybackprop._bench.bench_optim ['--sizes', '1e4']" in text
+
+
+@pytest.fixture
+def table_benches(monkeypatch):
+    """Every benchmark replaced by one that prints a table with ratio columns."""
+    from pybackprop._bench import _common
+
+    def fake_import(name):
+        def main(argv):
+            cols = [("op", "op", "s"), ("us", "us", ".1f"), ("vs numpy", "vs_numpy", "s"),
+                    ("vs torch", "vs_torch", "s"), ("note", "note", "s")]
+            _common.print_table([dict(op="fwd", us=1.0, vs_numpy="2.00", vs_torch="0.50*",
+                                      note="x"),
+                                 dict(op="bwd", us=2.0, vs_numpy="1.25", vs_torch=None)], cols)
+            return 0
+        return types.SimpleNamespace(main=main)
+    monkeypatch.setattr(cli.importlib, "import_module", fake_import)
+
+
+def test_plot_panels_read_the_ratio_columns(table_benches, capsys):
+    from pybackprop._bench import _common, _plot
+    start = len(_common.PRINTED)
+    assert cli.main(["bench", "optim"]) == 0
+    (title, labels, series), = _plot.panels([("optim", *t) for t in _common.PRINTED[start:]])
+    assert labels == ["fwd", "bwd"]  # the text columns left of the ratios, not "note"
+    assert series == {"vs numpy": [2.0, 1.25], "vs torch": [0.5, None]}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                    reason="bench --plot needs matplotlib (the plot extra)")
+def test_bench_plot_writes_a_png(table_benches, tmp_path, capsys):
+    path = tmp_path / "bench.png"
+    assert cli.main(["bench", "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plotted to {path}" in capsys.readouterr().out
+
+
+def test_bench_plot_needs_a_file_name(capsys):
+    with pytest.raises(SystemExit, match="--plot needs a file name"):
+        cli.main(["bench", "dense", "--plot"])
