@@ -16,7 +16,7 @@ def fake_benches(monkeypatch):
 
     def fake_import(name):
         return types.SimpleNamespace(main=lambda argv: calls.append((name, argv)) or 0)
-    monkeypatch.setattr(cli.importlib, "import_module", fake_import)
+    monkeypatch.setattr(cli, "importlib", types.SimpleNamespace(import_module=fake_import))
     return calls
 
 
@@ -69,7 +69,7 @@ def test_bench_save_writes_each_output_to_a_file(fake_benches, tmp_path, monkeyp
     named by date, CPU, configuration and benchmark; --save is not passed on."""
     def fake_import(name):
         return types.SimpleNamespace(main=lambda argv: print("table of", name, argv) or 0)
-    monkeypatch.setattr(cli.importlib, "import_module", fake_import)
+    monkeypatch.setattr(cli, "importlib", types.SimpleNamespace(import_module=fake_import))
     assert cli.main(["bench", "optim", "--sizes", "1e4", "--save", str(tmp_path)]) == 0
     (f,) = tmp_path.iterdir()
     assert f.name.endswith(f"_{pybackprop.get_cpu()}_optim.txt")
@@ -92,7 +92,7 @@ def table_benches(monkeypatch):
                                  dict(op="bwd", us=2.0, vs_numpy="1.25", vs_torch=None)], cols)
             return 0
         return types.SimpleNamespace(main=main)
-    monkeypatch.setattr(cli.importlib, "import_module", fake_import)
+    monkeypatch.setattr(cli, "importlib", types.SimpleNamespace(import_module=fake_import))
 
 
 def test_plot_panels_read_the_ratio_columns(table_benches, capsys):
