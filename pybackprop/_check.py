@@ -9,8 +9,11 @@ spectral normalisation), or as a certified inequality (the spectral-norm bounds)
 table of the worst error / bound per configuration and kernel (<= 1 passes) and returns
 whether everything passed. Needs numpy only; takes a few seconds per configuration.
 """
+from __future__ import annotations
+
 import math
 import sys
+from typing import Dict, Literal, Optional, Sequence, TextIO, Union
 
 import numpy as np
 
@@ -151,22 +154,23 @@ def _check_spectral(pb, rng, dt):
             "spectral_normalize": _bitwise(sn, ref.spectral_normalize(w, dt(sigma)))}
 
 
-def check(cpus=None, seed=0, file=None):
+def check(cpus: Optional[Sequence[str]] = None, seed: int = 0,
+          file: Union[TextIO, None, Literal[False]] = None) -> bool:
     """Check every kernel family against the reference under each CPU configuration in
     ``cpus`` (default: every one this CPU runs), both dtypes; print the table of worst
-    error / bound per configuration and kernel to ``file`` (default stdout, None to
-    silence: pass ``file=False``). Returns True if every ratio is <= 1. The active
+    error / bound per configuration and kernel to ``file`` (default: stdout; ``False``: print
+    nothing). Returns True if every ratio is <= 1. The active
     configuration is restored afterwards."""
     import pybackprop as pb
-    file = sys.stdout if file is None else file
+    out = sys.stdout if file is None else file
     cpus = list(available_cpus() if cpus is None else cpus)
     saved = get_cpu()
-    table = {}
+    table: Dict[str, Dict[str, float]] = {}
     try:
         for cpu in cpus:
             set_cpu(cpu)
             rng = np.random.default_rng(seed)
-            res = {}
+            res: Dict[str, float] = {}
             for dt in DTYPES:
                 for part in (_check_dense, _check_losses, _check_optim, _check_spectral):
                     for k, r in part(pb, rng, dt).items():
@@ -175,16 +179,16 @@ def check(cpus=None, seed=0, file=None):
     finally:
         set_cpu(saved)
     ok = all(r <= 1.0 for res in table.values() for r in res.values())
-    if file:
+    if out is not False:
         kernels = list(next(iter(table.values())))
         width = max(len(k) for k in kernels)
         print("pybackprop check: worst |ours - reference| / bound, float32 and float64 "
-              "(<= 1 passes; 0 = bitwise where the contract is bitwise)", file=file)
-        print(f"{'kernel'.ljust(width)}  " + "  ".join(f"{c:>9}" for c in cpus), file=file)
+              "(<= 1 passes; 0 = bitwise where the contract is bitwise)", file=out)
+        print(f"{'kernel'.ljust(width)}  " + "  ".join(f"{c:>9}" for c in cpus), file=out)
         for k in kernels:
             cells = ("FAIL" if not table[c][k] <= 1.0 else f"{table[c][k]:.3f}" for c in cpus)
-            print(f"{k.ljust(width)}  " + "  ".join(f"{v:>9}" for v in cells), file=file)
-        print("all kernels within their bounds" if ok else "SOME KERNELS FAILED", file=file)
+            print(f"{k.ljust(width)}  " + "  ".join(f"{v:>9}" for v in cells), file=out)
+        print("all kernels within their bounds" if ok else "SOME KERNELS FAILED", file=out)
     return ok
 
 

@@ -186,7 +186,7 @@ def check_status(status):
     raise PybackpropError(msg)
 
 
-_KERNELS = {}
+_KERNELS: dict = {}
 
 
 def kernel(stem, dtype):

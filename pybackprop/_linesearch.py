@@ -8,9 +8,13 @@ enough ``t``, so the loop ends; it is capped at ``max_iter`` shrinks all the sam
 Plain numpy on whatever arrays the caller uses; no C kernel (each step is one call of
 ``f``, which is where the time goes).
 """
+from __future__ import annotations
+
 import numbers
+from typing import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["backtracking_line_search"]
 
@@ -26,8 +30,10 @@ def _real(name, value, lo, hi, lo_open=True, hi_open=True):
     return v
 
 
-def backtracking_line_search(f, grad_f, x, direction, *, t0=1.0, alpha=0.3, beta=0.5,
-                             max_iter=50):
+def backtracking_line_search(f: Callable[[np.ndarray], float],
+                             grad_f: Callable[[np.ndarray], ArrayLike], x: ArrayLike,
+                             direction: ArrayLike, *, t0: float = 1.0, alpha: float = 0.3,
+                             beta: float = 0.5, max_iter: int = 50) -> float:
     """Step length ``t`` along ``direction`` satisfying the Armijo (sufficient decrease)
     condition ``f(x + t d) <= f(x) + alpha t grad_f(x)^T d``.
 

@@ -1,8 +1,12 @@
 """The functional optimizer steps :func:`adam_step` and :func:`adamax_step` (exported by
 :mod:`pybackprop.optim`): the optimizers' update on arrays the caller owns."""
+from __future__ import annotations
+
 import weakref
+from typing import List, Optional, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._core import F32, check_status, ffi, lib
 from ._optim_checks import (_CTYPE, _as_list, _check_like, _check_no_overlap, _check_param,
@@ -101,9 +105,14 @@ def _functional_one(kind, param, grad, states, state_names, step, hyper, flags, 
                  given, flags, fn, args, hyper)
 
 
-def adam_step(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False, v_max=None,
-              maximize=False):
+Arrays = Union[np.ndarray, List[np.ndarray]]  # one tensor, or a list of them
+
+
+def adam_step(param: Arrays, grad: Union[ArrayLike, List[ArrayLike]], m: Arrays, v: Arrays,
+              *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+              eps: float = 1e-8, weight_decay: float = 0.0,
+              decoupled_weight_decay: bool = False, amsgrad: bool = False,
+              v_max: Optional[Arrays] = None, maximize: bool = False) -> None:
     """One Adam (or, with ``decoupled_weight_decay=True``, AdamW) step, in place.
 
     ``param, grad, m, v`` (and ``v_max``) are arrays of one shape and dtype (float32 or
@@ -137,8 +146,10 @@ def adam_step(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1
                 given)
 
 
-def adamax_step(param, grad, m, u, *, step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                weight_decay=0.0, maximize=False):
+def adamax_step(param: Arrays, grad: Union[ArrayLike, List[ArrayLike]], m: Arrays,
+                u: Arrays, *, step: int, lr: float = 2e-3, beta1: float = 0.9,
+                beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+                maximize: bool = False) -> None:
     """One AdaMax step (Kingma & Ba 2015, section 7.1, as torch.optim.Adamax), in place.
 
     Arguments as :func:`adam_step`, with ``u`` the exponentially weighted infinity norm::

@@ -8,7 +8,12 @@ It assumes the function is smooth near the point (kinks such as relu at 0 fall b
 the two evaluations and are reported as errors) and that it computes in float64 when given
 float64 inputs (every pybackprop kernel does). It does not choose the point for you.
 """
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["gradcheck"]
 
@@ -21,7 +26,10 @@ def _scalar(value, what):
     return float(v.reshape(()))
 
 
-def gradcheck(fn, inputs, *, wrt=None, h=1e-6, max_elements=None, seed=0):
+def gradcheck(fn: Callable[..., Tuple[Any, Sequence[Optional[ArrayLike]]]],
+              inputs: Sequence[Any], *, wrt: Optional[Sequence[int]] = None, h: float = 1e-6,
+              max_elements: Optional[int] = None,
+              seed: int = 0) -> Tuple[Optional[float], ...]:
     """Compare ``fn``'s analytic gradients with central differences; return the errors.
 
     Parameters
@@ -94,7 +102,7 @@ def gradcheck(fn, inputs, *, wrt=None, h=1e-6, max_elements=None, seed=0):
     if len(grads) != len(xs):
         raise ValueError(f"fn returned {len(grads)} gradients for {len(xs)} inputs")
     rng = np.random.default_rng(seed)
-    errors = [None] * len(xs)
+    errors: list = [None] * len(xs)  # float or None per input
     for j in wrt:
         if grads[j] is None:
             raise ValueError(f"input {j} is in wrt but fn returned no gradient for it")

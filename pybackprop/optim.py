@@ -22,6 +22,8 @@ assigns anything. Optimizers pickle and ``copy.deepcopy`` with their state (the 
 tables are rebuilt on load); ``copy.copy`` gives an optimizer over the same parameter arrays
 with its own copy of the state.
 """
+from typing import Any, Dict, Tuple
+
 import numpy as np
 
 from ._core import check_status, describe
@@ -42,8 +44,8 @@ class _Optimizer:
     (rebuilt for the gradients only when a different gradient array is passed), one C call
     per dtype per step, an exact state_dict round trip, pickling and copies."""
 
-    _STATE = ()          # names of the state arrays, as in the paper
-    _DEFAULTS = {}
+    _STATE: Tuple[str, ...] = ()  # names of the state arrays, as in the paper
+    _DEFAULTS: Dict[str, Any] = {}
 
     def __init__(self, params, *, lr, betas, eps, weight_decay, amsgrad=False,
                  maximize=False, decoupled_weight_decay=False):
