@@ -631,8 +631,50 @@ def _parse_pinned(text):
     return names
 
 
+def _num(v):
+    """A ratio cell ("1.23", "1.23*") as a float; None for a missing one."""
+    try:
+        return float(str(v).rstrip("*"))
+    except ValueError:
+        return None
+
+
+def _summary_markdown(rows):
+    """The main table in brief: one line per operation and shape at the largest thread
+    count, float32 and float64 side by side, then the worst ratios over every row."""
+    top = max(r["threads"] for r in rows)
+    cells = {}
+    for r in rows:
+        if r["threads"] == top:
+            name = r["op"] if r["act"] == "relu" else f"{r['op']} {r['act']}"
+            cells.setdefault((name, r["shape"]), {})[r["dtype"]] = r
+    dts = sorted({r["dtype"] for r in rows})
+    head = ["op", "B x K x N"] + [f"{d} {c}" for d in dts
+                                  for c in ("us", "% peak", "x numpy", "x torch")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "--:|" * (len(head) - 2)]
+    for (name, shape), by_dt in cells.items():
+        out = [name, shape]
+        for d in dts:
+            r = by_dt.get(d)
+            out += (["-"] * 4 if r is None else
+                    [_common.fmt_us(r["ours_us"]), f"{r['peak_pct']:.0f}",
+                     str(r.get("vs_numpy") or "-"), str(r.get("vs_torch") or "-")])
+        lines.append("| " + " | ".join(out) + " |")
+
+    def worst(key):
+        vals = [v for v in (_num(r.get(key)) for r in rows) if v is not None]
+        return f"{min(vals):.2f}" if vals else "-"
+    thr = sorted({r["threads"] for r in rows})
+    lines += ["", f"{top} thread(s) above. Worst over all {len(rows)} rows ({', '.join(map(str, thr))}"
+              f" thread(s), {', '.join(dts)}): x numpy {worst('vs_numpy')}, x torch "
+              f"{worst('vs_torch')}, automatic configuration / best pinned "
+              f"{worst('auto_vs_best')}."]
+    return "\n".join(lines)
+
+
 def _write_markdown(path, rows, shown_args, torch):
-    """The main table as markdown, in PATH's section for this CPU model and configuration."""
+    """A summary of the main table as markdown, in PATH's section for this CPU model and
+    configuration (the whole table: the bench's output, ``--save``)."""
     import datetime
     info = pybackprop.cpu_info()
     model = _common.cpu_model()
@@ -644,8 +686,7 @@ def _write_markdown(path, rows, shown_args, torch):
             + f"), {datetime.date.today().isoformat()}, numpy {np.__version__}, "
             + (f"torch {torch.__version__}" if torch is not None else "no torch")
             + f"; `python -m pybackprop bench dense {shown_args}`")
-    cols = [c for c in COLUMNS if c[1] not in ("note", "act")]
-    _common.write_markdown_section(path, key, head + "\n\n" + _common.markdown_table(rows, cols))
+    _common.write_markdown_section(path, key, head + "\n\n" + _summary_markdown(rows))
     print(f"  markdown table written to {path} (section {key!r})")
 
 
