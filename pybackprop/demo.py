@@ -117,6 +117,38 @@ def train(model, optimizer, X, y, *, epochs, batch_size=64, lr=None, seed=0,
     return history
 
 
+def train_distributed(model, optimizer, X, y, *, epochs, batch_size=64, lr=None, seed=0,
+                      on_epoch=None, comm=None):
+    """:func:`train` across MPI ranks (:mod:`pybackprop.distributed`): each global batch of
+    ``batch_size`` rows is split among the ranks, each rank's loss is a sum scaled to the
+    global batch, and the gradients are summed across ranks during the backward, so every
+    rank takes the step :func:`train` would take on the whole batch (up to rounding).
+    ``on_epoch(epoch, mean_loss)`` gets the global mean loss on every rank."""
+    from pybackprop import distributed as dist
+    ddp = dist.DataParallel(model, comm, average=False, threads=False)
+    grads = model.gradients()
+    history = []
+    for epoch in range(epochs):
+        if lr is not None:
+            optimizer.lr = 0.5 * lr * (1 + math.cos(math.pi * epoch / epochs))
+        total, batches = 0.0, 0
+        for idx in dist.shard_batches(len(X), batch_size, seed=seed, epoch=epoch,
+                                      comm=ddp.comm):
+            model.zero_grad()
+            n = ddp.global_batch_size(len(idx))
+            loss, dlogits = pb.softmax_cross_entropy(model.forward(X[idx]), y[idx],
+                                                     reduction="sum")
+            dlogits /= n
+            ddp.backward(dlogits, need_dx=False)
+            optimizer.step(grads)
+            total += ddp.comm.allreduce(float(loss)) / n
+            batches += 1
+        history.append(total / batches)
+        if on_epoch is not None:
+            on_epoch(epoch, history[-1])
+    return history
+
+
 def _progress(epochs, quiet):
     """A tqdm bar over the epochs, or None (with a note on stderr) when tqdm is missing."""
     if quiet:
@@ -173,6 +205,9 @@ def build_parser():
     p.add_argument("--hidden", type=int, default=64, help="width of the hidden layers")
     p.add_argument("--seed", type=int, default=0, help="seed of data, weights and order")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--distributed", action="store_true",
+                   help="train across MPI ranks (mpiexec -n P python -m pybackprop demo "
+                        "--distributed; needs the mpi extra); rank 0 prints")
     return p
 
 
@@ -195,6 +230,15 @@ def main(argv=None):
 
 
 def _run(args):
+    comm, ranks = None, ""
+    if args.distributed:
+        from pybackprop import distributed as dist
+        comm = dist.world()
+        ranks = f", {comm.Get_size()} MPI rank(s)"
+        if comm.Get_rank() != 0:  # rank 0 alone reports
+            args.quiet, args.plot = True, None
+    root = comm is None or comm.Get_rank() == 0
+    say = print if root else (lambda *a, **k: None)
     plot_ok = True
     if args.plot is not None:
         try:
@@ -211,16 +255,18 @@ def _run(args):
     model = build_model(hidden=args.hidden, spectral_norm=args.spectral_norm, dtype=dtype,
                         seed=args.seed)
     optimizer = make_optimizer(args.optimizer, model.parameters(), lr)
-    print(f"pybackprop demo: 3 spirals, {len(X)} training / {len(Xt)} test points; "
+    say(f"pybackprop demo: 3 spirals, {len(X)} training / {len(Xt)} test points; "
           f"MLP 2-{args.hidden}-{args.hidden}-3 (ReLU{', spectral norm' if args.spectral_norm else ''}), "
           f"{args.optimizer} lr {lr:g} (cosine decay), batch {args.batch_size}, "
-          f"{args.dtype}, {pb.get_num_threads()} thread(s), SIMD {pb.get_arch()}")
+          f"{args.dtype}, {pb.get_num_threads()} thread(s){ranks}, SIMD {pb.get_arch()}")
 
     bar = _progress(args.epochs, args.quiet)
     every = max(1, args.epochs // 10)
     test_time = [0.0]
 
     def on_epoch(epoch, loss):
+        if not root:
+            return
         t = time.perf_counter()
         acc = accuracy(model, Xt, yt)
         test_time[0] += time.perf_counter() - t
@@ -232,12 +278,19 @@ def _run(args):
                   f"test accuracy {acc:.2%}", flush=True)
 
     t0 = time.perf_counter()
-    train(model, optimizer, X, y, epochs=args.epochs, batch_size=args.batch_size, lr=lr,
-          seed=args.seed, on_epoch=on_epoch)
+    if comm is None:
+        train(model, optimizer, X, y, epochs=args.epochs, batch_size=args.batch_size, lr=lr,
+              seed=args.seed, on_epoch=on_epoch)
+    else:
+        train_distributed(model, optimizer, X, y, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=lr, seed=args.seed,
+                          on_epoch=on_epoch, comm=comm)
     elapsed = time.perf_counter() - t0 - test_time[0]
     if bar is not None:
         bar.close()
 
+    if not root:
+        return 0
     acc = accuracy(model, Xt, yt)
     est, _ = model.lipschitz_bound()
     certified, _ = model.lipschitz_bound(certified=True)
