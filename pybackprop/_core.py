@@ -22,6 +22,7 @@ _INF = float("inf")
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
 _ACT_CODE = {
+    None: lib.PB_ACT_IDENTITY,  # no activation: the linear layer
     "identity": lib.PB_ACT_IDENTITY,
     "relu": lib.PB_ACT_RELU,
     "leaky_relu": lib.PB_ACT_LEAKY_RELU,
@@ -42,7 +43,7 @@ def act_code(activation, negative_slope):
         code = _ACT_CODE[activation]
     except (KeyError, TypeError):
         raise ValueError(
-            f"activation must be one of {ACTIVATIONS}, got {activation!r}") from None
+            f"activation must be one of {ACTIVATIONS} or None, got {activation!r}") from None
     if type(negative_slope) is float and 0.0 <= negative_slope < _INF:
         return code, negative_slope  # the common call: a valid Python float
     slope = float(negative_slope)
@@ -74,7 +75,11 @@ def result_dtype(**inputs):
         if a is None:
             continue
         dt = getattr(a, "dtype", None)
-        if dt is None or not isinstance(a, (np.ndarray, np.generic)):
+        if dt is not None and not isinstance(a, (np.ndarray, np.generic)) and _foreign(a):
+            dt = foreign_array(name, a).dtype  # a tensor of another library: its own dtype
+            if dt.kind in "biu":
+                continue
+        elif dt is None or not isinstance(a, (np.ndarray, np.generic)):
             dt = np.asarray(a).dtype
             if dt.kind in "biuf":
                 continue  # dtype-less: follows the others
@@ -93,6 +98,28 @@ def result_dtype(**inputs):
     return found[1] if found is not None else F64
 
 
+def _foreign(a):
+    """An array of another library that carries its own dtype (a torch tensor, a CuPy or
+    JAX array on the host): it exports DLPack or numpy's array interface."""
+    return hasattr(a, "__dlpack__") or hasattr(a, "__array__")
+
+
+def foreign_array(name, a):
+    """``a`` (see _foreign) as a numpy array of its own dtype, a view where the library
+    allows (DLPack); TypeError naming ``name`` where it cannot be one (a tensor that
+    requires grad, a dtype numpy lacks such as bfloat16, memory not on the CPU)."""
+    try:
+        if hasattr(a, "__dlpack__"):
+            return np.from_dlpack(a)
+        return np.asarray(a)
+    except (BufferError, RuntimeError, TypeError, ValueError) as e:
+        hint = ""
+        if getattr(a, "requires_grad", False):
+            hint = f"; it requires grad: pass {name}.detach() (or use pybackprop.torch)"
+        raise TypeError(f"{name} ({type(a).__name__} of dtype {getattr(a, 'dtype', '?')}) "
+                        f"cannot be read as a float32 or float64 array: {e}{hint}") from None
+
+
 def refuse_masked(name, a):
     """TypeError for a masked array: every kernel would compute on the masked values too."""
     if isinstance(a, MaskedArray):
@@ -109,7 +136,13 @@ def as_input(name, a, dtype):
         return a
     refuse_masked(name, a)
     try:
-        arr = np.asarray(a)
+        if (not isinstance(a, (np.ndarray, np.generic)) and hasattr(a, "dtype")
+                and _foreign(a)):
+            arr = foreign_array(name, a)
+        else:
+            arr = np.asarray(a)
+    except TypeError:
+        raise
     except Exception as e:  # ragged lists, unconvertible objects
         raise TypeError(f"{name} cannot be converted to an array: {e}") from None
     if arr.dtype.kind not in "biuf":

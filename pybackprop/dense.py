@@ -24,35 +24,39 @@ __all__ = ["ACTIVATIONS", "dense_forward", "dense_backward", "activation",
 
 
 def _dense_shapes(x, w):
-    if x.ndim not in (1, 2):
-        raise ValueError(f"x must be 1-D (K,) or 2-D (B, K); got {describe(x)}")
+    """(B, K, N) of ``x`` (..., K) and ``w`` (N, K): B rows, the product of x's leading
+    dimensions (1 for a 1-D x). The kernels see x as (B, K) and y as (B, N): a C-contiguous
+    N-D array is that matrix already, so leading dimensions cost no copy."""
+    if x.ndim < 1:
+        raise ValueError(f"x must have at least one dimension (..., K); got {describe(x)}")
     if w.ndim != 2:
         raise ValueError(f"w must be 2-D (N, K); got {describe(w)}")
     if x.shape[-1] != w.shape[1]:
         raise ValueError(
             f"x has shape {x.shape} and w has shape {w.shape}: the last dimension of x "
             f"({x.shape[-1]}) must equal w.shape[1] ({w.shape[1]})")
-    B = x.shape[0] if x.ndim == 2 else 1
-    return B, w.shape[1], w.shape[0]
+    return int(np.prod(x.shape[:-1], dtype=np.int64)), w.shape[1], w.shape[0]
 
 
-def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=None):
+def dense_forward(x, w, b=None, *, activation=None, negative_slope=0.01, out=None):
     """Fused dense layer: ``y = act(x @ w.T + b)``.
 
     Parameters
     ----------
-    x : (B, K) or (K,) array_like
+    x : (..., K) array_like: (B, K), (K,), or any leading dimensions, as ``nn.Linear``
     w : (N, K) array_like, the weight as ``(out_features, in_features)``
     b : (N,) array_like or None
-    activation : {"identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus"}
+    activation : {None, "identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus"}
+        None (the default) and "identity": no activation, as ``torch.nn.Linear``
     negative_slope : float >= 0, slope of ``leaky_relu`` for negative inputs
-    out : ndarray of shape (B, N) (or (N,) for 1-D x), optional
+    out : ndarray of shape (..., N) (x's leading dimensions), optional
         C-contiguous, of the result dtype, not overlapping an input; written only when
         every check has passed.
 
     Returns
     -------
-    y : ndarray (B, N) or (N,), float32 if the inputs are float32, else float64.
+    y : ndarray (..., N), float32 if the inputs are float32, else float64 (an array of
+        another library, e.g. a torch tensor, counts with its own dtype).
     """
     # The common call (float ndarrays of one dtype, usable as they are, matching shapes),
     # checked inline (a helper call per array costs ~0.1 us): nothing to convert, only the
@@ -65,7 +69,7 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
             fast = (K == kw and x.flags.carray and w.flags.carray
                     and (b is None or (type(b) is _nd and b.dtype is dtype and b.ndim == 1
                                        and len(b) == N and b.flags.carray)))
-    act = _ACT_CODE.get(activation) if type(activation) is str else None
+    act = _ACT_CODE.get(activation) if type(activation) is str or activation is None else None
     if act is not None and type(negative_slope) is float and 0.0 <= negative_slope < _INF:
         slope = negative_slope  # a known name and a valid float: act_code's answer
     else:
@@ -83,7 +87,7 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01, out=N
             if ba.shape != (N,):
                 raise ValueError(f"b has shape {ba.shape}; expected ({N},) to match w of "
                                  f"shape {wa.shape}")
-        shape = (B, N) if xa.ndim == 2 else (N,)
+        shape = xa.shape[:-1] + (N,)
     fn, ct = _FWD[dtype]
     if out is None:
         y = np.empty(shape, dtype)
@@ -125,7 +129,7 @@ def _backward_buffers(fast, inputs, given, shapes, need_dx, accumulate, dtype):
     return bufs
 
 
-def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_dx=True,
+def dense_backward(dy, x, w, y, *, activation, negative_slope=0.01, need_dx=True,
                    dx=None, dw=None, db=None, accumulate=False):
     """Gradients of the fused dense layer from the upstream gradient and the saved output.
 
@@ -134,11 +138,12 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
 
     Parameters
     ----------
-    dy : (B, N) or (N,) array_like, gradient of the loss with respect to ``y``
-    x : (B, K) or (K,) array_like, the layer's input
+    dy : (..., N) array_like, gradient of the loss with respect to ``y``
+    x : (..., K) array_like, the layer's input (any leading dimensions)
     w : (N, K) array_like
-    y : (B, N) or (N,) array_like, the layer's output (as returned by ``dense_forward``)
-    activation, negative_slope : as in ``dense_forward``
+    y : (..., N) array_like, the layer's output (as returned by ``dense_forward``)
+    activation, negative_slope : as in ``dense_forward``; the activation has no default:
+        the forward's must be given (None for none), since ``act'`` is taken from ``y``
     need_dx : bool, compute ``dx`` (False for a first layer); ``dx`` is None then
     dx, dw, db : ndarray, optional output buffers of shapes x.shape, (N, K), (N,)
     accumulate : bool
@@ -160,7 +165,7 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
             (B, K), (N, kw) = xs, ws
             fast = (K == kw and y.shape == dy.shape == (B, N) and x.flags.carray
                     and w.flags.carray and y.flags.carray and dy.flags.carray)
-    act = _ACT_CODE.get(activation) if type(activation) is str else None
+    act = _ACT_CODE.get(activation) if type(activation) is str or activation is None else None
     if act is not None and type(negative_slope) is float and 0.0 <= negative_slope < _INF:
         slope = negative_slope  # a known name and a valid float: act_code's answer
     else:
@@ -172,7 +177,7 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
         dya, xa, wa, ya = (as_input("dy", dy, dtype), as_input("x", x, dtype),
                            as_input("w", w, dtype), as_input("y", y, dtype))
         B, K, N = _dense_shapes(xa, wa)
-        yshape = (B, N) if xa.ndim == 2 else (N,)
+        yshape = xa.shape[:-1] + (N,)
         if ya.shape != yshape:
             raise ValueError(f"y has shape {ya.shape}; expected {yshape} for x of shape "
                              f"{xa.shape} and w of shape {wa.shape}")
@@ -212,8 +217,9 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
     return dxo, dwo, dbo
 
 
-def activation(z, kind="relu", *, negative_slope=0.01, out=None):
-    """Elementwise activation ``act(z)`` of any shape (``out=z`` is allowed: in place).
+def activation(z, kind=None, *, negative_slope=0.01, out=None):
+    """Elementwise activation ``act(z)`` of any shape (``out=z`` is allowed: in place);
+    ``kind`` None (the default) or "identity" copies ``z``.
 
     Conventions as PyTorch: ``relu(nan) = nan``; sigmoid and softplus are evaluated without
     overflow for any ``|z|``.
@@ -229,8 +235,9 @@ def activation(z, kind="relu", *, negative_slope=0.01, out=None):
     return y
 
 
-def activation_backward(dy, y, kind="relu", *, negative_slope=0.01, out=None):
-    """``dz = dy * act'(.)`` evaluated from the activation's OUTPUT ``y`` (same shapes).
+def activation_backward(dy, y, kind, *, negative_slope=0.01, out=None):
+    """``dz = dy * act'(.)`` evaluated from the activation's OUTPUT ``y`` (same shapes);
+    ``kind`` has no default (None: no activation, ``dz = dy``).
 
     ``relu'(0) = 0`` and ``leaky_relu'(0) = negative_slope`` as in PyTorch; ``out=dy`` is
     allowed (in place).

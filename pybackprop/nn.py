@@ -14,12 +14,11 @@ Optimizers take ``model.parameters()`` and ``model.gradients()`` (two aligned li
 import json
 import math
 import numbers
-import os
-import zipfile
 
 import numpy as np
 
 from ._core import ACTIVATIONS, FLOAT_DTYPES, act_code, as_input, describe, result_dtype
+from ._npz import npz_headers, npz_path
 from .dense import dense_backward, dense_forward
 
 __all__ = ["Dense", "Sequential"]
@@ -30,8 +29,6 @@ _FORMAT = "pybackprop.nn/1"                     # the layout of a saved .npz
 # Dense's configuration in a saved file: each key and the types it may hold.
 _CONFIG = {"type": str, "in_features": int, "out_features": int, "activation": str,
            "bias": bool, "negative_slope": numbers.Real, "spectral_norm": bool, "dtype": str}
-# Largest expansion of the data in a deflated member (deflate's limit is 1032:1).
-_DEFLATE_RATIO = 1100
 
 
 def _float_dtype(dtype):
@@ -53,7 +50,8 @@ class Dense:
     Parameters
     ----------
     in_features, out_features : int >= 1
-    activation : "relu" (default), "leaky_relu", "softplus", "sigmoid", "tanh", "identity"
+    activation : None (the default: no activation, as ``torch.nn.Linear``), "identity",
+        "relu", "leaky_relu", "softplus", "sigmoid", "tanh"
     bias : bool, whether the layer has a bias (initialised to 0)
     negative_slope : float >= 0, the slope of leaky_relu
     spectral_norm : bool
@@ -79,12 +77,12 @@ class Dense:
     grad_w, grad_b : gradient buffers of the same shapes (grad_b None without bias)
     """
 
-    def __init__(self, in_features, out_features, activation="relu", bias=True,
+    def __init__(self, in_features, out_features, activation=None, bias=True,
                  negative_slope=0.01, spectral_norm=False, dtype=np.float32, rng=None):
         K = _positive_int("in_features", in_features)
         N = _positive_int("out_features", out_features)
         act_code(activation, negative_slope)  # validates both
-        self.activation = activation
+        self.activation = "identity" if activation is None else activation
         self.negative_slope = float(negative_slope)
         self.dtype = _float_dtype(dtype)
         rng = np.random.default_rng(rng)
@@ -124,14 +122,13 @@ class Dense:
                 + f", dtype={self.dtype.name})")
 
     def _input(self, x):
-        """``x`` converted and checked against the layer (dtype, ``(B, in)`` or ``(in,)``)
-        before anything runs: a bad input changes no state, spectral norm's included."""
+        """``x`` converted and checked against the layer (dtype, ``(..., in)``) before
+        anything runs: a bad input changes no state, spectral norm's included."""
         dtype = result_dtype(x=x, weight=self.weight)  # TypeError on mixed dtypes
         xa = as_input("x", x, dtype)
-        if xa.ndim not in (1, 2) or xa.shape[-1] != self.weight.shape[1]:
-            raise ValueError(f"x has {describe(xa)}; expected (B, {self.weight.shape[1]}) or "
-                             f"({self.weight.shape[1]},) for this layer's weight of shape "
-                             f"{self.weight.shape}")
+        if xa.ndim < 1 or xa.shape[-1] != self.weight.shape[1]:
+            raise ValueError(f"x has {describe(xa)}; expected (..., {self.weight.shape[1]}) "
+                             f"for this layer's weight of shape {self.weight.shape}")
         return xa
 
     def effective_weight(self, *, training=False):
@@ -150,8 +147,9 @@ class Dense:
         return spectral_normalize(self.weight, sigma)
 
     def forward(self, x):
-        """``y = act(x @ W.T + b)`` for ``x`` of shape (B, in) or (in,); keeps ``x`` (by
-        reference: do not modify it before ``backward``) and ``y`` for ``backward``."""
+        """``y = act(x @ W.T + b)`` for ``x`` of shape (..., in), ``y`` (..., out); keeps
+        ``x`` (by reference: do not modify it before ``backward``) and ``y`` for
+        ``backward``. ``layer(x)`` is the same."""
         xa = self._input(x)
         w = self.effective_weight(training=True)
         y = dense_forward(xa, w, self.bias, activation=self.activation,
@@ -183,9 +181,46 @@ class Dense:
         self.grad_w += self._g_w
         return dx
 
+    __call__ = forward
+
     def parameters(self):
         """[weight, bias] (bias left out when absent): the arrays an optimizer updates."""
         return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def named_parameters(self):
+        """[("weight", weight), ("bias", bias)] (bias left out when absent)."""
+        return [("weight", self.weight)] + ([("bias", self.bias)] if self.bias is not None
+                                            else [])
+
+    def state_dict(self):
+        """The arrays that determine the layer's results, by name (the arrays themselves,
+        as PyTorch's): weight, bias, and with spectral norm its vectors ``sn_u``, ``sn_v``
+        and ``sn_warmed_up``. Plain arrays: ``np.savez(path, **state)`` stores them."""
+        return dict(self._arrays())
+
+    def load_state_dict(self, state):
+        """Copy ``state`` (as :meth:`state_dict` returns) into the layer: every key, shape
+        and dtype is checked before anything is written (ValueError names the first bad
+        one)."""
+        own = self._arrays()
+        if not hasattr(state, "keys") or set(state.keys()) != set(own):
+            raise ValueError(f"state must have exactly the keys {sorted(own)}, got "
+                             f"{sorted(state.keys()) if hasattr(state, 'keys') else state!r}")
+        for name, a in own.items():
+            src = np.asarray(state[name])
+            if src.shape != a.shape or src.dtype != a.dtype:
+                raise ValueError(f"state[{name!r}] has {describe(src)}; expected "
+                                 f"{describe(a)}")
+        self._assign(state)
+
+    def _assign(self, arrays):
+        self.weight[...] = arrays["weight"]
+        if self.bias is not None:
+            self.bias[...] = arrays["bias"]
+        if self.spectral_norm is not None:
+            self.spectral_norm.u[...] = arrays["sn_u"]
+            self.spectral_norm.v[...] = arrays["sn_v"]
+            self.spectral_norm.warmed_up = bool(arrays["sn_warmed_up"])
 
     def gradients(self):
         """[grad_w, grad_b], aligned with :meth:`parameters`."""
@@ -260,13 +295,7 @@ class Dense:
             if saved.shape != a.shape or saved.dtype != a.dtype:
                 raise ValueError(f"{where}: array {name!r} has {describe(saved)}; expected "
                                  f"{describe(a)}")
-        layer.weight[...] = arrays["weight"]
-        if layer.bias is not None:
-            layer.bias[...] = arrays["bias"]
-        if layer.spectral_norm is not None:
-            layer.spectral_norm.u[...] = arrays["sn_u"]
-            layer.spectral_norm.v[...] = arrays["sn_v"]
-            layer.spectral_norm.warmed_up = bool(arrays["sn_warmed_up"])
+        layer._assign(arrays)
         return layer
 
 
@@ -297,10 +326,13 @@ class Sequential:
         return self.layers[i]
 
     def forward(self, x):
-        """Run every layer's ``forward`` (each keeps what its backward needs)."""
+        """Run every layer's ``forward`` (each keeps what its backward needs); ``model(x)``
+        is the same."""
         for layer in self.layers:
             x = layer.forward(x)
         return x
+
+    __call__ = forward
 
     def backward(self, dy, need_dx=True):
         """Back-propagate ``dy`` (the gradient of the loss w.r.t. the output) through every
@@ -319,6 +351,42 @@ class Sequential:
     def parameters(self):
         """Every layer's parameters in order (flat list of arrays, updated in place)."""
         return [p for layer in self.layers for p in layer.parameters()]
+
+    def named_parameters(self):
+        """[(name, array)] aligned with :meth:`parameters`: ``"0.weight"``, ``"0.bias"``,
+        ``"1.weight"``, ... (layer index, then the layer's name), as PyTorch's."""
+        return [(f"{i}.{n}", p) for i, layer in enumerate(self.layers)
+                for n, p in layer.named_parameters()]
+
+    def state_dict(self):
+        """Every layer's :meth:`Dense.state_dict`, keys prefixed by the layer index
+        (``"0.weight"``, ...): flat arrays, ``np.savez(path, **model.state_dict())``."""
+        return {f"{i}.{n}": a for i, layer in enumerate(self._dense_layers("state_dict"))
+                for n, a in layer.state_dict().items()}
+
+    def load_state_dict(self, state):
+        """Copy ``state`` (as :meth:`state_dict` returns) into the layers; every layer's
+        part is checked before any is written."""
+        layers = self._dense_layers("load_state_dict")
+        if not hasattr(state, "keys"):
+            raise ValueError(f"state must be a mapping of arrays, got {type(state).__name__}")
+        parts = [{} for _ in layers]
+        for key in state.keys():
+            head, _, name = str(key).partition(".")
+            if not head.isdigit() or int(head) >= len(layers):
+                raise ValueError(f"state has the key {key!r}, which names no layer")
+            parts[int(head)][name] = state[key]
+        for i, (layer, part) in enumerate(zip(layers, parts)):  # checks only
+            own = layer._arrays()
+            if set(part) != set(own):
+                raise ValueError(f"layer {i}: state has {sorted(part)}; expected {sorted(own)}")
+            for name, a in own.items():
+                src = np.asarray(part[name])
+                if src.shape != a.shape or src.dtype != a.dtype:
+                    raise ValueError(f"state['{i}.{name}'] has {describe(src)}; expected "
+                                     f"{describe(a)}")
+        for layer, part in zip(layers, parts):
+            layer._assign(part)
 
     def gradients(self):
         """Every layer's gradient buffers, aligned with :meth:`parameters`."""
@@ -358,7 +426,8 @@ class Sequential:
 
     def save(self, path):
         """Write the architecture and every array to ``path`` (numpy ``.npz``; numpy adds
-        the suffix when missing). ``Sequential.load`` restores it bit for bit."""
+        the suffix when missing). ``Sequential.load`` restores it bit for bit, from the same
+        ``path`` with or without the suffix."""
         layers = self._dense_layers("save")
         arrays = {"format": np.array(_FORMAT),
                   "config": np.array(json.dumps([layer._config() for layer in layers]))}
@@ -376,7 +445,8 @@ class Sequential:
         the configuration and against the bytes the archive holds for it. A file that is
         not such a save raises ValueError (a missing file OSError)."""
         start = path.tell() if hasattr(path, "seek") else None  # a file object
-        headers = _npz_headers(path)
+        path = npz_path(path)
+        headers = npz_headers(path)
         if start is not None:
             path.seek(start)
         for key in ("format", "config"):
@@ -411,50 +481,3 @@ class Sequential:
                 arrays = {name: f[prefix + name] for name in names}
                 layers.append(Dense._from_saved(config, arrays, f"{path}: layer {i}"))
         return cls(*layers)
-
-
-def _npz_headers(path):
-    """name -> (shape, dtype, fortran_order) of every .npy member of the zip at ``path``,
-    read from the headers alone. ValueError if ``path`` is not a zip archive, a header is
-    malformed, or a member's declared size does not match the bytes that hold it (the data
-    after the header, as stored; at most ``_DEFLATE_RATIO`` times the compressed bytes;
-    those within the archive)."""
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as e:
-        raise ValueError(f"{path} is not a .npz archive: {e}") from None
-    with zf:
-        fp = zf.fp
-        end = fp.seek(0, os.SEEK_END)
-        headers = {}
-        for info in zf.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            name = info.filename[:-4]
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                raise ValueError(f"{path}: member {name!r} uses a compression numpy "
-                                 "does not write")
-            limit = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED
-                                          else _DEFLATE_RATIO)
-            try:
-                with zf.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version == (1, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
-                    elif version == (2, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
-                    else:
-                        raise ValueError(f"format version {version} is not written by save")
-                    offset = member.tell()
-            except (ValueError, EOFError, zipfile.BadZipFile) as e:
-                raise ValueError(f"{path}: member {name!r} is not a valid .npy: {e}") \
-                    from None
-            if dtype.hasobject:
-                raise ValueError(f"{path}: member {name!r} holds Python objects")
-            nbytes = math.prod(shape) * dtype.itemsize
-            if (info.file_size != offset + nbytes or info.file_size > limit
-                    or info.header_offset + info.compress_size > end):
-                raise ValueError(f"{path}: member {name!r} declares shape {shape} and dtype "
-                                 f"{dtype} ({nbytes} bytes), which the archive does not hold")
-            headers[name] = (shape, dtype, fortran)
-    return headers

@@ -196,66 +196,69 @@ class _Optimizer:
         # Arrays used in place are remembered by identity; a converted copy is not.
         self._grads = None if copied else tuple(grads)
 
+    _FLAGS = ("amsgrad", "maximize", "decoupled_weight_decay")
+    _REALS = ("lr", "beta1", "beta2", "eps", "weight_decay")
+
     def state_dict(self):
-        """A deep copy of the optimizer: hyperparameters, step count and state arrays.
-        ``load_state_dict`` restores it exactly (the run continues bitwise identically)."""
-        return {
-            "type": type(self).__name__,
-            "t": self._t,
-            "hyperparameters": {
-                "lr": self._lr, "betas": self.betas, "eps": self._eps,
-                "weight_decay": self._wd, "amsgrad": self._amsgrad,
-                "maximize": self.maximize,
-                "decoupled_weight_decay": self.decoupled_weight_decay,
-            },
-            "state": {name: [a.copy() for a in arrays]
-                      for name, arrays in self._state.items()},
-        }
+        """A copy of the optimizer as flat arrays and scalars, by name: ``type``, ``t``,
+        the hyperparameters (``lr``, ``beta1``, ``beta2``, ``eps``, ``weight_decay``, the
+        flags) and one array per state and parameter (``"m.0"``, ``"v.0"``, ...).
+        ``np.savez(path, **opt.state_dict())`` stores it without pickles, and
+        ``load_state_dict(np.load(path))`` restores it exactly (the run continues
+        bitwise identically)."""
+        sd = {"type": type(self).__name__, "t": self._t, "lr": self._lr,
+              "beta1": self._beta1, "beta2": self._beta2, "eps": self._eps,
+              "weight_decay": self._wd, "amsgrad": self._amsgrad, "maximize": self.maximize,
+              "decoupled_weight_decay": self.decoupled_weight_decay}
+        for name, arrays in self._state.items():
+            for i, a in enumerate(arrays):
+                sd[f"{name}.{i}"] = a.copy()
+        return sd
 
     def load_state_dict(self, state_dict):
-        """Restore a ``state_dict()`` of an optimizer of this type over the same parameter
-        shapes and dtypes. Everything is checked before anything is changed (ValueError
-        naming what is wrong, ``t`` at most ``MAX_STEPS``); the arrays are copied into this
-        optimizer's own state buffers."""
-        try:
-            kind, t = state_dict["type"], state_dict["t"]
-            hp, st = state_dict["hyperparameters"], state_dict["state"]
-            lr, betas, eps, wd = hp["lr"], hp["betas"], hp["eps"], hp["weight_decay"]
-            amsgrad, maximize = hp["amsgrad"], hp["maximize"]
-            decoupled = hp["decoupled_weight_decay"]
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"not a state_dict of a pybackprop optimizer: missing {e}") \
-                from None
+        """Restore a ``state_dict()`` (or what ``np.load`` gives back for it: 0-d arrays
+        for the scalars) of an optimizer of this type over the same parameter shapes and
+        dtypes. Everything is checked before anything is changed (ValueError naming what
+        is wrong, ``t`` at most ``MAX_STEPS``); the arrays are copied into this optimizer's
+        own state buffers."""
+        if not hasattr(state_dict, "keys"):
+            raise ValueError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        names = [f"{name}.{i}" for name in self._state for i in range(len(self.params))]
+        want = {"type", "t", *self._REALS, *self._FLAGS, *names}
+        have = set(state_dict.keys())
+        if have != want:
+            raise ValueError(f"not a state_dict of this optimizer: missing "
+                             f"{sorted(want - have)}, unexpected {sorted(have - want)}")
+
+        def scalar(key):
+            v = state_dict[key]
+            return v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v
+        kind = scalar("type")
         if kind != type(self).__name__:
             raise ValueError(f"state_dict is of a {kind}, not of a {type(self).__name__}")
-        t = _step_count("state_dict['t']", t)
-        try:
-            amsgrad, maximize, decoupled = bool(amsgrad), bool(maximize), bool(decoupled)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"state_dict['hyperparameters'] holds a flag that is not a "
-                             f"bool: {e}") from None
-        if amsgrad != self._amsgrad:
-            raise ValueError(f"state_dict has amsgrad={bool(amsgrad)} but this optimizer "
+        t = _step_count("state_dict['t']", scalar("t"))
+        flags = {}
+        for key in self._FLAGS:
+            v = scalar(key)
+            if not isinstance(v, (bool, np.bool_)):
+                raise ValueError(f"state_dict[{key!r}] must be a bool, got {v!r}")
+            flags[key] = bool(v)
+        if flags["amsgrad"] != self._amsgrad:
+            raise ValueError(f"state_dict has amsgrad={flags['amsgrad']} but this optimizer "
                              f"has amsgrad={self._amsgrad}")
-        b1, b2 = _betas(betas)
-        hyper = _hyper(lr, b1, b2, eps, wd)
-        if not isinstance(st, dict) or set(st) != set(self._state):
-            raise ValueError(f"state_dict['state'] must be a dict of {sorted(self._state)}, "
-                             f"got {sorted(st) if isinstance(st, dict) else st!r}")
-        for name, arrays in st.items():
-            if not isinstance(arrays, (list, tuple)) or len(arrays) != len(self.params):
-                raise ValueError(f"state_dict['state'][{name!r}] must be a list of "
-                                 f"{len(self.params)} arrays, one per parameter")
-            for i, (a, p) in enumerate(zip(arrays, self.params)):
-                if not isinstance(a, np.ndarray) or a.dtype != p.dtype or a.shape != p.shape:
-                    raise ValueError(f"state_dict['state'][{name!r}][{i}] has {describe(a)}"
-                                     f" but params[{i}] has {describe(p)}")
+        hyper = _hyper(*(scalar(k) for k in self._REALS))
+        for key in names:
+            a, p = state_dict[key], self.params[int(key.rsplit(".", 1)[1])]
+            if not isinstance(a, np.ndarray) or a.dtype != p.dtype or a.shape != p.shape:
+                raise ValueError(f"state_dict[{key!r}] has {describe(a)} but its parameter "
+                                 f"has {describe(p)}")
         # everything checked: assign (np.copyto between arrays of one shape and dtype)
-        for name, arrays in st.items():
-            for dst, src in zip(self._state[name], arrays):
-                np.copyto(dst, src)
+        for name, arrays in self._state.items():
+            for i, dst in enumerate(arrays):
+                np.copyto(dst, state_dict[f"{name}.{i}"])
         self._lr, self._beta1, self._beta2, self._eps, self._wd = hyper
-        self.maximize, self.decoupled_weight_decay = maximize, decoupled
+        self.maximize = flags["maximize"]
+        self.decoupled_weight_decay = flags["decoupled_weight_decay"]
         self._t = t
 
 

@@ -56,10 +56,14 @@ def _as_float(a):
 
 
 def _check_kind(kind, negative_slope):
+    """The activation's name (None, no activation, is "identity"), checked."""
+    if kind is None:
+        kind = "identity"
     if kind not in ACTIVATIONS:
         raise ValueError("unknown activation %r; expected one of %s" % (kind, ACTIVATIONS))
     if not negative_slope >= 0:
         raise ValueError("negative_slope must be >= 0, got %r" % (negative_slope,))
+    return kind
 
 
 # ---- activations ---------------------------------------------------------------------------
@@ -116,25 +120,25 @@ def _act_backward(dy, y, kind, slope):
     raise AssertionError(kind)  # unreachable: kind was checked
 
 
-def activation(z, kind="relu", *, negative_slope=0.01):
+def activation(z, kind=None, *, negative_slope=0.01):
     """Elementwise activation ``y = act(z)``.
 
     Parameters
     ----------
     z : array_like, any shape, float32 or float64
-    kind : one of ``ACTIVATIONS``
+    kind : one of ``ACTIVATIONS``, or None (the default): no activation
     negative_slope : float >= 0, slope of ``leaky_relu`` for z < 0
 
     Returns
     -------
     y : ndarray, same shape and dtype as ``z``
     """
-    _check_kind(kind, negative_slope)
+    kind = _check_kind(kind, negative_slope)
     z = _as_float(z)
     return _act(z, kind, z.dtype.type(negative_slope))
 
 
-def activation_backward(dy, y, kind="relu", *, negative_slope=0.01):
+def activation_backward(dy, y, kind, *, negative_slope=0.01):
     """Gradient through an activation, from its output: ``dz = dy * act'(z)``, ``y = act(z)``.
 
     Parameters
@@ -147,7 +151,7 @@ def activation_backward(dy, y, kind="relu", *, negative_slope=0.01):
     -------
     dz : ndarray, same shape and dtype as ``dy``
     """
-    _check_kind(kind, negative_slope)
+    kind = _check_kind(kind, negative_slope)
     dy = _as_float(dy)
     y = _as_float(y)
     if dy.shape != y.shape:
@@ -158,25 +162,31 @@ def activation_backward(dy, y, kind="relu", *, negative_slope=0.01):
 # ---- dense + activation --------------------------------------------------------------------
 
 
-def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01):
+def _rows(a):
+    """(..., n) as the matrix (rows, n) of its leading dimensions (0-D left as it is)."""
+    return a.reshape(int(np.prod(a.shape[:-1])), a.shape[-1]) if a.ndim >= 1 else a
+
+
+def dense_forward(x, w, b=None, *, activation=None, negative_slope=0.01):
     """Fully connected layer with activation: ``y = act(x @ w.T + b)`` (``nn.Linear`` layout).
 
     Parameters
     ----------
-    x : (B, K) or (K,) array_like
+    x : (..., K) array_like: (B, K), (K,) or any leading dimensions
     w : (N, K) array_like
     b : (N,) array_like or None (no bias)
-    activation : one of ``ACTIVATIONS``
+    activation : one of ``ACTIVATIONS``, or None (the default): no activation
     negative_slope : float >= 0, used by ``leaky_relu``
 
     Returns
     -------
-    y : (B, N) ndarray, or (N,) when ``x`` is 1-D; dtype of the inputs
+    y : (..., N) ndarray (x's leading dimensions); dtype of the inputs
     """
-    _check_kind(activation, negative_slope)
+    activation = _check_kind(activation, negative_slope)
     x, w = _as_float(x), _as_float(w)
     one_row = x.ndim == 1
-    x2 = x.reshape(1, -1) if one_row else x
+    lead = x.shape[:-1]
+    x2 = _rows(x)
     if x2.ndim != 2 or w.ndim != 2 or x2.shape[1] != w.shape[1]:
         raise ValueError("x has shape %s but w has shape %s; expected (B, K) and (N, K)"
                          % (x.shape, w.shape))
@@ -188,10 +198,10 @@ def dense_forward(x, w, b=None, *, activation="relu", negative_slope=0.01):
                              % (b.shape, w.shape, w.shape[0]))
         z = z + b                                         # bias broadcast over rows
     y = _act(z, activation, z.dtype.type(negative_slope))
-    return y[0] if one_row else y
+    return y[0] if one_row else y.reshape(lead + (w.shape[0],))
 
 
-def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_dx=True):
+def dense_backward(dy, x, w, y, *, activation, negative_slope=0.01, need_dx=True):
     """Backward pass of ``dense_forward``, from the saved input ``x`` and OUTPUT ``y``.
 
     With ``z = x @ w.T + b`` and ``y = act(z)`` (see ``dense_forward``)::
@@ -203,32 +213,30 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
 
     Parameters
     ----------
-    dy : (B, N) or (N,) array_like, gradient of the loss with respect to ``y``
-    x : (B, K) or (K,) array_like, the forward input
+    dy : (..., N) array_like, gradient of the loss with respect to ``y``
+    x : (..., K) array_like, the forward input
     w : (N, K) array_like, the weights
-    y : (B, N) or (N,) array_like, the forward output
-    activation, negative_slope : as in ``dense_forward``
+    y : (..., N) array_like, the forward output
+    activation, negative_slope : as in ``dense_forward`` (no default: the forward's)
     need_dx : bool, compute ``dx`` (False for a first layer, whose input needs no gradient)
 
     Returns
     -------
-    dx : (B, K) ndarray, (K,) when ``x`` is 1-D, or None when ``need_dx`` is False
+    dx : ndarray of x's shape, or None when ``need_dx`` is False
     dw : (N, K) ndarray
     db : (N,) ndarray (zeros when B == 0)
     """
-    _check_kind(activation, negative_slope)
+    activation = _check_kind(activation, negative_slope)
     dy, x, w, y = _as_float(dy), _as_float(x), _as_float(w), _as_float(y)
-    one_row = x.ndim == 1
-    # A single row is a batch of one.
-    x2 = x.reshape(1, -1) if one_row else x
-    dy2 = dy.reshape(1, -1) if dy.ndim == 1 else dy
-    y2 = y.reshape(1, -1) if y.ndim == 1 else y
+    # A single row is a batch of one; leading dimensions are rows.
+    x2 = _rows(x)
+    dy2, y2 = _rows(dy), _rows(y)
     if x2.ndim != 2 or w.ndim != 2 or x2.shape[1] != w.shape[1]:
         raise ValueError("x has shape %s but w has shape %s; expected (B, K) and (N, K)"
                          % (x.shape, w.shape))
-    expected = (x2.shape[0], w.shape[0])
-    for name, a, a2 in (("dy", dy, dy2), ("y", y, y2)):
-        if a2.shape != expected:
+    expected = x.shape[:-1] + (w.shape[0],)
+    for name, a in (("dy", dy), ("y", y)):
+        if a.shape != expected:
             raise ValueError("%s has shape %s but x and w (shapes %s, %s) give y of shape %s"
                              % (name, a.shape, x.shape, w.shape, expected))
     dz = _act_backward(dy2, y2, activation, dy2.dtype.type(negative_slope))  # (B, N)
@@ -236,9 +244,7 @@ def dense_backward(dy, x, w, y, *, activation="relu", negative_slope=0.01, need_
     db = dz.sum(axis=0)                                                      # (N,)
     dx = None
     if need_dx:
-        dx = dz @ w                                                          # (B, K)
-        if one_row:
-            dx = dx[0]
+        dx = (dz @ w).reshape(x.shape)                                       # (..., K)
     return dx, dw, db
 
 

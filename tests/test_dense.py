@@ -455,9 +455,9 @@ def test_forward_does_not_depend_on_alignment(arch, dtype, shape, rng):
     kernel copies rows that are not 64-byte aligned); either way, the same bits."""
     B, K, N = shape
     x, w, b = make_dense(rng, shape, dtype, True)
-    base = pybackprop.dense_forward(at_offset(x, 0), at_offset(w, 0), b)
+    base = pybackprop.dense_forward(at_offset(x, 0), at_offset(w, 0), b, activation="relu")
     for offset in (16, 32, 3 * np.dtype(dtype).itemsize):
-        got = pybackprop.dense_forward(at_offset(x, offset), at_offset(w, offset), b)
+        got = pybackprop.dense_forward(at_offset(x, offset), at_offset(w, offset), b, activation="relu")
         assert_bitwise(got, base, f"y with inputs {offset} bytes past 64-byte alignment")
     y_ref = reference_forward(x, w, b, "relu")
     assert_within(base, y_ref, forward_bound(x, w, b, "relu", dtype, y_ref), "y")
@@ -692,9 +692,9 @@ def test_lists_and_ints_become_float64(arch):
     y = pybackprop.dense_forward(x, w, [0, 1, 2], activation="relu")
     assert y.dtype == np.float64
     np.testing.assert_array_equal(y, ref.dense_forward(x, w, [0, 1, 2], activation="relu"))
-    dx, dw, db = pybackprop.dense_backward(np.ones((2, 3), int), x, w, y.tolist())
+    dx, dw, db = pybackprop.dense_backward(np.ones((2, 3), int), x, w, y.tolist(), activation="relu")
     assert dx.dtype == dw.dtype == db.dtype == np.float64
-    for got, exp in zip((dx, dw, db), ref.dense_backward(np.ones((2, 3)), x, w, y)):
+    for got, exp in zip((dx, dw, db), ref.dense_backward(np.ones((2, 3)), x, w, y, activation="relu")):
         np.testing.assert_array_equal(got, exp)
     assert pybackprop.activation([-1, 2], "relu").dtype == np.float64
 
@@ -759,7 +759,7 @@ def test_rejects_unsupported_dtype(arg, bad, rng):
     out = _sentinel((4, 5), np.float32)
     with pytest.raises(TypeError, match=rf"(?s)\b{arg}\b.*{np.dtype(bad).name}"
                        rf"|{np.dtype(bad).name}.*\b{arg}\b"):
-        pybackprop.dense_forward(args["x"], args["w"], args["b"], out=out)
+        pybackprop.dense_forward(args["x"], args["w"], args["b"], out=out, activation="relu")
     assert_bitwise(out, _sentinel((4, 5), np.float32), "out")
 
 
@@ -770,7 +770,7 @@ def test_backward_rejects_mixed_float_dtypes(arg, rng):
     args[arg] = args[arg].astype(np.float64)
     bufs = [_sentinel(s, np.float32) for s in ((4, 3), (5, 3), (5,))]
     with pytest.raises(TypeError, match=r"(?s)(float32.*float64|float64.*float32)") as e:
-        pybackprop.dense_backward(*args.values(), dx=bufs[0], dw=bufs[1], db=bufs[2])
+        pybackprop.dense_backward(*args.values(), dx=bufs[0], dw=bufs[1], db=bufs[2], activation="relu")
     assert re.search(rf"\b{arg}\b", str(e.value)), str(e.value)
     for buf, s in zip(bufs, ((4, 3), (5, 3), (5,))):
         assert_bitwise(buf, _sentinel(s, np.float32), "buffer")
@@ -781,9 +781,9 @@ def test_forward_rejects_mixed_float_dtypes(rng):
     x, w, b = make_dense(rng, (4, 3, 5), np.float32)
     for args in ((x, w.astype(np.float64), b), (x, w, b.astype(np.float64))):
         with pytest.raises(TypeError, match=r"(?s)(float32.*float64|float64.*float32)"):
-            pybackprop.dense_forward(*args)
+            pybackprop.dense_forward(*args, activation="relu")
     with pytest.raises(TypeError, match=r"(?s)(float32.*float64|float64.*float32)"):
-        pybackprop.activation_backward(x, x.astype(np.float64))
+        pybackprop.activation_backward(x, x.astype(np.float64), kind="relu")
 
 
 def _s(shape):
@@ -795,7 +795,7 @@ FORWARD_SHAPE_ERRORS = {
     "K_mismatch": ((4, 3), (5, 4), None, (4, 3), [(5, 4)]),
     "b_length": ((4, 3), (5, 3), (6,), (6,), [(5,), (5, 3)]),
     "b_2d": ((4, 3), (5, 3), (1, 5), (1, 5), [(5,), (5, 3)]),
-    "x_3d": ((2, 4, 3), (5, 3), None, (2, 4, 3), []),   # wrong ndim: its own shape suffices
+    "x_0d": ((), (5, 3), None, (), []),   # no K: its own shape suffices
     "w_1d": ((4, 3), (3,), None, (3,), []),
 }
 
@@ -808,7 +808,7 @@ def test_forward_rejects_shape_mismatch(case, rng):
     b = None if bs is None else rng.standard_normal(bs)
     out = _sentinel((4, 5), np.float64)
     with pytest.raises(ValueError) as e:
-        pybackprop.dense_forward(x, w, b, out=out)
+        pybackprop.dense_forward(x, w, b, out=out, activation="relu")
     msg = str(e.value)
     assert _s(culprit) in msg, msg
     assert not partners or any(_s(p) in msg for p in partners), msg
@@ -832,7 +832,7 @@ def test_backward_rejects_shape_mismatch(case, rng):
     dy, x, w, y = (rng.standard_normal(s) for s in shapes)
     dw = _sentinel(w.shape, np.float64)
     with pytest.raises(ValueError) as e:
-        pybackprop.dense_backward(dy, x, w, y, dw=dw)
+        pybackprop.dense_backward(dy, x, w, y, dw=dw, activation="relu")
     msg = str(e.value)
     assert _s(culprit) in msg and any(_s(p) in msg for p in partners), msg
     assert_bitwise(dw, _sentinel(w.shape, np.float64), "dw")
@@ -899,7 +899,7 @@ def test_forward_rejects_bad_out(dtype, case, rng):
     out = _bad_buffer(case, (4, 5), dtype)
     before = out.copy()
     with pytest.raises(ValueError, match=r"\bout\b"):
-        pybackprop.dense_forward(x, w, b, out=out)
+        pybackprop.dense_forward(x, w, b, out=out, activation="relu")
     assert_bitwise(np.ascontiguousarray(out), np.ascontiguousarray(before), "out")
 
 
@@ -909,7 +909,7 @@ def test_forward_rejects_bad_out_for_1d_x(case, rng):
     x, w, b = make_dense(rng, (1, 3, 5), np.float64)
     out = _bad_buffer(case, (5,), np.float64)
     with pytest.raises(ValueError, match=r"\bout\b"):
-        pybackprop.dense_forward(x[0], w, b, out=out)
+        pybackprop.dense_forward(x[0], w, b, out=out, activation="relu")
     assert (out == 7.25).all(), "out was written"
 
 
@@ -935,7 +935,7 @@ def test_forward_rejects_out_overlapping_an_input(case, rng):
         out = base[(N - 1) * K:(N - 1) * K + B * N].reshape(B, N)
     snapshot = base.copy(), x.copy(), w.copy(), b.copy()
     with pytest.raises(ValueError, match=r"\bout\b"):
-        pybackprop.dense_forward(x, w, b, out=out)
+        pybackprop.dense_forward(x, w, b, out=out, activation="relu")
     for before, after in zip(snapshot, (base, x, w, b)):
         assert_bitwise(before, after, "memory changed")
 
@@ -952,7 +952,8 @@ def test_backward_rejects_bad_buffer(name, case, rng):
     before = {n: np.ascontiguousarray(a).copy() for n, a in bufs.items()}
     for accumulate in (False, True):
         with pytest.raises(ValueError, match=rf"\b{name}\b"):
-            pybackprop.dense_backward(dy, x, w, y, accumulate=accumulate, **bufs)
+            pybackprop.dense_backward(dy, x, w, y, accumulate=accumulate,
+                                      activation="relu", **bufs)
         for n, a in bufs.items():
             assert_bitwise(np.ascontiguousarray(a), before[n], n)
 
@@ -999,7 +1000,7 @@ def test_backward_rejects_buffers_overlapping_each_other(case, rng):
         db, later = base[20:25], "db"
     for accumulate in (False, True):
         with pytest.raises(ValueError, match=rf"\b{later}\b overlaps"):
-            pybackprop.dense_backward(dy, x, w, y, dx=dx, dw=dw, db=db, accumulate=accumulate)
+            pybackprop.dense_backward(dy, x, w, y, dx=dx, dw=dw, db=db, accumulate=accumulate, activation="relu")
         assert (base == 7.0).all()
 
 
@@ -1144,10 +1145,10 @@ def _buffer_overlap_calls(dtype):
             windows(buf, 8)[0], np.ones(8, dtype), "sigmoid", out=windows(buf, 8)[1])),
         ("dense_forward", lambda buf: pybackprop.dense_forward(
             memoryview(buf[:8]).cast("B").cast(buf.dtype.char, (2, 4)), np.ones((2, 4), dtype),
-            out=buf[2:6].reshape(2, 2))),
+            out=buf[2:6].reshape(2, 2), activation="relu")),
         ("dense_backward", lambda buf: pybackprop.dense_backward(
             np.ones((2, 3), dtype), memoryview(buf[:8]).cast("B").cast(buf.dtype.char, (2, 4)),
-            np.ones((3, 4), dtype), np.ones((2, 3), dtype), dx=buf[4:12].reshape(2, 4))),
+            np.ones((3, 4), dtype), np.ones((2, 3), dtype), dx=buf[4:12].reshape(2, 4), activation="relu")),
     ]
 
 
@@ -1170,15 +1171,15 @@ def test_activation_in_place_through_a_memoryview():
 
 
 MASKED_CALLS = [
-    ("dense_forward", lambda m: pybackprop.dense_forward(m, np.ones((3, 4)))),
-    ("dense_forward w", lambda m: pybackprop.dense_forward(np.ones((2, 4)), m[:, :4])),
+    ("dense_forward", lambda m: pybackprop.dense_forward(m, np.ones((3, 4)), activation="relu")),
+    ("dense_forward w", lambda m: pybackprop.dense_forward(np.ones((2, 4)), m[:, :4], activation="relu")),
     ("dense_forward out", lambda m: pybackprop.dense_forward(
-        np.ones((2, 4)), np.ones((4, 4)), out=m)),
+        np.ones((2, 4)), np.ones((4, 4)), out=m, activation="relu")),
     ("dense_backward", lambda m: pybackprop.dense_backward(
-        m, np.ones((2, 4)), np.ones((4, 4)), np.ones((2, 4)))),
-    ("activation", lambda m: pybackprop.activation(m)),
-    ("activation out", lambda m: pybackprop.activation(np.ones((2, 4)), out=m)),
-    ("activation_backward", lambda m: pybackprop.activation_backward(np.ones((2, 4)), m)),
+        m, np.ones((2, 4)), np.ones((4, 4)), np.ones((2, 4)), activation="relu")),
+    ("activation", lambda m: pybackprop.activation(m, kind="relu")),
+    ("activation out", lambda m: pybackprop.activation(np.ones((2, 4)), out=m, kind="relu")),
+    ("activation_backward", lambda m: pybackprop.activation_backward(np.ones((2, 4)), m, kind="relu")),
 ]
 
 

@@ -622,13 +622,14 @@ def _valid_call(fn, dtype, rng):
     if fn == "dense_backward":
         return (pybackprop.dense_backward,
                 dict(dy=r(B, N), x=r(B, K), w=r(N, K), y=r(B, N), dx=sentinel_like((B, K), dtype),
-                     dw=sentinel_like((N, K), dtype), db=sentinel_like((N,), dtype)),
+                     dw=sentinel_like((N, K), dtype), db=sentinel_like((N,), dtype),
+                     activation="relu"),
                 ("dx", "dw", "db"), (), ())
     if fn == "activation":
         return pybackprop.activation, dict(z=r(B, K), out=sentinel_like((B, K), dtype)), \
             ("out",), (), ("z",)
     if fn == "activation_backward":
-        return pybackprop.activation_backward, dict(dy=r(B, K), y=r(B, K),
+        return pybackprop.activation_backward, dict(dy=r(B, K), y=r(B, K), kind="relu",
                                                     out=sentinel_like((B, K), dtype)), \
             ("out",), (), ("dy", "y")
     if fn in ("mse_loss", "binary_cross_entropy_with_logits"):
@@ -673,7 +674,7 @@ FUNCS = ("dense_forward", "dense_backward", "activation", "activation_backward",
          "binary_cross_entropy_with_logits", "softmax_cross_entropy", "maximum_forward",
          "maximum_backward", "power_iteration", "spectral_normalize",
          "spectral_norm_backward", "sigma_upper_bound", "adam_step", "adamax_step")
-SCALAR_ARGS = {"sigma", "step"}
+SCALAR_ARGS = {"sigma", "step", "activation", "kind"}
 
 
 def _bad_value(bad, a, dtype):
@@ -701,6 +702,8 @@ def test_bad_argument_raises_and_writes_nothing(fn, dtype, data, seed):
         bads.remove("shape")   # any (N, K) is valid
     if arg in SCALAR_ARGS:
         bads = ["none", "str", "object", "3d"]
+        if arg in ("activation", "kind"):
+            bads.remove("none")  # None: no activation
     if arg in outs:
         bads = [b for b in bads if b != "none"] + ["misaligned", "strided", "readonly", "alias"]
     if fn == "softmax_cross_entropy" and arg == "labels":

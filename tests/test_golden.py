@@ -81,8 +81,8 @@ def test_two_branch_gradients(two_branch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_network_with_sequential(arch, dtype):
     """z1 = (1,-2,2), out = (2,1), loss 5, grad W2, grad W1 exactly (both dtypes)."""
-    model = pb.Sequential(pb.Dense(2, 3, bias=False, dtype=dtype),
-                          pb.Dense(3, 2, bias=False, dtype=dtype))
+    model = pb.Sequential(pb.Dense(2, 3, "relu", bias=False, dtype=dtype),
+                          pb.Dense(3, 2, "relu", bias=False, dtype=dtype))
     model[0].weight[...] = [[3, -1], [-2, 0], [0, 1]]
     model[1].weight[...] = [[0, -1, 1], [-1, 4, 1]]
     x = np.array([[1, 2]], dtype)

@@ -46,11 +46,11 @@ def test_rss_threads_free_their_workspaces():
     import pybackprop
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((512, 768)), rng.standard_normal((768, 768))
-    y = pybackprop.dense_forward(x, w)
+    y = pybackprop.dense_forward(x, w, activation="relu")
     dy = rng.standard_normal(y.shape)
 
     def work():
-        pybackprop.dense_backward(dy, x, w, y)
+        pybackprop.dense_backward(dy, x, w, y, activation="relu")
 
     def run_threads(n):
         for _ in range(n):

@@ -102,7 +102,7 @@ def test_dense_layer_is_the_kernels(rng, arch, activation, dtype):
 
 def test_dense_without_bias_and_1d_input(rng):
     """bias=False: no bias parameter or gradient; a 1-D input gives a 1-D output."""
-    layer = Dense(4, 3, bias=False, dtype=np.float64, rng=rng)
+    layer = Dense(4, 3, "relu", bias=False, dtype=np.float64, rng=rng)
     assert layer.bias is None and layer.grad_b is None
     assert len(layer.parameters()) == len(layer.gradients()) == 1
     x = rng.standard_normal(4)
@@ -345,9 +345,9 @@ def test_lipschitz_bound_is_the_product_of_layer_factors(rng):
 
 # ---- bad inputs change no state; crafted files ----------------------------------------------
 @pytest.mark.parametrize("x", [np.ones((2, 5), np.float32), np.ones(5, np.float32),
-                               np.ones((2, 2, 4), np.float32)], ids=["2-D", "1-D", "3-D"])
+                               np.ones((2, 2, 5), np.float32)], ids=["2-D", "1-D", "3-D"])
 def test_spectral_norm_forward_with_wrong_input_changes_nothing(x, rng):
-    """Dense(spectral_norm=True).forward with a wrong K (or rank) raises ValueError before
+    """Dense(spectral_norm=True).forward with a wrong K raises ValueError before
     the power iteration runs: u, v, warmed_up and the saved input stay as they were."""
     layer = Dense(4, 3, spectral_norm=True, rng=rng)
     sn = layer.spectral_norm
@@ -444,3 +444,50 @@ def test_load_from_an_open_file(tmp_path, rng):
     with open(tmp_path / "m.npz", "rb") as f:
         loaded = Sequential.load(f)
     assert_bitwise(loaded[0].weight, model[0].weight)
+
+
+# ---- the habits of PyTorch users ------------------------------------------------------------
+def test_layers_are_callable_and_name_their_parameters(rng):
+    model = Sequential(Dense(3, 4, "relu", rng=rng), Dense(4, 2, bias=False, rng=rng))
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    assert_bitwise(model(x), model.predict(x))
+    assert_bitwise(model[0](x), model[0].predict(x))
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.weight"]
+    assert all(a is b for (_, a), b in zip(model.named_parameters(), model.parameters()))
+
+
+def test_state_dict_round_trip_through_savez(rng, tmp_path):
+    """state_dict is flat arrays: np.savez stores it without pickles; load_state_dict takes
+    it back bit for bit, and refuses a wrong one before writing anything."""
+    model = Sequential(Dense(3, 4, "tanh", spectral_norm=True, rng=rng), Dense(4, 2, rng=rng))
+    model(rng.standard_normal((2, 3)).astype(np.float32))  # advance the power iteration
+    np.savez(tmp_path / "sd.npz", **model.state_dict())
+    other = Sequential(Dense(3, 4, "tanh", spectral_norm=True, rng=1), Dense(4, 2, rng=1))
+    with np.load(tmp_path / "sd.npz", allow_pickle=False) as f:
+        other.load_state_dict(dict(f))
+    for (name, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
+        assert_bitwise(a, b, name)
+    before = {k: v.copy() for k, v in other.state_dict().items()}
+    bad = dict(model.state_dict(), **{"1.bias": np.zeros(3, np.float32)})
+    with pytest.raises(ValueError, match=r"1\.bias"):
+        other.load_state_dict(bad)
+    for k, v in other.state_dict().items():
+        assert_bitwise(v, before[k], k)
+
+
+def test_save_and_load_take_the_same_name(rng, tmp_path):
+    model = Sequential(Dense(3, 2, "relu", rng=rng))
+    model.save(str(tmp_path / "model"))          # numpy writes model.npz
+    loaded = Sequential.load(str(tmp_path / "model"))
+    assert_bitwise(loaded[0].weight, model[0].weight)
+
+
+def test_leading_dimensions_through_a_model(rng):
+    model = Sequential(Dense(3, 4, "relu", rng=rng), Dense(4, 2, rng=rng))
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    y = model(x)
+    assert y.shape == (2, 5, 2)
+    assert_bitwise(y.reshape(-1, 2), model.predict(x.reshape(-1, 3)))
+    dx = model.backward(np.ones_like(y))
+    assert dx.shape == x.shape
