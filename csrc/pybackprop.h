@@ -239,7 +239,8 @@ int pb_spectral_sigma_upper_f64(double *upper, const double *w, ptrdiff_t N, ptr
  * index outside [0, C). */
 enum pb_reduction {
     PB_REDUCE_MEAN = 0,
-    PB_REDUCE_SUM = 1
+    PB_REDUCE_SUM = 1,
+    PB_REDUCE_NONE = 2 /* softmax cross-entropy only: loss[r] per row, D = 1 */
 };
 
 /* Mean squared error over n elements (any shape, flattened):
@@ -253,19 +254,22 @@ int pb_mse_loss_f64(double *loss, double *dpred, const double *pred, const doubl
 /* Softmax cross-entropy over B rows of C classes (C >= 1 when B > 0):
  *   logits (B, C); the target of row r is EITHER the class index labels[r] in [0, C)
  *   (labels (B,), targets NULL) OR the row targets[r, :] (targets (B, C), labels NULL:
- *   one-hot or probability rows).
+ *   one-hot or probability rows). A row whose label equals ignore_index (any value; a
+ *   label outside [0, C) is an error otherwise) has loss_r = 0 and dlogits[r] = 0 and is
+ *   not counted in the mean (PyTorch's ignore_index; targets rows ignore nothing).
  *   p = softmax(logits[r]) = e^(x - m) / s,  m = max_c x_c,  s = sum_c e^(x_c - m)
  *   loss_r = -sum_c t_c log p_c = sum_c t_c (m - x_c) + (sum_c t_c) log s
  *            (index labels: m - x_label + log s)          -- log-sum-exp, never overflows
- *   loss = sum_r loss_r / D,   D = B (mean) or 1 (sum)
+ *   loss = sum_r loss_r / D,   D = the rows not ignored (mean) or 1 (sum); with
+ *   PB_REDUCE_NONE loss holds B values, loss[r] = loss_r, and D = 1
  *   dlogits[r, c] = (p_c - t_c) / D                        (the same pass)
  * A row holding NaN or +-inf follows the plain formula (NaN results), on every path.     */
 int pb_softmax_cross_entropy_f32(float *loss, float *dlogits, const float *logits,
                                  const int64_t *labels, const float *targets, ptrdiff_t B,
-                                 ptrdiff_t C, int reduction);
+                                 ptrdiff_t C, int reduction, int64_t ignore_index);
 int pb_softmax_cross_entropy_f64(double *loss, double *dlogits, const double *logits,
                                  const int64_t *labels, const double *targets, ptrdiff_t B,
-                                 ptrdiff_t C, int reduction);
+                                 ptrdiff_t C, int reduction, int64_t ignore_index);
 
 /* Binary cross-entropy on logits z over n elements, targets t in [0, 1]:
  *   loss_i = -(t log sigmoid(z) + (1 - t) log(1 - sigmoid(z)))

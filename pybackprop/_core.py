@@ -37,13 +37,14 @@ def describe(a):
     return f"shape {tuple(np.shape(a))} and dtype {getattr(a, 'dtype', type(a).__name__)}"
 
 
-def act_code(activation, negative_slope):
-    """Map an activation name and slope to the C enum and a validated float slope."""
+def act_code(activation, negative_slope, name="activation"):
+    """Map an activation name and slope to the C enum and a validated float slope
+    (``name``: the argument's name in the caller, for the error)."""
     try:
         code = _ACT_CODE[activation]
     except (KeyError, TypeError):
         raise ValueError(
-            f"activation must be one of {ACTIVATIONS} or None, got {activation!r}") from None
+            f"{name} must be one of {ACTIVATIONS} or None, got {activation!r}") from None
     if type(negative_slope) is float and 0.0 <= negative_slope < _INF:
         return code, negative_slope  # the common call: a valid Python float
     slope = float(negative_slope)

@@ -224,7 +224,7 @@ def activation(z, kind=None, *, negative_slope=0.01, out=None):
     Conventions as PyTorch: ``relu(nan) = nan``; sigmoid and softplus are evaluated without
     overflow for any ``|z|``.
     """
-    act, slope = act_code(kind, negative_slope)
+    act, slope = act_code(kind, negative_slope, "kind")
     dtype = result_dtype(z=z)
     za = as_input("z", z, dtype)
     if out is None:
@@ -242,7 +242,7 @@ def activation_backward(dy, y, kind, *, negative_slope=0.01, out=None):
     ``relu'(0) = 0`` and ``leaky_relu'(0) = negative_slope`` as in PyTorch; ``out=dy`` is
     allowed (in place).
     """
-    act, slope = act_code(kind, negative_slope)
+    act, slope = act_code(kind, negative_slope, "kind")
     dtype = result_dtype(dy=dy, y=y)
     dya, ya = as_input("dy", dy, dtype), as_input("y", y, dtype)
     if dya.shape != ya.shape:

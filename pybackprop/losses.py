@@ -71,8 +71,9 @@ def mse_loss(pred, target, *, reduction="mean", out=None):
     return loss, d
 
 
-def _class_indices(labels, batch_shape, C):
-    """``labels`` checked as class indices of shape ``batch_shape`` in [0, C), as int64."""
+def _class_indices(labels, batch_shape, C, ignore_index):
+    """``labels`` checked as class indices of shape ``batch_shape`` in [0, C) (or equal to
+    ``ignore_index``), as int64."""
     refuse_masked("labels", labels)
     lab = np.asarray(labels)
     if lab.dtype.kind == "f":
@@ -88,64 +89,114 @@ def _class_indices(labels, batch_shape, C):
         raise ValueError(f"labels has shape {lab.shape}; expected {batch_shape} (one class "
                          f"index per row of logits) or the logits' shape (target rows)")
     if lab.size:
-        lo, hi = lab.min(), lab.max()
-        if lo < 0:
-            where = tuple(int(i) for i in np.argwhere(lab == lo)[0])
-            raise ValueError(f"labels holds the negative class index {lo!r} at index "
-                             f"{where}; class indices must lie in [0, {C})")
-        if hi >= C:
-            where = tuple(int(i) for i in np.argwhere(lab == hi)[0])
-            raise ValueError(f"labels holds the class index {hi!r} at index {where}, "
-                             f"outside [0, {C}) for logits with {C} classes")
+        bad = ((lab < 0) | (lab >= C)) & (lab != ignore_index)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            v = lab[where]
+            raise ValueError(f"labels holds the {'negative ' if v < 0 else ''}class index "
+                             f"{v!r} at index {where}, outside [0, {C}) for logits with {C} "
+                             f"classes (and not ignore_index={ignore_index})")
     return np.ascontiguousarray(lab, dtype=np.int64)
 
 
-def softmax_cross_entropy(logits, labels, *, reduction="mean", out=None):
-    """Softmax cross-entropy over the classes of each row, and its gradient.
+_XENT_REDUCTION = {"mean": lib.PB_REDUCE_MEAN, "sum": lib.PB_REDUCE_SUM,
+                   "none": lib.PB_REDUCE_NONE}
+
+
+def softmax_cross_entropy(logits, labels, *, reduction="mean", ignore_index=-100,
+                          label_smoothing=0.0, out=None):
+    """Softmax cross-entropy over the classes (last axis) of each row, and its gradient.
 
     ``loss_r = -sum_c t_c log softmax(logits_r)_c``, evaluated through the log-sum-exp
     ``m + log(sum_c exp(logits_c - m))`` with ``m`` the row maximum, so logits of any size
     (e.g. +-1e4) give a finite loss. ``dlogits = (softmax(logits) - t) / D``.
+    Options as ``torch.nn.functional.cross_entropy``.
 
     Parameters
     ----------
-    logits : (B, C) or (C,) array_like, float32 or float64; C >= 1 when B > 0
-    labels : either class indices -- (B,) (or a scalar for 1-D logits) of integers in
+    logits : (..., C) array_like, float32 or float64; C >= 1 when there are rows
+    labels : either class indices -- shape (...) (a scalar for 1-D logits) of integers in
         [0, C); a float array is accepted when every value is a whole number -- or target
         rows of the logits' shape (one-hot or probability rows, converted to the logits'
-        dtype). Bad indices (negative, >= C, non-integer, wrong length) raise before
+        dtype). Bad indices (negative, >= C, non-integer, wrong shape) raise before
         anything is written.
-    reduction : "mean" (D = B) or "sum" (D = 1)
+    reduction : "mean" (D = the rows not ignored), "sum" (D = 1) or "none" (the loss of
+        every row, shape (...), and D = 1)
+    ignore_index : int, default -100: rows whose class index equals it have loss 0 and
+        gradient 0 and are left out of the mean (index labels only)
+    label_smoothing : float in [0, 1]: the target becomes ``(1 - eps) t + eps / C``
+        (through target rows built here: an extra (rows, C) array)
     out : ndarray of the logits' shape and dtype, optional buffer for ``dlogits``
 
     Returns
     -------
-    (loss, dlogits) : numpy scalar of the logits' dtype, ndarray of the logits' shape
+    (loss, dlogits) : the loss (a numpy scalar of the logits' dtype; with ``"none"`` an
+        array of shape (...)) and ``dlogits``, an ndarray of the logits' shape
     """
-    code = _reduction_code(reduction)
+    try:
+        code = _XENT_REDUCTION[reduction]
+    except (KeyError, TypeError):
+        raise ValueError(f"reduction must be one of {tuple(_XENT_REDUCTION)}, got "
+                         f"{reduction!r}") from None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing!r}")
     lab_nd = np.ndim(labels)
     x_nd = np.ndim(logits)
     rows = x_nd >= 1 and lab_nd == x_nd
     dtype = result_dtype(logits=logits, labels=labels) if rows else result_dtype(
         logits=logits)
     x = as_input("logits", logits, dtype)
-    if x.ndim not in (1, 2):
-        raise ValueError(f"logits must be 2-D (B, C) or 1-D (C,); got {describe(x)}")
-    B, C = (x.shape[0], x.shape[1]) if x.ndim == 2 else (1, x.shape[0])
+    if x.ndim < 1:
+        raise ValueError(f"logits must have a class axis (..., C); got {describe(x)}")
+    C = x.shape[-1]
+    B = int(np.prod(x.shape[:-1], dtype=np.int64))
     if C == 0 and B > 0:
         raise ValueError(f"logits has {describe(x)}: at least one class is needed")
+    idx = t = None
     if rows:
         t = as_input("labels", labels, dtype)
         _same_shape("labels", t, "logits", x)
-        idx = None
     else:
-        idx = _class_indices(labels, x.shape[:-1], C)
-        t = None
+        idx = _class_indices(labels, x.shape[:-1], C, int(ignore_index))
     d = _grad_buffer(out, x.shape, dtype, pairs(("logits", "labels"), (logits, labels),
                                                 (x, t if idx is None else idx)))
-    loss = _scalar_loss(kernel("softmax_cross_entropy", dtype), dtype, ptr(d), ptr(x),
-                        ffi.from_buffer("int64_t[]", idx) if idx is not None else ffi.NULL,
-                        ptr(t), B, C, code)
+    if eps > 0.0:
+        return _smoothed(x, t, idx, d, eps, code, int(ignore_index), dtype)
+    loss = np.empty(x.shape[:-1] if code == lib.PB_REDUCE_NONE else 1, dtype)
+    check_status(kernel("softmax_cross_entropy", dtype)(
+        ptr(loss), ptr(d), ptr(x),
+        ffi.from_buffer("int64_t[]", idx) if idx is not None else ffi.NULL, ptr(t), B, C,
+        code, int(ignore_index)))
+    return (loss if code == lib.PB_REDUCE_NONE else loss[0]), d
+
+
+def _smoothed(x, t, idx, d, eps, code, ignore, dtype):
+    """Label smoothing through target rows ``(1 - eps) t + eps / C`` over the rows not
+    ignored (the others get loss 0 and gradient 0)."""
+    C = x.shape[-1]
+    x2, d2 = x.reshape(-1, C), d.reshape(-1, C)
+    if idx is None:
+        keep = np.arange(x2.shape[0])
+        tk = t.reshape(-1, C) * dtype.type(1.0 - eps) + dtype.type(eps / C)
+    else:
+        lab = idx.reshape(-1)
+        keep = np.flatnonzero(lab != ignore)
+        tk = np.full((keep.size, C), eps / C, dtype)
+        tk[np.arange(keep.size), lab[keep]] += dtype.type(1.0 - eps)
+    xk = np.ascontiguousarray(x2[keep])
+    dk = np.empty_like(xk)
+    loss_k = np.empty(keep.size if code == lib.PB_REDUCE_NONE else 1, dtype)
+    check_status(kernel("softmax_cross_entropy", dtype)(
+        ptr(loss_k), ptr(dk), ptr(xk), ffi.NULL, ptr(tk), keep.size, C, code, ignore))
+    d2[...] = 0
+    d2[keep] = dk
+    if code != lib.PB_REDUCE_NONE:
+        return loss_k[0], d
+    loss = np.zeros(x.shape[:-1], dtype)
+    loss.reshape(-1)[keep] = loss_k
     return loss, d
 
 

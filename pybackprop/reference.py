@@ -292,48 +292,66 @@ def mse_loss(pred, target, *, reduction="mean"):
     return _reduce(diff * diff, D, diff.dtype), dpred
 
 
-def softmax_cross_entropy(logits, labels, *, reduction="mean"):
+def softmax_cross_entropy(logits, labels, *, reduction="mean", ignore_index=-100,
+                          label_smoothing=0.0):
     """Cross-entropy of ``softmax(logits)`` over the last axis against class indices or rows.
 
     For a row ``x`` with target distribution ``t`` (one-hot for a class index)::
 
+        t = (1 - eps) t + eps / C             (label_smoothing eps)
         m = max_c x_c                         (log-sum-exp shift: no overflow)
         log softmax(x)_c = (x_c - m) - log(sum_j exp(x_j - m))
         loss_row = -sum_c t_c log softmax(x)_c     (= -log softmax(x)_label for an index)
         dlogits_row = softmax(x) - t          (d loss_row / d x: the classic result)
 
+    A row whose class index is ``ignore_index`` has loss 0 and gradient 0 and is not
+    counted in the mean.
+
     Parameters
     ----------
-    logits : (B, C) or (C,) array_like
-    labels : (B,) (scalar for 1-D logits) integer class indices in [0, C), or target rows
+    logits : (..., C) array_like
+    labels : (...) integer class indices in [0, C) (or ``ignore_index``), or target rows
         of the logits' shape (one-hot or probabilities)
-    reduction : "mean" (D = B, the rows) or "sum" (D = 1)
+    reduction : "mean" (D = the rows not ignored), "sum" (D = 1) or "none" (every row's
+        loss, shape (...), D = 1)
+    ignore_index : int;  label_smoothing : float in [0, 1]
 
     Returns
     -------
-    (loss, dlogits) : scalar and ndarray of the logits' shape, in the logits' dtype
+    (loss, dlogits) : scalar (an array for "none") and ndarray of the logits' shape, in
+        the logits' dtype
     """
     x = _as_float(logits)
-    one_row = x.ndim == 1
-    x2 = x.reshape(1, -1) if one_row else x
+    C = x.shape[-1]
+    x2 = _rows(x)
     labels = np.asarray(labels)
     rows = labels.ndim == x.ndim
-    D = _divisor(reduction, x2.shape[0])
+    keep = np.ones(x2.shape[0], bool)
+    if rows:
+        t = labels.astype(x.dtype).reshape(x2.shape)
+    else:
+        lab = labels.astype(np.int64).reshape(-1)
+        keep = lab != ignore_index
+        t = np.zeros_like(x2)
+        t[np.flatnonzero(keep), lab[keep]] = 1                 # one-hot rows
+    if label_smoothing:
+        t = t * x.dtype.type(1 - label_smoothing) + x.dtype.type(label_smoothing / C)
+    t[~keep] = 0
+    D = 1 if reduction == "none" else _divisor(reduction, int(keep.sum()))
     m = x2.max(axis=1, keepdims=True) if x2.size else np.zeros((x2.shape[0], 1), x.dtype)
     with np.errstate(under="ignore", invalid="ignore"):
         e = np.exp(x2 - m)                                    # each <= 1
         s = e.sum(axis=1, keepdims=True)                      # >= 1
         log_p = (x2 - m) - np.log(s)                          # log softmax, (B, C)
         p = e / s                                             # softmax, (B, C)
-        if rows:
-            t = labels.astype(x.dtype).reshape(x2.shape)
+        if rows or label_smoothing:
             row_loss = -(t * log_p).sum(axis=1)
-        else:
-            idx = labels.astype(np.int64).reshape(-1, 1)
-            t = np.zeros_like(x2)
-            np.put_along_axis(t, idx, 1, axis=1)              # one-hot rows
-            row_loss = -np.take_along_axis(log_p, idx, axis=1)[:, 0]
-        dlogits = (p - t) / x.dtype.type(D)
+        else:  # -log p_label alone (0 * log p of another class could be 0 * -inf)
+            row_loss = -log_p[np.arange(x2.shape[0]), np.where(keep, lab, 0)]
+        row_loss = np.where(keep, row_loss, x.dtype.type(0))
+        dlogits = np.where(keep[:, None], (p - t) / x.dtype.type(D), x.dtype.type(0))
+    if reduction == "none":
+        return row_loss.astype(x.dtype).reshape(x.shape[:-1]), dlogits.reshape(x.shape)
     return _reduce(row_loss, D, x.dtype), dlogits.reshape(x.shape)
 
 

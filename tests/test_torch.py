@@ -212,3 +212,16 @@ def test_bridge_without_torch_says_what_to_install():
             "try:\n    import pybackprop.torch\nexcept ImportError as e:\n"
             "    assert 'pip install' in str(e), e\nelse:\n    raise SystemExit(1)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_options_gradcheck(reduction):
+    """reduction="none", ignore_index and label_smoothing through autograd, float64."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    y = torch.tensor([0, 3, -100, 1, 2, 2])
+    fn = lambda x: F.cross_entropy(x, y, reduction=reduction,  # noqa: E731
+                                   label_smoothing=0.1)
+    assert torch.autograd.gradcheck(fn, (x,))
+    want = torch.nn.functional.cross_entropy(x, y, reduction=reduction, label_smoothing=0.1)
+    torch.testing.assert_close(fn(x), want)

@@ -171,9 +171,10 @@ PB_DEFINE_LOSS_REF(double, f64, exp, log, log1p, fabs)
                                                                                             \
     /* softmax cross-entropy: blocks of whole rows, one table call per row. */              \
     typedef struct {                                                                        \
-        T *d;                                                                               \
+        T *d, *row_loss;                                                                    \
         const T *x, *t;                                                                     \
         const int64_t *labels;                                                              \
+        int64_t ignore;                                                                     \
         ptrdiff_t B, C, rows;                                                               \
         T scale;                                                                            \
         pb_xent_row_##SFX##_t row;                                                          \
@@ -182,31 +183,48 @@ PB_DEFINE_LOSS_REF(double, f64, exp, log, log1p, fabs)
         const xent_ctx_##SFX *cx = vctx;                                                    \
         const ptrdiff_t r0 = blk * cx->rows, r1 = PB_MIN(cx->B, r0 + cx->rows), C = cx->C;  \
         double acc = 0.0;                                                                   \
-        for (ptrdiff_t r = r0; r < r1; ++r)                                                 \
-            acc += (double)cx->row(cx->d + r * C, cx->x + r * C, C,                         \
-                                   cx->labels != NULL ? (ptrdiff_t)cx->labels[r] : 0,       \
-                                   cx->t != NULL ? cx->t + r * C : NULL, cx->scale);        \
+        for (ptrdiff_t r = r0; r < r1; ++r) {                                               \
+            T lr = 0;                                                                       \
+            if (cx->labels != NULL && cx->labels[r] == cx->ignore) {                        \
+                for (ptrdiff_t c = 0; c < C; ++c) cx->d[r * C + c] = 0;                     \
+            } else {                                                                        \
+                lr = cx->row(cx->d + r * C, cx->x + r * C, C,                               \
+                             cx->labels != NULL ? (ptrdiff_t)cx->labels[r] : 0,             \
+                             cx->t != NULL ? cx->t + r * C : NULL, cx->scale);              \
+                acc += (double)lr;                                                          \
+            }                                                                               \
+            if (cx->row_loss != NULL) cx->row_loss[r] = lr;                                 \
+        }                                                                                   \
         return acc;                                                                         \
     }                                                                                       \
     int pb_softmax_cross_entropy_##SFX(T *loss, T *dlogits, const T *logits,                \
                                        const int64_t *labels, const T *targets,             \
-                                       ptrdiff_t B, ptrdiff_t C, int reduction) {           \
+                                       ptrdiff_t B, ptrdiff_t C, int reduction,             \
+                                       int64_t ignore_index) {                              \
         PB_FP_SCOPE;                                                                        \
-        if (B < 0 || C < 0 || (B > 0 && C == 0) || bad_reduction(reduction) ||              \
+        if (B < 0 || C < 0 || (B > 0 && C == 0) ||                                          \
+            (bad_reduction(reduction) && reduction != PB_REDUCE_NONE) ||                    \
             (labels == NULL) == (targets == NULL))                                          \
             return PB_ERR_ARG;                                                              \
+        ptrdiff_t counted = B; /* rows in the mean: those not ignored */                    \
         if (labels != NULL)                                                                 \
-            for (ptrdiff_t r = 0; r < B; ++r)                                               \
+            for (ptrdiff_t r = 0; r < B; ++r) {                                             \
+                if (labels[r] == ignore_index) {                                            \
+                    --counted;                                                              \
+                    continue;                                                               \
+                }                                                                           \
                 if (labels[r] < 0 || labels[r] >= (int64_t)C) return PB_ERR_ARG;            \
-        const double D = reduction == PB_REDUCE_MEAN ? (double)B : 1.0;                     \
+            }                                                                               \
+        const double D = reduction == PB_REDUCE_MEAN ? (double)counted : 1.0;               \
         const ptrdiff_t rows = C >= PB_LOSS_BLOCK ? 1 : PB_LOSS_BLOCK / (C > 0 ? C : 1);    \
-        const xent_ctx_##SFX cx = {dlogits, logits, targets, labels, B, C, rows,            \
+        const xent_ctx_##SFX cx = {dlogits, reduction == PB_REDUCE_NONE ? loss : NULL,      \
+                                   logits, targets, labels, ignore_index, B, C, rows,       \
                                    (T)(1.0 / D), pb_losses_kernels()->xent_row_##SFX};      \
         double total;                                                                       \
         const int st = ordered_block_sum(&total, xent_block_##SFX, &cx,                     \
                                          (B + rows - 1) / rows, threads_for(B * C));        \
         if (st != PB_OK) return st;                                                         \
-        *loss = (T)(total / D);                                                             \
+        if (reduction != PB_REDUCE_NONE) *loss = (T)(total / D);                            \
         return PB_OK;                                                                       \
     }                                                                                       \
                                                                                             \

@@ -6,6 +6,7 @@ first, as torch's own kernels do); results are torch tensors sharing the kernels
 memory. Values and gradients equal pybackprop's numpy API bit for bit. Double backward is
 not supported (the backward passes are kernels too).
 """
+import numpy as np
 import torch
 
 import pybackprop as _pb
@@ -108,12 +109,14 @@ class _Loss(torch.autograd.Function):
     def forward(ctx, value_grad, inp, target, target_grad):
         loss, grad = value_grad
         ctx.grad, ctx.target_grad = torch.from_numpy(grad), target_grad
-        return torch.tensor(loss, dtype=ctx.grad.dtype)
+        return torch.tensor(np.asarray(loss), dtype=ctx.grad.dtype)  # a vector for "none"
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         gt, target_grad = ctx.grad, ctx.target_grad
+        if g.ndim:  # reduction "none": one incoming gradient per row
+            g = g.unsqueeze(-1)
         gi = gt * g if ctx.needs_input_grad[1] else None
         gtg = target_grad * g if ctx.needs_input_grad[2] and target_grad.numel() else None
         return None, gi, gtg, None
@@ -122,10 +125,11 @@ class _Loss(torch.autograd.Function):
 _NO_GRAD = torch.empty(0)
 
 
-def cross_entropy(logits, target, reduction="mean"):
+def cross_entropy(logits, target, reduction="mean", ignore_index=-100, label_smoothing=0.0):
     """Softmax cross-entropy of ``logits`` (B, C) or (C,) against class indices ``target``
     (B,) or () (an integer tensor), or probability rows of the logits' shape (not
-    differentiated), as ``torch.nn.functional.cross_entropy``; reduction "mean" or "sum"."""
+    differentiated), as ``torch.nn.functional.cross_entropy``: reduction "mean", "sum" or
+    "none" (a loss per row), ``ignore_index``, ``label_smoothing``."""
     xn = as_numpy(logits, "logits")
     if target.dtype in _DTYPES:
         _same_dtype([("logits", logits), ("target", target)])
@@ -135,7 +139,8 @@ def cross_entropy(logits, target, reduction="mean"):
                              "probabilities is not computed; detach the target")
     else:
         tn = as_numpy(target, "target", (torch.int64, torch.int32, torch.int16, torch.uint8))
-    vg = _pb.softmax_cross_entropy(xn, tn, reduction=reduction)
+    vg = _pb.softmax_cross_entropy(xn, tn, reduction=reduction, ignore_index=ignore_index,
+                                   label_smoothing=label_smoothing)
     return _Loss.apply(vg, logits, target, _NO_GRAD)
 
 
