@@ -6,7 +6,12 @@ GEMM's epilogue, on each output tile before its single store; the backward forms
 ``dz = dy * act'(y)`` from the saved output once, reducing ``db`` in the same pass.
 The specification of every function here is its namesake in :mod:`pybackprop.reference`.
 """
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._core import (_ACT_CODE, _INF, ACTIVATIONS, F32, F64, act_code, as_input, check_out,
                     check_status, describe, ffi, kernel, lib, pairs, ptr, result_dtype)
@@ -38,7 +43,9 @@ def _dense_shapes(x, w):
     return int(np.prod(x.shape[:-1], dtype=np.int64)), w.shape[1], w.shape[0]
 
 
-def dense_forward(x, w, b=None, *, activation=None, negative_slope=0.01, out=None):
+def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None, *,
+                  activation: Optional[str] = None, negative_slope: float = 0.01,
+                  out: Optional[np.ndarray] = None) -> np.ndarray:
     """Fused dense layer: ``y = act(x @ w.T + b)``.
 
     Parameters
@@ -75,7 +82,7 @@ def dense_forward(x, w, b=None, *, activation=None, negative_slope=0.01, out=Non
     else:
         act, slope = act_code(activation, negative_slope)  # converts, or raises
     if fast:
-        xa, wa, ba = x, w, b
+        xa, wa, ba = x, w, b  # type: ignore[assignment]  # checked ndarrays
         shape = (B, N)
     else:
         dtype = result_dtype(x=x, w=w, b=b)
@@ -129,8 +136,12 @@ def _backward_buffers(fast, inputs, given, shapes, need_dx, accumulate, dtype):
     return bufs
 
 
-def dense_backward(dy, x, w, y, *, activation, negative_slope=0.01, need_dx=True,
-                   dx=None, dw=None, db=None, accumulate=False):
+def dense_backward(dy: ArrayLike, x: ArrayLike, w: ArrayLike, y: ArrayLike, *,
+                   activation: Optional[str], negative_slope: float = 0.01,
+                   need_dx: bool = True, dx: Optional[np.ndarray] = None,
+                   dw: Optional[np.ndarray] = None, db: Optional[np.ndarray] = None,
+                   accumulate: bool = False
+                   ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """Gradients of the fused dense layer from the upstream gradient and the saved output.
 
     ``dz = dy * act'(y)`` (computed from the OUTPUT ``y``, so the pre-activation need not be
@@ -155,6 +166,10 @@ def dense_backward(dy, x, w, y, *, activation, negative_slope=0.01, need_dx=True
     (dx, dw, db) : ndarrays (dx is None when ``need_dx`` is False)
     """
     # The common call: nothing to convert, only the outputs to allocate or check.
+    dya: np.ndarray
+    xa: np.ndarray
+    wa: np.ndarray
+    ya: np.ndarray
     fast = False
     if (type(dy) is _nd and type(x) is _nd and type(w) is _nd and type(y) is _nd
             and x.ndim == 2 and w.ndim == 2):
@@ -171,7 +186,7 @@ def dense_backward(dy, x, w, y, *, activation, negative_slope=0.01, need_dx=True
     else:
         act, slope = act_code(activation, negative_slope)  # converts, or raises
     if fast:
-        dya, xa, wa, ya = dy, x, w, y
+        dya, xa, wa, ya = dy, x, w, y  # type: ignore[assignment]  # checked ndarrays
     else:
         dtype = result_dtype(dy=dy, x=x, w=w, y=y)
         dya, xa, wa, ya = (as_input("dy", dy, dtype), as_input("x", x, dtype),
@@ -217,7 +232,8 @@ def dense_backward(dy, x, w, y, *, activation, negative_slope=0.01, need_dx=True
     return dxo, dwo, dbo
 
 
-def activation(z, kind=None, *, negative_slope=0.01, out=None):
+def activation(z: ArrayLike, kind: Optional[str] = None, *, negative_slope: float = 0.01,
+               out: Optional[np.ndarray] = None) -> np.ndarray:
     """Elementwise activation ``act(z)`` of any shape (``out=z`` is allowed: in place);
     ``kind`` None (the default) or "identity" copies ``z``.
 
@@ -235,7 +251,9 @@ def activation(z, kind=None, *, negative_slope=0.01, out=None):
     return y
 
 
-def activation_backward(dy, y, kind, *, negative_slope=0.01, out=None):
+def activation_backward(dy: ArrayLike, y: ArrayLike, kind: Optional[str], *,
+                        negative_slope: float = 0.01,
+                        out: Optional[np.ndarray] = None) -> np.ndarray:
     """``dz = dy * act'(.)`` evaluated from the activation's OUTPUT ``y`` (same shapes);
     ``kind`` has no default (None: no activation, ``dz = dy``).
 

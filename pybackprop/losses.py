@@ -9,7 +9,12 @@ blocks in a fixed order: the same bits for any thread count.
 
 The specification of every function here is its namesake in :mod:`pybackprop.reference`.
 """
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._core import (as_input, check_out, check_status, describe, ffi, kernel, pairs, ptr,
                     refuse_masked, result_dtype)
@@ -48,7 +53,8 @@ def _scalar_loss(fn, dtype, *args):
     return loss[0]
 
 
-def mse_loss(pred, target, *, reduction="mean", out=None):
+def mse_loss(pred: ArrayLike, target: ArrayLike, *, reduction: str = "mean",
+             out: Optional[np.ndarray] = None) -> Tuple[Any, np.ndarray]:
     """Mean squared error and its gradient: ``sum((pred - target)**2) / D``.
 
     Parameters
@@ -103,8 +109,9 @@ _XENT_REDUCTION = {"mean": lib.PB_REDUCE_MEAN, "sum": lib.PB_REDUCE_SUM,
                    "none": lib.PB_REDUCE_NONE}
 
 
-def softmax_cross_entropy(logits, labels, *, reduction="mean", ignore_index=-100,
-                          label_smoothing=0.0, out=None):
+def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, *, reduction: str = "mean",
+                          ignore_index: int = -100, label_smoothing: float = 0.0,
+                          out: Optional[np.ndarray] = None) -> Tuple[Any, np.ndarray]:
     """Softmax cross-entropy over the classes (last axis) of each row, and its gradient.
 
     ``loss_r = -sum_c t_c log softmax(logits_r)_c``, evaluated through the log-sum-exp
@@ -200,7 +207,10 @@ def _smoothed(x, t, idx, d, eps, code, ignore, dtype):
     return loss, d
 
 
-def binary_cross_entropy_with_logits(logits, targets, *, reduction="mean", out=None):
+def binary_cross_entropy_with_logits(logits: ArrayLike, targets: ArrayLike, *,
+                                     reduction: str = "mean",
+                                     out: Optional[np.ndarray] = None
+                                     ) -> Tuple[Any, np.ndarray]:
     """Binary cross-entropy of ``sigmoid(logits)`` against ``targets``, and its gradient.
 
     ``loss_i = max(z, 0) - z t + log1p(exp(-|z|))`` for ``z = logits_i``, ``t = targets_i``:
@@ -229,7 +239,8 @@ def binary_cross_entropy_with_logits(logits, targets, *, reduction="mean", out=N
     return loss, d
 
 
-def maximum_forward(a, b, *, out=None):
+def maximum_forward(a: ArrayLike, b: ArrayLike, *,
+                    out: Optional[np.ndarray] = None) -> np.ndarray:
     """Elementwise maximum of two branches: ``z = a if a >= b else b``.
 
     NaN in either input gives NaN. Parameters: ``a``, ``b`` array_like of the same shape,
@@ -243,7 +254,9 @@ def maximum_forward(a, b, *, out=None):
     return z
 
 
-def maximum_backward(dz, a, b, *, da=None, db=None):
+def maximum_backward(dz: ArrayLike, a: ArrayLike, b: ArrayLike, *,
+                     da: Optional[np.ndarray] = None,
+                     db: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Gradient of ``z = maximum_forward(a, b)``: ``dz`` routed to the input that won.
 
     ``da = dz`` where ``a >= b`` (or ``a`` is NaN) and 0 elsewhere; ``db = dz - da``

@@ -11,11 +11,15 @@ by hand with the functional kernels -- see examples/two_branch.py.
 Shapes as ``torch.nn.Linear``: weight ``(out_features, in_features)``, inputs ``(B, in)``.
 Optimizers take ``model.parameters()`` and ``model.gradients()`` (two aligned lists).
 """
+from __future__ import annotations
+
 import json
 import math
 import numbers
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._core import ACTIVATIONS, FLOAT_DTYPES, act_code, as_input, describe, result_dtype
 from ._npz import npz_headers, npz_path
@@ -77,8 +81,9 @@ class Dense:
     grad_w, grad_b : gradient buffers of the same shapes (grad_b None without bias)
     """
 
-    def __init__(self, in_features, out_features, activation=None, bias=True,
-                 negative_slope=0.01, spectral_norm=False, dtype=np.float32, rng=None):
+    def __init__(self, in_features: int, out_features: int, activation: Optional[str] = None,
+                 bias: bool = True, negative_slope: float = 0.01, spectral_norm: bool = False,
+                 dtype: Any = np.float32, rng: Any = None):
         K = _positive_int("in_features", in_features)
         N = _positive_int("out_features", out_features)
         act_code(activation, negative_slope)  # validates both
@@ -103,14 +108,16 @@ class Dense:
             self.spectral_norm = SpectralNorm((N, K), dtype=self.dtype, seed=rng)
             self._g_sn = np.empty_like(self.weight)   # gradient w.r.t. weight / sigma
             self._g_w = np.empty_like(self.weight)    # ... carried back to weight
-        self._x = self._y = self._w_used = None
+        self._x: Any = None  # what forward keeps for backward (ndarrays, or None before)
+        self._y: Any = None
+        self._w_used: Any = None
 
     @property
-    def in_features(self):
+    def in_features(self) -> int:
         return self.weight.shape[1]
 
     @property
-    def out_features(self):
+    def out_features(self) -> int:
         return self.weight.shape[0]
 
     def __repr__(self):
@@ -131,7 +138,7 @@ class Dense:
                              f"for this layer's weight of shape {self.weight.shape}")
         return xa
 
-    def effective_weight(self, *, training=False):
+    def effective_weight(self, *, training: bool = False) -> np.ndarray:
         """The weight the forward pass multiplies by: ``weight``, or ``weight / sigma``
         with spectral norm (``training=True`` runs the layer's power iteration and updates
         its state, as ``forward`` does; ``False`` evaluates sigma from the stored vectors
@@ -146,7 +153,7 @@ class Dense:
                                 eps=sn.eps)
         return spectral_normalize(self.weight, sigma)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         """``y = act(x @ W.T + b)`` for ``x`` of shape (..., in), ``y`` (..., out); keeps
         ``x`` (by reference: do not modify it before ``backward``) and ``y`` for
         ``backward``. ``layer(x)`` is the same."""
@@ -157,18 +164,18 @@ class Dense:
         self._x, self._y, self._w_used = xa, y, w
         return y
 
-    def predict(self, x):
+    def predict(self, x: ArrayLike) -> np.ndarray:
         """The forward pass without keeping anything (and, with spectral norm, without
         advancing the power iteration)."""
         return dense_forward(self._input(x), self.effective_weight(), self.bias,
                              activation=self.activation, negative_slope=self.negative_slope)
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> Optional[np.ndarray]:
         """Add the gradients of the last ``forward`` into ``grad_w`` / ``grad_b`` and return
         ``dx`` of the input's shape (None when ``need_dx`` is False)."""
         if self._x is None:
             raise RuntimeError("backward() needs a preceding forward()")
-        common = dict(activation=self.activation, negative_slope=self.negative_slope,
+        common: Dict[str, Any] = dict(activation=self.activation, negative_slope=self.negative_slope,
                       need_dx=need_dx, db=self.grad_b, accumulate=True)
         if self.spectral_norm is None:
             dx, _, _ = dense_backward(dy, self._x, self.weight, self._y, dw=self.grad_w,
@@ -183,22 +190,22 @@ class Dense:
 
     __call__ = forward
 
-    def parameters(self):
+    def parameters(self) -> List[np.ndarray]:
         """[weight, bias] (bias left out when absent): the arrays an optimizer updates."""
         return [self.weight] + ([self.bias] if self.bias is not None else [])
 
-    def named_parameters(self):
+    def named_parameters(self) -> List[Tuple[str, np.ndarray]]:
         """[("weight", weight), ("bias", bias)] (bias left out when absent)."""
         return [("weight", self.weight)] + ([("bias", self.bias)] if self.bias is not None
                                             else [])
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, np.ndarray]:
         """The arrays that determine the layer's results, by name (the arrays themselves,
         as PyTorch's): weight, bias, and with spectral norm its vectors ``sn_u``, ``sn_v``
         and ``sn_warmed_up``. Plain arrays: ``np.savez(path, **state)`` stores them."""
         return dict(self._arrays())
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copy ``state`` (as :meth:`state_dict` returns) into the layer: every key, shape
         and dtype is checked before anything is written (ValueError names the first bad
         one)."""
@@ -222,11 +229,11 @@ class Dense:
             self.spectral_norm.v[...] = arrays["sn_v"]
             self.spectral_norm.warmed_up = bool(arrays["sn_warmed_up"])
 
-    def gradients(self):
+    def gradients(self) -> List[np.ndarray]:
         """[grad_w, grad_b], aligned with :meth:`parameters`."""
         return [self.grad_w] + ([self.grad_b] if self.grad_b is not None else [])
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Reset the gradient buffers to 0 (in place: optimizers may hold them)."""
         for g in self.gradients():
             g.fill(0)
@@ -307,7 +314,7 @@ class Sequential:
     ``lipschitz_bound`` need :class:`Dense` layers.
     """
 
-    def __init__(self, *layers):
+    def __init__(self, *layers: Any):
         for i, layer in enumerate(layers):
             missing = [m for m in ("forward", "backward", "predict", "parameters",
                                    "gradients", "zero_grad") if not hasattr(layer, m)]
@@ -325,52 +332,55 @@ class Sequential:
     def __getitem__(self, i):
         return self.layers[i]
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         """Run every layer's ``forward`` (each keeps what its backward needs); ``model(x)``
         is the same."""
+        out: Any = x
         for layer in self.layers:
-            x = layer.forward(x)
-        return x
+            out = layer.forward(out)
+        return out
 
     __call__ = forward
 
-    def backward(self, dy, need_dx=True):
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> Optional[np.ndarray]:
         """Back-propagate ``dy`` (the gradient of the loss w.r.t. the output) through every
         layer, adding into their gradient buffers; return the gradient w.r.t. the input
         (None when ``need_dx`` is False: the first layer then skips that product)."""
+        g: Any = dy
         for i in range(len(self.layers) - 1, -1, -1):
-            dy = self.layers[i].backward(dy, need_dx=need_dx or i > 0)
-        return dy
+            g = self.layers[i].backward(g, need_dx=need_dx or i > 0)
+        return g
 
-    def predict(self, x):
+    def predict(self, x: ArrayLike) -> np.ndarray:
         """The output for ``x`` without keeping anything for a backward pass."""
+        out: Any = x
         for layer in self.layers:
-            x = layer.predict(x)
-        return x
+            out = layer.predict(out)
+        return out
 
-    def parameters(self):
+    def parameters(self) -> List[np.ndarray]:
         """Every layer's parameters in order (flat list of arrays, updated in place)."""
         return [p for layer in self.layers for p in layer.parameters()]
 
-    def named_parameters(self):
+    def named_parameters(self) -> List[Tuple[str, np.ndarray]]:
         """[(name, array)] aligned with :meth:`parameters`: ``"0.weight"``, ``"0.bias"``,
         ``"1.weight"``, ... (layer index, then the layer's name), as PyTorch's."""
         return [(f"{i}.{n}", p) for i, layer in enumerate(self.layers)
                 for n, p in layer.named_parameters()]
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, np.ndarray]:
         """Every layer's :meth:`Dense.state_dict`, keys prefixed by the layer index
         (``"0.weight"``, ...): flat arrays, ``np.savez(path, **model.state_dict())``."""
         return {f"{i}.{n}": a for i, layer in enumerate(self._dense_layers("state_dict"))
                 for n, a in layer.state_dict().items()}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copy ``state`` (as :meth:`state_dict` returns) into the layers; every layer's
         part is checked before any is written."""
         layers = self._dense_layers("load_state_dict")
         if not hasattr(state, "keys"):
             raise ValueError(f"state must be a mapping of arrays, got {type(state).__name__}")
-        parts = [{} for _ in layers]
+        parts: List[Dict[str, Any]] = [{} for _ in layers]
         for key in state.keys():
             head, _, name = str(key).partition(".")
             if not head.isdigit() or int(head) >= len(layers):
@@ -388,11 +398,11 @@ class Sequential:
         for layer, part in zip(layers, parts):
             layer._assign(part)
 
-    def gradients(self):
+    def gradients(self) -> List[np.ndarray]:
         """Every layer's gradient buffers, aligned with :meth:`parameters`."""
         return [g for layer in self.layers for g in layer.gradients()]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for layer in self.layers:
             layer.zero_grad()
 
@@ -403,7 +413,8 @@ class Sequential:
                                 f"{type(layer).__name__}")
         return self.layers
 
-    def lipschitz_bound(self, *, certified=False, n_iters=100):
+    def lipschitz_bound(self, *, certified: bool = False,
+                        n_iters: int = 100) -> Tuple[float, List[float]]:
         """Upper bound of the network's Lipschitz constant (2-norm):
         ``prod_l sigma(W_l) * lip(act_l)`` over the effective weights (``W / sigma`` for
         spectral-norm layers), through :func:`pybackprop.lipschitz_bound`.
@@ -424,12 +435,12 @@ class Sequential:
             bound *= f
         return bound, factors
 
-    def save(self, path):
+    def save(self, path: Any) -> None:
         """Write the architecture and every array to ``path`` (numpy ``.npz``; numpy adds
         the suffix when missing). ``Sequential.load`` restores it bit for bit, from the same
         ``path`` with or without the suffix."""
         layers = self._dense_layers("save")
-        arrays = {"format": np.array(_FORMAT),
+        arrays: Dict[str, Any] = {"format": np.array(_FORMAT),
                   "config": np.array(json.dumps([layer._config() for layer in layers]))}
         for i, layer in enumerate(layers):
             for name, a in layer._arrays().items():
@@ -437,7 +448,7 @@ class Sequential:
         np.savez(path, **arrays)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: Any) -> "Sequential":
         """A new ``Sequential`` from a file written by :meth:`save` (no pickles read).
 
         The file is checked before anything large is allocated: the configuration's keys
