@@ -92,6 +92,9 @@ ffibuilder.set_source(
     "".join('#include "%s"\n' % h.replace(os.sep, "/") for h in _HEADERS),
     sources=sorted(os.path.relpath(p, ROOT)
                    for p in glob.glob(os.path.join(CSRC, "**", "*.c"), recursive=True)),
+    # headers and included .inc files: a change to any of them rebuilds the module
+    depends=sorted(os.path.relpath(p, ROOT) for ext in ("h", "inc")
+                   for p in glob.glob(os.path.join(CSRC, "**", "*." + ext), recursive=True)),
     include_dirs=[CSRC_REL],  # includes name their folder: "core/core.h"
     extra_compile_args=_cflags,
     extra_link_args=_ldflags + ["-lm"],
