@@ -67,8 +67,10 @@ int pb_cpu_detect(char *vendor, int *fms, ptrdiff_t *caches);
 const char *pb_get_arch(void);
 int pb_set_arch(const char *name);       /* PB_ERR_ARCH if unknown or unsupported here */
 int pb_arch_supported(const char *name); /* 1 if this CPU (and build) can run the ISA */
-/* Threads used by every kernel; n <= 0 restores the default (PYBACKPROP_NUM_THREADS or
- * the OpenMP default). Without OpenMP the count is always 1. */
+/* Threads used by every kernel; n <= 0 restores the default: PYBACKPROP_NUM_THREADS, else
+ * OpenMP's nthreads-var of the calling thread (OMP_NUM_THREADS, omp_set_num_threads), read
+ * at each call; at most 1024. 1 in a process forked after a kernel ran 2+ threads (the OpenMP
+ * pool does not survive fork). Without OpenMP the count is always 1. */
 void pb_set_num_threads(int n);
 int pb_get_num_threads(void);
 int pb_has_openmp(void);

@@ -22,8 +22,14 @@ FLUSH_VALUES = ("0", "1")
 
 def set_num_threads(n):
     """Use ``n`` threads in every kernel, an int in [1, MAX_THREADS] (1024); ``None``
-    restores the default: ``PYBACKPROP_NUM_THREADS`` or the number of processors. Results do
-    not depend on it. Anything else raises ValueError."""
+    restores the default. Results do not depend on it. Anything else raises ValueError.
+
+    The default, read at every call: ``PYBACKPROP_NUM_THREADS`` if set, else OpenMP's own
+    setting for the calling thread -- ``OMP_NUM_THREADS``, the CPUs the process may run on,
+    or what ``omp_set_num_threads`` last set, so ``threadpoolctl.threadpool_limits(n)``
+    limits pybackprop as it limits other OpenMP libraries. In a process forked after a
+    kernel ran on 2+ threads (``os.fork``, a "fork" multiprocessing pool), every kernel runs
+    on one thread: OpenMP's thread pool does not survive fork."""
     if n is None:
         _env_threads()  # the C core re-reads the variable: it must still be valid
         lib.pb_set_num_threads(0)
@@ -34,7 +40,8 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """Threads the kernels use (always 1 in a build without OpenMP)."""
+    """Threads the next kernel called from this thread may use (see
+    :func:`set_num_threads`; always 1 in a build without OpenMP)."""
     return lib.pb_get_num_threads()
 
 

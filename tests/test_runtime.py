@@ -568,9 +568,11 @@ def test_set_num_threads_is_bounded(n):
     assert pybackprop.get_num_threads() == before
 
 
-def _import_with(var, value):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYBACKPROP_")}
+def _import_with(var, value, **extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYBACKPROP_") and k != "OMP_NUM_THREADS"}
     env[var] = value
+    env.update(extra)
     return subprocess.run([sys.executable, "-c", "import pybackprop as p; "
                            "print(p.get_num_threads(), p.get_flush_denormal())"],
                           env=env, capture_output=True, text=True, timeout=120)
@@ -615,3 +617,39 @@ def test_restoring_the_default_rechecks_the_environment(monkeypatch):
     with pytest.raises(ValueError, match="PYBACKPROP_NUM_THREADS='2x'"):
         pybackprop.set_num_threads(None)
     assert pybackprop.get_num_threads() == before
+
+
+@pytest.mark.skipif(not pybackprop.build_info()["openmp"], reason="a build without OpenMP "
+                    "always runs one thread")
+@pytest.mark.parametrize("omp,ours,want", [("1", "", "1"), ("3", "", "3"), ("1", "2", "2"),
+                                           ("5000", "", "1024")])
+def test_default_threads_follow_omp_num_threads(omp, ours, want):
+    """Without set_num_threads, PYBACKPROP_NUM_THREADS wins, else OMP_NUM_THREADS (through
+    OpenMP's own ICV), capped at MAX_THREADS: under MPI or a host program that sets it, each
+    process starts the threads it was given, not one per core."""
+    out = _import_with("OMP_NUM_THREADS", omp, PYBACKPROP_NUM_THREADS=ours)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == want
+
+
+@pytest.mark.skipif(not pybackprop.build_info()["openmp"], reason="a build without OpenMP "
+                    "always runs one thread")
+def test_threadpoolctl_limits_the_kernels():
+    """threadpoolctl finds pybackprop's OpenMP runtime and its limit holds for the kernels
+    (they read OpenMP's nthreads-var at each call); set_num_threads still wins over it."""
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl (the bench "
+                                        "extra) is not installed")
+    pybackprop.set_num_threads(None)
+    try:
+        with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+            assert pybackprop.get_num_threads() == 1
+            x = np.ones((64, 64), np.float32)
+            pybackprop.dense_forward(x, x)  # runs (on one thread)
+            pybackprop.set_num_threads(2)
+            assert pybackprop.get_num_threads() == 2
+            pybackprop.set_num_threads(None)
+            assert pybackprop.get_num_threads() == 1
+        with threadpoolctl.threadpool_limits(2, user_api="openmp"):
+            assert pybackprop.get_num_threads() == 2
+    finally:
+        pybackprop.set_num_threads(None)

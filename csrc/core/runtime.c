@@ -33,15 +33,39 @@ const char *pb_strerror(int status) {
 }
 
 #if PB_OMP
-/* Read once (the first kernel call): every call asks for the thread count. */
-static atomic_int g_threads_default = 0;
-static int threads_default(void) {
-    int n = atomic_load_explicit(&g_threads_default, memory_order_relaxed);
-    if (n > 0) return n;
+/* The thread count of a call, read by the calling thread at each call:
+ *   - set_num_threads(n) (g_threads > 0) wins;
+ *   - else PYBACKPROP_NUM_THREADS (read at the first call, and again after
+ *     set_num_threads(0));
+ *   - else OpenMP's own nthreads-var ICV of the calling thread, omp_get_max_threads():
+ *     OMP_NUM_THREADS, or the processors of the affinity mask, or what omp_set_num_threads
+ *     last set (threadpoolctl's threadpool_limits, a host program's OpenMP settings).
+ * Whatever the source, at most PB_MAX_THREADS.
+ *
+ * Fork: libgomp's thread pool does not survive fork(): in a child whose parent had run a
+ * team of 2+ threads, a new team waits forever for the parent's workers. A pthread_atfork
+ * child handler (registered at the first call) marks such a child, whose kernels then run on
+ * the calling thread alone (one-thread regions never touch the pool): the same bits, since
+ * results do not depend on the thread count. */
+#define PB_MAX_THREADS 1024
+static atomic_int g_env_threads = -1; /* PYBACKPROP_NUM_THREADS; 0 unset, -1 not read */
+static atomic_int g_team_started = 0; /* this process ran a team of 2+ threads */
+static atomic_int g_forked_child = 0; /* forked after that: one thread from now on */
+static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_child(void) {
+    if (atomic_load_explicit(&g_team_started, memory_order_relaxed))
+        atomic_store_explicit(&g_forked_child, 1, memory_order_relaxed);
+}
+static void fork_register(void) { (void)pthread_atfork(NULL, NULL, fork_child); }
+
+static int env_threads(void) {
+    int n = atomic_load_explicit(&g_env_threads, memory_order_relaxed);
+    if (n >= 0) return n;
     const char *env = getenv("PYBACKPROP_NUM_THREADS");
     long v = env != NULL && env[0] != '\0' ? strtol(env, NULL, 10) : 0;
-    n = v > 0 && v < 4096 ? (int)v : omp_get_num_procs();
-    atomic_store_explicit(&g_threads_default, n, memory_order_relaxed);
+    n = v > 0 ? (int)(v < PB_MAX_THREADS ? v : PB_MAX_THREADS) : 0;
+    atomic_store_explicit(&g_env_threads, n, memory_order_relaxed);
     return n;
 }
 #endif
@@ -49,14 +73,21 @@ static int threads_default(void) {
 void pb_set_num_threads(int n) {
     atomic_store(&g_threads, n > 0 ? n : 0);
 #if PB_OMP
-    if (n <= 0) atomic_store(&g_threads_default, 0); /* re-read the environment */
+    if (n <= 0) atomic_store(&g_env_threads, -1); /* re-read the environment */
 #endif
 }
 
 int pb_threads(void) {
 #if PB_OMP
-    int n = atomic_load(&g_threads);
-    return n > 0 ? n : threads_default();
+    (void)pthread_once(&g_fork_once, fork_register);
+    if (atomic_load_explicit(&g_forked_child, memory_order_relaxed)) return 1;
+    int n = atomic_load_explicit(&g_threads, memory_order_relaxed);
+    if (n <= 0) n = env_threads();
+    if (n <= 0) n = omp_get_max_threads();
+    n = n < 1 ? 1 : n > PB_MAX_THREADS ? PB_MAX_THREADS : n;
+    if (n > 1 && !atomic_load_explicit(&g_team_started, memory_order_relaxed))
+        atomic_store_explicit(&g_team_started, 1, memory_order_relaxed);
+    return n;
 #else
     return 1;
 #endif
