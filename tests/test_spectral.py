@@ -676,3 +676,47 @@ def test_spectral_norm_load_state_dict_is_atomic(bad, rng):
     assert np.array_equal(after.pop("u"), before.pop("u"))
     assert np.array_equal(after.pop("v"), before.pop("v"))
     assert after == before
+
+
+# ---- long runs: chunked C calls, Ctrl-C ------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_power_iteration_in_chunks_equals_one_run(monkeypatch, dtype):
+    """power_iteration runs long counts as several C calls; the bits are those of one call
+    (an iteration reads only w and v, sigma comes from the last)."""
+    import pybackprop.spectral as sp
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((24, 40)).astype(dtype)
+    u0, v0 = rng.standard_normal(24).astype(dtype), rng.standard_normal(40).astype(dtype)
+    u1, v1 = u0.copy(), v0.copy()
+    s1 = pb.power_iteration(w, u1, v1, n_iters=37)
+    monkeypatch.setattr(sp, "_CHUNK_ITERS", 5)  # 37 = 7 calls of 5 and one of 2
+    u2, v2 = u0.copy(), v0.copy()
+    s2 = pb.power_iteration(w, u2, v2, n_iters=37)
+    assert s1.tobytes() == s2.tobytes()
+    assert u1.tobytes() == u2.tobytes() and v1.tobytes() == v2.tobytes()
+
+
+def test_power_iteration_answers_ctrl_c():
+    """n_iters = 2**31 - 1 on a 64 x 64 matrix (about an hour of work) stops within seconds
+    of SIGINT with KeyboardInterrupt, u and v left unit vectors. In a child process, under
+    a deadline."""
+    import subprocess
+    import sys
+    code = (
+        "import os, signal, threading, time, numpy as np, pybackprop as pb\n"
+        "w = np.random.default_rng(0).standard_normal((64, 64))\n"
+        "u = np.full(64, 0.125); v = np.full(64, 0.125)\n"
+        "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "t = time.monotonic()\n"
+        "try:\n"
+        "    pb.power_iteration(w, u, v, n_iters=2**31 - 1)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', time.monotonic() - t, np.linalg.norm(u), np.linalg.norm(v))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    word, elapsed, nu, nv = out.stdout.split()
+    assert word == "interrupted"
+    assert float(elapsed) < 5.0
+    unit = 68 * 2.0**-52  # a normalised 64-vector: (64 + 4) rounding errors at most
+    assert abs(float(nu) - 1) <= unit and abs(float(nv) - 1) <= unit
