@@ -608,6 +608,24 @@ def test_activation_ieee_special_values(arch, kind, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ACTIVATIONS)
+def test_activation_signed_zeros(arch, kind, dtype):
+    """act(+-0) and act'(...) * (+-0) carry the reference's sign of zero on every path (the
+    vector body and the scalar tail both: 37 elements)."""
+    z = np.array([0.0, -0.0] * 18 + [-0.0], dtype)
+    y_ref = ref.activation(z, kind)
+    y = pybackprop.activation(z, kind)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(y_ref), err_msg="y")
+    np.testing.assert_array_equal(y, y_ref)
+    yb = np.array([0.0, -0.0, 0.5, 0.25] * 9 + [-0.0], dtype)
+    if kind in ("sigmoid", "softplus"):  # outputs in (0, 1) / (0, inf)
+        yb = np.abs(yb) + dtype(0.5)
+    dz_ref = ref.activation_backward(z, yb, kind)
+    dz = pybackprop.activation_backward(z, yb, kind)
+    np.testing.assert_array_equal(np.signbit(dz), np.signbit(dz_ref), err_msg="dz")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_derivative_conventions_at_zero(arch, dtype):
     """relu'(0) = 0 exactly (even for NaN or inf dy), leaky_relu'(0) = slope, as PyTorch."""
     y = np.array([0.0, 0.0, 0.0, -0.0, 2.0, -1.0] * 3, dtype)
