@@ -9,6 +9,7 @@ import sys
 import threading
 
 import numpy as np
+import pytest
 
 import pybackprop
 from pybackprop import optim
@@ -222,3 +223,67 @@ def test_a_short_openmp_team_computes_everything():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def _one_path_calls():
+    """Calls whose result differs between the portable and the vector paths in several parts
+    (the GEMMs' summation order, the vector exp/expm1 of the activations): a call that mixed
+    two paths would match neither path's bits."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((96, 200)).astype(np.float32)
+    w = rng.standard_normal((120, 200)).astype(np.float32)
+    b = rng.standard_normal(120).astype(np.float32)
+    y = pybackprop.dense_forward(x, w, b, activation="softplus")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    z = rng.standard_normal(1 << 16).astype(np.float32)
+
+    def forward():
+        return pybackprop.dense_forward(x, w, b, activation="softplus").tobytes()
+
+    def backward():
+        return b"".join(g.tobytes() for g in
+                        pybackprop.dense_backward(dy, x, w, y, activation="softplus"))
+
+    def act():
+        return pybackprop.activation(z, "softplus").tobytes()
+
+    def power():
+        u, v = np.full(120, 0.1, np.float32), np.full(200, 0.1, np.float32)
+        return pybackprop.power_iteration(w, u, v, n_iters=3).tobytes() + u.tobytes()
+
+    return [forward, backward, act, power]
+
+
+@pytest.mark.skipif(len(pybackprop.available_archs()) < 2,
+                    reason="one instruction set on this CPU: no second path to switch to")
+def test_each_call_runs_on_one_path_while_another_thread_switches():
+    """set_arch from another thread during calls: every result is bitwise the result of one
+    path (each call reads the kernel table once and hands it down)."""
+    paths = [pybackprop.available_archs()[0], pybackprop.available_archs()[-1]]
+    saved = pybackprop.get_cpu()
+    calls = _one_path_calls()
+    expected = []
+    for p in paths:
+        pybackprop.set_arch(p)
+        expected.append([c() for c in calls])
+    assert all(e0 != e1 for e0, e1 in zip(*expected)), "the paths must differ to tell them apart"
+    stop = threading.Event()
+
+    def switch():
+        i = 0
+        while not stop.is_set():
+            pybackprop.set_arch(paths[i % 2])
+            i += 1
+
+    t = threading.Thread(target=switch)
+    t.start()
+    try:
+        for _ in range(150):
+            for k, c in enumerate(calls):
+                got = c()
+                assert got in (expected[0][k], expected[1][k]), \
+                    f"{c.__name__}: a result of no single path"
+    finally:
+        stop.set()
+        t.join()
+        pybackprop.set_cpu(saved)

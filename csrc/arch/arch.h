@@ -32,7 +32,7 @@ typedef struct {
  * entry from the _ref kernels and overrides what the ISA has; arch/cpu_configs.c builds a
  * configuration's table from the ISA tables of its families; exactly one table is active at
  * a time. */
-typedef struct {
+typedef struct pb_arch_s {
     const char *name; /* the ISA: "ref", "avx2", "avx512" (a configuration's highest) */
     const char *cpu;  /* the CPU configuration (cpu_configs.c); NULL in an ISA's own table */
     pb_blocks_t blk_f32, blk_f64;
@@ -62,13 +62,16 @@ typedef struct {
     int vec_isa;
 } pb_arch_t;
 
-const pb_arch_t *pb_arch(void); /* the active table (arch/cpu_configs.c) */
+/* The active table (arch/cpu_configs.c). A public kernel reads it once, at its start, and
+ * hands that table to everything it calls (the GEMM, the per-op kernel look-ups), so that
+ * a set_arch from another thread during the call cannot mix two paths in one result. */
+const pb_arch_t *pb_arch(void);
 
 /* The ISAs, as indices of an operation's own kernel table. */
 enum { PB_ISA_REF = 0, PB_ISA_AVX2 = 1, PB_ISA_AVX512 = 2, PB_ISA_COUNT = 3 };
 /* The ISA of the active configuration's vector kernels: the index into an operation's own
  * per-ISA table (ops/losses_kernels.c, ops/spectral_kernels.c, ops/optim_kernels.c). */
-static inline int pb_vec_isa(void) { return pb_arch()->vec_isa; }
+static inline int pb_vec_isa(const pb_arch_t *arch) { return arch->vec_isa; }
 
 /* The per-ISA tables, defined together in arch/isa_tables.c. */
 extern const pb_arch_t pb_arch_ref;

@@ -52,7 +52,8 @@ int pb_gemm_path(int *path, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa
     if (m < 1 || n < 1 || k < 0 || (beta != 0 && beta != 1) ||
         (elem_bytes != 4 && elem_bytes != 8))
         return PB_ERR_ARG;
-    *path = elem_bytes == 4 ? pb_gemm_path_f32(m, n, k, rsa, csa, rsb, csb, beta)
-                            : pb_gemm_path_f64(m, n, k, rsa, csa, rsb, csb, beta);
+    const pb_arch_t *arch = pb_arch();
+    *path = elem_bytes == 4 ? pb_gemm_path_f32(arch, m, n, k, rsa, csa, rsb, csb, beta)
+                            : pb_gemm_path_f64(arch, m, n, k, rsa, csa, rsb, csb, beta);
     return PB_OK;
 }

@@ -158,15 +158,21 @@ int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int b_t
                   int *tn);
 
 /* GEMM drivers (gemm.c): the operation of pb_gemm_* with an optional fused epilogue
- * applied on the last K panel. bias (length n) may be NULL. */
-int pb_gemm_path_f32(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa, ptrdiff_t csa,
+ * applied on the last K panel. bias (length n) may be NULL. Each takes the kernel table its
+ * caller read once for the whole call (arch/arch.h). */
+struct pb_arch_s;
+int pb_gemm_path_f32(const struct pb_arch_s *arch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                     ptrdiff_t rsa, ptrdiff_t csa,
                      ptrdiff_t rsb, ptrdiff_t csb, int beta);
-int pb_gemm_path_f64(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa, ptrdiff_t csa,
+int pb_gemm_path_f64(const struct pb_arch_s *arch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                     ptrdiff_t rsa, ptrdiff_t csa,
                      ptrdiff_t rsb, ptrdiff_t csb, int beta);
-int pb_gemm_epi_f32(float *c, ptrdiff_t ldc, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
+int pb_gemm_epi_f32(const struct pb_arch_s *arch, float *c, ptrdiff_t ldc, const float *a,
+                    ptrdiff_t rsa, ptrdiff_t csa,
                     const float *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
                     ptrdiff_t k, int beta, const pb_epi_f32_t *epi);
-int pb_gemm_epi_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, ptrdiff_t csa,
+int pb_gemm_epi_f64(const struct pb_arch_s *arch, double *c, ptrdiff_t ldc, const double *a,
+                    ptrdiff_t rsa, ptrdiff_t csa,
                     const double *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
                     ptrdiff_t k, int beta, const pb_epi_f64_t *epi);
 
@@ -191,7 +197,8 @@ int pb_gemm_epi_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, pt
         const void *ctx;                                                                    \
         T *sum;                                                                             \
     } pb_aprod_##SFX##_t;                                                                   \
-    int pb_gemm_prod_##SFX(T *c, ptrdiff_t ldc, const pb_aprod_##SFX##_t *a, ptrdiff_t rsa, \
+    int pb_gemm_prod_##SFX(const struct pb_arch_s *arch, T *c, ptrdiff_t ldc,              \
+                           const pb_aprod_##SFX##_t *a, ptrdiff_t rsa,                     \
                            ptrdiff_t csa, const T *b, ptrdiff_t rsb, ptrdiff_t csb,         \
                            ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int beta);
 PB_DEFINE_APROD(float, f32)

@@ -34,7 +34,7 @@
             const ptrdiff_t i0 = 0, i1 = (n);                                               \
             CALL;                                                                           \
             break;                                                                          \
-        }                                                                                   \
+        }                                                                                  \
         (void)nt_; /* unused without OpenMP */                                              \
         _Pragma("omp parallel num_threads(nt_)")                                            \
         {                                                                                   \
@@ -42,23 +42,21 @@
             const ptrdiff_t t_ = pb_thread_id(), m_ = pb_team_size();                       \
             const ptrdiff_t i0 = (n) * t_ / m_, i1 = (n) * (t_ + 1) / m_;                   \
             CALL;                                                                           \
-        }                                                                                   \
+        }                                                                                  \
     } while (0)
 
 #define PB_DEFINE_ACT_KERNELS(T, SFX)                                                      \
     /* elements [i0, i1) */                                                                \
-    static void act_fwd_##SFX(T *y, const T *z, ptrdiff_t i0, ptrdiff_t i1, int act,      \
-                              T slope) {                                                   \
-        const pb_act_fwd_##SFX##_t vec = pb_arch()->act_fwd_##SFX;                         \
+    static void act_fwd_##SFX(pb_act_fwd_##SFX##_t vec, T *y, const T *z, ptrdiff_t i0,    \
+                              ptrdiff_t i1, int act, T slope) {                            \
         if (vec != NULL) {                                                                 \
             vec(y + i0, z + i0, i1 - i0, act, slope); /* the fused epilogue's vector code */ \
             return;                                                                        \
         }                                                                                  \
         PB_ACT_SWITCH(PB_ACT_FWD_LOOP_##SFX)                                               \
     }                                                                                      \
-    static void act_bwd_##SFX(T *dz, const T *dy, const T *y, ptrdiff_t i0, ptrdiff_t i1,  \
-                              int act, T slope) {                                          \
-        const pb_act_bwd_##SFX##_t vec = pb_arch()->act_bwd_##SFX;                         \
+    static void act_bwd_##SFX(pb_act_bwd_##SFX##_t vec, T *dz, const T *dy, const T *y,    \
+                              ptrdiff_t i0, ptrdiff_t i1, int act, T slope) {              \
         if (vec != NULL) {                                                                 \
             vec(dz + i0, dy + i0, y + i0, i1 - i0, act, slope);                            \
             return;                                                                        \
@@ -68,14 +66,16 @@
     int pb_activation_forward_##SFX(T *y, const T *z, ptrdiff_t n, int act, T slope) {    \
         PB_FP_SCOPE;                                                                       \
         if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS) return PB_ERR_ARG;    \
-        PB_ELEMWISE_RUN(n, act_fwd_##SFX(y, z, i0, i1, act, slope));                       \
+        const pb_act_fwd_##SFX##_t vec = pb_arch()->act_fwd_##SFX; /* once per call */     \
+        PB_ELEMWISE_RUN(n, act_fwd_##SFX(vec, y, z, i0, i1, act, slope));                  \
         return PB_OK;                                                                      \
     }                                                                                      \
     int pb_activation_backward_##SFX(T *dz, const T *dy, const T *y, ptrdiff_t n, int act, \
                                      T slope) {                                            \
         PB_FP_SCOPE;                                                                       \
         if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS) return PB_ERR_ARG;    \
-        PB_ELEMWISE_RUN(n, act_bwd_##SFX(dz, dy, y, i0, i1, act, slope));                  \
+        const pb_act_bwd_##SFX##_t vec = pb_arch()->act_bwd_##SFX; /* once per call */     \
+        PB_ELEMWISE_RUN(n, act_bwd_##SFX(vec, dz, dy, y, i0, i1, act, slope));             \
         return PB_OK;                                                                      \
     }
 

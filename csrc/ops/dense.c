@@ -69,7 +69,7 @@
                 const __typeof__(*dy) g = pb_dact_##SFX(d[j], yr[j], ACT, slope);           \
                 o[j] = g;                                                                   \
                 sum[j] += g;                                                                \
-            }                                                                               \
+            }                                                                              \
         else if (o != NULL)                                                                 \
             for (ptrdiff_t j = 0; j < n; ++j) o[j] = pb_dact_##SFX(d[j], yr[j], ACT, slope); \
         else                                                                                \
@@ -82,10 +82,10 @@
  * softplus: the vector expm1 of the active SIMD path where there is one (the same as
  * act.c's), then the sums in row order. */
 #define PB_DEFINE_DZ_ROWS(T, SFX)                                                          \
-    static void pb_dz_rows_##SFX(T *dz, ptrdiff_t ldz, T *sum, const T *dy, const T *y,    \
-                                 ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t n, int act,        \
-                                 T slope) {                                                 \
-        const pb_act_bwd_##SFX##_t sp = pb_arch()->act_bwd_##SFX;                          \
+    static void pb_dz_rows_##SFX(const pb_arch_t *arch, T *dz, ptrdiff_t ldz, T *sum,      \
+                                 const T *dy, const T *y, ptrdiff_t ld, ptrdiff_t rows,    \
+                                 ptrdiff_t n, int act, T slope) {                          \
+        const pb_act_bwd_##SFX##_t sp = arch->act_bwd_##SFX;                               \
         if (act == PB_ACT_SOFTPLUS && sp != NULL && dz != NULL) {                          \
             for (ptrdiff_t r = 0; r < rows; ++r) {                                         \
                 sp(dz + r * ldz, dy + r * ld, y + r * ld, n, act, slope);                  \
@@ -111,6 +111,7 @@ PB_DEFINE_DZ_ROWS(double, f64)
  * value at offset o is dy[o] * act'(y[o]), formed by pb_dz_rows_*. */
 #define PB_DEFINE_DZ_PRODUCER(T, SFX)                                                      \
     typedef struct {                                                                       \
+        const pb_arch_t *arch;                                                             \
         const T *dy, *y;                                                                   \
         int act;                                                                           \
         T slope;                                                                           \
@@ -118,7 +119,7 @@ PB_DEFINE_DZ_ROWS(double, f64)
     static void dz_produce_##SFX(const void *ctx, T *dst, ptrdiff_t ldd, T *sum,           \
                                  ptrdiff_t off, ptrdiff_t ld, ptrdiff_t nrows, ptrdiff_t n) { \
         const dz_ctx_##SFX *c = ctx;                                                       \
-        pb_dz_rows_##SFX(dst, ldd, sum, c->dy + off, c->y + off, ld, nrows, n, c->act,     \
+        pb_dz_rows_##SFX(c->arch, dst, ldd, sum, c->dy + off, c->y + off, ld, nrows, n, c->act, \
                          c->slope);                                                        \
     }
 
@@ -157,15 +158,17 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
             return PB_ERR_OVERLAP;                                                         \
         const pb_epi_##SFX##_t epi = {b, act, slope};                                      \
         /* C = y (B x N);  A = x (row stride K);  B(p, j) = w[j*K + p] */                  \
-        return pb_gemm_epi_##SFX(y, N, x, K, 1, w, 1, K, B, N, K, 0, &epi);               \
+        return pb_gemm_epi_##SFX(pb_arch(), y, N, x, K, 1, w, 1, K, B, N, K, 0, &epi);     \
     }                                                                                      \
                                                                                            \
     /* dz = dy * act'(y) over columns [j0, j1), and db += / = the column sums of dz. */  \
-    static void dz_db_##SFX(T *dz, T *db, const T *dy, const T *y, ptrdiff_t B,            \
+    static void dz_db_##SFX(const pb_arch_t *arch, T *dz, T *db, const T *dy, const T *y,  \
+                            ptrdiff_t B,                                                   \
                             ptrdiff_t N, ptrdiff_t j0, ptrdiff_t j1, int act, T slope,     \
                             int accumulate) {                                              \
         T sum[PB_DZ_COLS] = {0};                                                           \
-        pb_dz_rows_##SFX(dz != NULL ? dz + j0 : NULL, N, sum, dy + j0, y + j0, N, B, j1 - j0, \
+        pb_dz_rows_##SFX(arch, dz != NULL ? dz + j0 : NULL, N, sum, dy + j0, y + j0, N,    \
+                         B, j1 - j0,                                                       \
                          act, slope);                                                      \
         if (db != NULL)                                                                    \
             for (ptrdiff_t j = j0; j < j1; ++j)                                            \
@@ -174,24 +177,29 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                                                                                            \
     /* Columns [j0, j0 + nj) of dw = dz^T x, and dx = dz w whole, from the stored dz or     \
      * (src != NULL) with dz formed while packing. */                                      \
-    static int dw_gemm_##SFX(T *dw, const T *dz, const pb_aprod_##SFX##_t *src, const T *x, \
+    static int dw_gemm_##SFX(const pb_arch_t *arch, T *dw, const T *dz,                    \
+                             const pb_aprod_##SFX##_t *src, const T *x,                    \
                              ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta, ptrdiff_t j0, \
                              ptrdiff_t nj) {                                               \
         return src != NULL                                                                 \
-                   ? pb_gemm_prod_##SFX(dw + j0, K, src, 1, N, x + j0, K, 1, N, nj, B, beta) \
-                   : pb_gemm_##SFX(dw + j0, K, dz, 1, N, x + j0, K, 1, N, nj, B, beta);    \
+                   ? pb_gemm_prod_##SFX(arch, dw + j0, K, src, 1, N, x + j0, K, 1, N, nj, B, beta) \
+                   : pb_gemm_epi_##SFX(arch, dw + j0, K, dz, 1, N, x + j0, K, 1, N, nj,    \
+                                       B, beta, NULL);                                     \
     }                                                                                      \
-    static int dx_gemm_##SFX(T *dx, const T *dz, const pb_aprod_##SFX##_t *src, const T *w, \
+    static int dx_gemm_##SFX(const pb_arch_t *arch, T *dx, const T *dz,                    \
+                             const pb_aprod_##SFX##_t *src, const T *w,                    \
                              ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta) {           \
-        return src != NULL ? pb_gemm_prod_##SFX(dx, K, src, N, 1, w, K, 1, B, K, N, beta)    \
-                           : pb_gemm_##SFX(dx, K, dz, N, 1, w, K, 1, B, K, N, beta);       \
+        return src != NULL ? pb_gemm_prod_##SFX(arch, dx, K, src, N, 1, w, K, 1, B, K, N, beta) \
+                           : pb_gemm_epi_##SFX(arch, dx, K, dz, N, 1, w, K, 1, B, K, N,    \
+                                               beta, NULL);                                \
     }                                                                                      \
                                                                                            \
     /* Column chunks of dw (PB_BWD_DW_CHUNK) taken from the shared counter *next until none \
      * is left: dw[:, j0:j1] = dz^T x[:, j0:j1] on the calling thread alone. K is never      \
      * split, so a column's bits do not depend on its chunk nor on the thread taking it.    \
      * With src != NULL, dz is formed while packing, and only chunk 0 sums db (src->sum). */ \
-    static int dw_chunks_##SFX(T *dw, const T *dz, const pb_aprod_##SFX##_t *src,          \
+    static int dw_chunks_##SFX(const pb_arch_t *arch, T *dw, const T *dz,                  \
+                               const pb_aprod_##SFX##_t *src,                              \
                                const T *x, ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta, \
                                int *next) {                                                \
         int st = PB_OK;                                                                    \
@@ -207,7 +215,8 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
             const ptrdiff_t j0 = (ptrdiff_t)c * PB_BWD_DW_CHUNK;                           \
             if (j0 >= K) break;                                                            \
             const ptrdiff_t nj = PB_MIN((ptrdiff_t)PB_BWD_DW_CHUNK, K - j0);               \
-            const int s = dw_gemm_##SFX(dw, dz, src != NULL && c != 0 ? &nosum : src, x, B, K, \
+            const int s = dw_gemm_##SFX(arch, dw, dz,                                      \
+                                        src != NULL && c != 0 ? &nosum : src, x, B, K,     \
                                         N, beta, j0, nj);                                  \
             if (s != PB_OK) st = s;                                                        \
         }                                                                                  \
@@ -216,16 +225,17 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                                                                                            \
     /* Thread me's task inside the tasks' region: 0 runs dw (or starts on its chunks), 1   \
      * runs dx (then takes dw's chunks that are left); statuses into st[me] (and st[2]). */ \
-    static void task_##SFX(int me, int chunked, int *next, T *dx, T *dw, const T *dz,      \
+    static void task_##SFX(const pb_arch_t *arch, int me, int chunked, int *next, T *dx,   \
+                           T *dw, const T *dz,                                             \
                            const pb_aprod_##SFX##_t *src_dw, const pb_aprod_##SFX##_t *src_dx, \
                            const T *x, const T *w, ptrdiff_t B, ptrdiff_t K, ptrdiff_t N,  \
                            int beta, int *st) {                                            \
         if (me == 0) {                                                                     \
-            st[0] = chunked ? dw_chunks_##SFX(dw, dz, src_dw, x, B, K, N, beta, next)      \
-                            : dw_gemm_##SFX(dw, dz, src_dw, x, B, K, N, beta, 0, K);       \
+            st[0] = chunked ? dw_chunks_##SFX(arch, dw, dz, src_dw, x, B, K, N, beta, next) \
+                            : dw_gemm_##SFX(arch, dw, dz, src_dw, x, B, K, N, beta, 0, K); \
         } else {                                                                           \
-            st[1] = dx_gemm_##SFX(dx, dz, src_dx, w, B, K, N, beta);                       \
-            if (chunked) st[2] = dw_chunks_##SFX(dw, dz, src_dw, x, B, K, N, beta, next);  \
+            st[1] = dx_gemm_##SFX(arch, dx, dz, src_dx, w, B, K, N, beta);                 \
+            if (chunked) st[2] = dw_chunks_##SFX(arch, dw, dz, src_dw, x, B, K, N, beta, next); \
         }                                                                                  \
     }                                                                                      \
                                                                                            \
@@ -233,7 +243,8 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
      * by side as tasks, one thread each (dw in chunks shared by both threads when it has  \
      * few rows): from the stored dz, or (src_dw != NULL) with dz formed while packing from \
      * src_dw / src_dx. */                                                                  \
-    static int grads_##SFX(T *dx, T *dw, const T *dz, const pb_aprod_##SFX##_t *src_dw,     \
+    static int grads_##SFX(const pb_arch_t *arch, T *dx, T *dw, const T *dz,               \
+                           const pb_aprod_##SFX##_t *src_dw,                               \
                            const pb_aprod_##SFX##_t *src_dx, const T *x, const T *w,       \
                            ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int beta, int tasks) {   \
         int st[3] = {PB_OK, PB_OK, PB_OK};                                                 \
@@ -245,7 +256,8 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
             {                                                                              \
                 PB_FP_SCOPE;                                                               \
                 if (pb_team_is(2))                                                         \
-                    task_##SFX(pb_thread_id(), chunked, &next, dx, dw, dz, src_dw, src_dx, x, \
+                    task_##SFX(arch, pb_thread_id(), chunked, &next, dx, dw, dz, src_dw,   \
+                               src_dx, x,                                                  \
                                w, B, K, N, beta, st);                                      \
                 else if (pb_thread_id() == 0)                                              \
                     full = 0;                                                              \
@@ -253,15 +265,16 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
             tasks = full;                                                                  \
         }                                                                                  \
         if (!tasks) {                                                                      \
-            if (dw != NULL) st[0] = dw_gemm_##SFX(dw, dz, src_dw, x, B, K, N, beta, 0, K); \
+            if (dw != NULL) st[0] = dw_gemm_##SFX(arch, dw, dz, src_dw, x, B, K, N, beta, 0, K); \
             if (dx != NULL && st[0] == PB_OK)                                              \
-                st[1] = dx_gemm_##SFX(dx, dz, src_dx, w, B, K, N, beta);                   \
+                st[1] = dx_gemm_##SFX(arch, dx, dz, src_dx, w, B, K, N, beta);             \
         }                                                                                  \
         return tasks_status(st);                                                           \
     }                                                                                      \
                                                                                            \
     /* The backward with dz formed while packing (dw, dx non-NULL; B, K, N >= 1). */      \
-    static int dense_backward_fused_##SFX(T *dx, T *dw, T *db, const T *dy, const T *x,    \
+    static int dense_backward_fused_##SFX(const pb_arch_t *arch, T *dx, T *dw, T *db,      \
+                                          const T *dy, const T *x,                         \
                                           const T *w, const T *y, ptrdiff_t B, ptrdiff_t K, \
                                           ptrdiff_t N, int act, T slope, int accumulate,    \
                                           int tasks) {                                      \
@@ -272,10 +285,11 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
             if (sum == NULL) return PB_ERR_NOMEM;                                          \
             memset(sum, 0, sizeof(T) * (size_t)N);                                         \
         }                                                                                  \
-        const dz_ctx_##SFX ctx = {dy, y, act, slope};                                      \
+        const dz_ctx_##SFX ctx = {arch, dy, y, act, slope};                                \
         const pb_aprod_##SFX##_t src_dw = {dz_produce_##SFX, &ctx, sum};                   \
         const pb_aprod_##SFX##_t src_dx = {dz_produce_##SFX, &ctx, NULL};                  \
-        const int st = grads_##SFX(dx, dw, NULL, &src_dw, &src_dx, x, w, B, K, N, beta, tasks); \
+        const int st = grads_##SFX(arch, dx, dw, NULL, &src_dw, &src_dx, x, w, B, K, N,    \
+                                   beta, tasks);                                           \
         if (st != PB_OK) return st;                                                        \
         if (db != NULL)                                                                    \
             for (ptrdiff_t j = 0; j < N; ++j) db[j] = accumulate ? db[j] + sum[j] : sum[j]; \
@@ -298,6 +312,7 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                     if (overlap(out[o], on[o], out[i], on[i], sizeof(T))) return PB_ERR_OVERLAP; \
             }                                                                              \
         }                                                                                  \
+        const pb_arch_t *arch = pb_arch(); /* once: every part of the call on one path */  \
         const int beta = accumulate ? 1 : 0;                                               \
         /* dw (N x K) = dz^T @ x: A(i=n, p=r) = dz[r*N + n], B(p=r, j) = x[r*K + j]         \
          * dx (B x K) = dz @ w:   A(i=r, p=n) = dz[r*N + n], B(p=n, j) = w[n*K + j]         \
@@ -314,9 +329,9 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
          * by block (pb_gemm_prod_*: the same values, by pb_dz_rows_*), and dw's packing sums \
          * db (each column in row order, as the pass below). */                             \
         if (dw != NULL && dx != NULL && B * N >= PB_DZ_PAR_MIN && K > 0 &&                 \
-            forms_dz(pb_gemm_path_##SFX(N, K, B, 1, N, K, 1, beta)) &&                     \
-            pb_gemm_path_##SFX(B, K, N, N, 1, K, 1, beta) == PB_GEMM_PACKED)               \
-            return dense_backward_fused_##SFX(dx, dw, db, dy, x, w, y, B, K, N, act, slope, \
+            forms_dz(pb_gemm_path_##SFX(arch, N, K, B, 1, N, K, 1, beta)) &&               \
+            pb_gemm_path_##SFX(arch, B, K, N, N, 1, K, 1, beta) == PB_GEMM_PACKED)         \
+            return dense_backward_fused_##SFX(arch, dx, dw, db, dy, x, w, y, B, K, N, act, slope, \
                                               accumulate, tasks);                           \
         /* identity: dz is dy itself, no copy */                                           \
         T *dzbuf = NULL;                                                                   \
@@ -347,9 +362,10 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                         st[1] = PB_ERR_NOMEM;                                              \
                     } else {                                                               \
                         for (ptrdiff_t j0 = 0; j0 < N; j0 += PB_DZ_COLS)                   \
-                            dz_db_##SFX(dzp, me == 0 ? db : NULL, dy, y, B, N, j0,         \
+                            dz_db_##SFX(arch, dzp, me == 0 ? db : NULL, dy, y, B, N, j0,   \
                                         PB_MIN(N, j0 + PB_DZ_COLS), act, slope, accumulate); \
-                        task_##SFX(me, chunked, &next, dx, dw, dzp, NULL, NULL, x, w, B, K, N, \
+                        task_##SFX(arch, me, chunked, &next, dx, dw, dzp, NULL, NULL, x,   \
+                                   w, B, K, N,                                             \
                                    beta, st);                                              \
                     }                                                                      \
                 }                                                                          \
@@ -361,7 +377,7 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
             const int nt = B * N >= PB_DZ_PAR_MIN ? pb_threads() : 1;                      \
             if (nt == 1) { /* no parallel region at all: cheaper for small layers */      \
                 for (ptrdiff_t jb = 0; jb < nblk; ++jb)                                    \
-                    dz_db_##SFX(dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,                   \
+                    dz_db_##SFX(arch, dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,             \
                                 PB_MIN(N, (jb + 1) * PB_DZ_COLS), act, slope, accumulate); \
             } else {                                                                       \
                 _Pragma("omp parallel num_threads(nt)")                                    \
@@ -369,12 +385,13 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                     PB_FP_SCOPE;                                                           \
                     _Pragma("omp for schedule(static) nowait")                             \
                     for (ptrdiff_t jb = 0; jb < nblk; ++jb)                                \
-                        dz_db_##SFX(dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,               \
+                        dz_db_##SFX(arch, dzbuf, db, dy, y, B, N, jb * PB_DZ_COLS,         \
                                     PB_MIN(N, (jb + 1) * PB_DZ_COLS), act, slope, accumulate); \
                 }                                                                          \
             }                                                                              \
         }                                                                                  \
-        return grads_##SFX(dx, dw, dzbuf != NULL ? dzbuf : dy, NULL, NULL, x, w, B, K, N, beta, \
+        return grads_##SFX(arch, dx, dw, dzbuf != NULL ? dzbuf : dy, NULL, NULL, x, w, B,  \
+                           K, N, beta,                                                     \
                            tasks);                                                         \
     }
 

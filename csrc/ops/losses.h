@@ -39,7 +39,8 @@ PB_DECLARE_LOSS_KERNELS(avx2)
 PB_DECLARE_LOSS_KERNELS(avx512)
 #endif
 
-/* The loss kernels of one ISA (ops/losses_kernels.c); pb_losses_kernels() the active ones. */
+/* The loss kernels of one ISA (ops/losses_kernels.c);
+ * pb_losses_kernels(arch) those of the table a call read once (arch/arch.h). */
 typedef struct {
     pb_xent_row_f32_t xent_row_f32;
     pb_xent_row_f64_t xent_row_f64;
@@ -48,5 +49,6 @@ typedef struct {
     pb_mse_block_f32_t mse_block_f32;
     pb_mse_block_f64_t mse_block_f64;
 } pb_losses_kernels_t;
-const pb_losses_kernels_t *pb_losses_kernels(void);
+struct pb_arch_s;
+const pb_losses_kernels_t *pb_losses_kernels(const struct pb_arch_s *arch);
 #endif /* PB_LOSSES_H */

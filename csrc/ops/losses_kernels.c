@@ -33,4 +33,6 @@ static const pb_losses_kernels_t g_kernels[PB_ISA_COUNT] = {
 #endif
 };
 
-const pb_losses_kernels_t *pb_losses_kernels(void) { return &g_kernels[pb_vec_isa()]; }
+const pb_losses_kernels_t *pb_losses_kernels(const pb_arch_t *arch) {
+    return &g_kernels[pb_vec_isa(arch)];
+}

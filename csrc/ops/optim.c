@@ -111,7 +111,7 @@ PB_DEFINE_OPTIM_ELEM(double, f64, sqrt, fabs)
 #define TARGET "avx2,fma"
 #define ISA avx2
 #define VPFX _mm256_
-#define VMAXNAN(a, b) \
+#define VMAXNAN(a, b)                                                                        \
     VOP(blendv)(b, a, VOP(or)(VOP(cmp)(a, b, _CMP_GT_OQ), VOP(cmp)(a, a, _CMP_UNORD_Q)))
 #define VSEL_NZ(u, x, y) VOP(blendv)(y, x, VOP(cmp)(u, VOP(setzero)(), _CMP_NEQ_UQ))
 #define T float
@@ -203,8 +203,9 @@ static int pb_optim_bad_hyper(int64_t step, double lr, double beta1, double beta
                                    T *const *v_max, const T *const *grad,                  \
                                    const ptrdiff_t *size, ptrdiff_t n_tensors,             \
                                    ptrdiff_t total, const pb_optim_coef_##SFX##_t *c) {    \
-        const pb_adam_range_##SFX##_t adam = pb_optim_kernels()->adam_##SFX;               \
-        const pb_adamax_range_##SFX##_t amax = pb_optim_kernels()->adamax_##SFX;           \
+        const pb_optim_kernels_t *kern = pb_optim_kernels(pb_arch()); /* read once */      \
+        const pb_adam_range_##SFX##_t adam = kern->adam_##SFX;                             \
+        const pb_adamax_range_##SFX##_t amax = kern->adamax_##SFX;                         \
         const int nt = total >= PB_OPTIM_PAR_MIN ? pb_threads() : 1;                       \
         (void)nt; /* unused without OpenMP */                                              \
         _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                \

@@ -41,13 +41,14 @@ PB_DECLARE_OPTIM_RANGES(avx2)
 PB_DECLARE_OPTIM_RANGES(avx512)
 #endif
 
-/* The optimizers' range kernels of one ISA (ops/optim_kernels.c); pb_optim_kernels() the
- * active ones. */
+/* The optimizers' range kernels of one ISA (ops/optim_kernels.c);
+ * pb_optim_kernels(arch) those of the table a call read once (arch/arch.h). */
 typedef struct {
     pb_adam_range_f32_t adam_f32;
     pb_adam_range_f64_t adam_f64;
     pb_adamax_range_f32_t adamax_f32;
     pb_adamax_range_f64_t adamax_f64;
 } pb_optim_kernels_t;
-const pb_optim_kernels_t *pb_optim_kernels(void);
+struct pb_arch_s;
+const pb_optim_kernels_t *pb_optim_kernels(const struct pb_arch_s *arch);
 #endif /* PB_OPTIM_H */

@@ -28,4 +28,6 @@ static const pb_optim_kernels_t g_kernels[PB_ISA_COUNT] = {
 #endif
 };
 
-const pb_optim_kernels_t *pb_optim_kernels(void) { return &g_kernels[pb_vec_isa()]; }
+const pb_optim_kernels_t *pb_optim_kernels(const pb_arch_t *arch) {
+    return &g_kernels[pb_vec_isa(arch)];
+}

@@ -181,14 +181,16 @@ static int spec_upper_chain(double *upper, const double *wd, ptrdiff_t N, ptrdif
     double f2[31];
     int ex[31];
     const double fw2 = spec_fro2_upper(wd, N * K);
-    int st = K <= N ? pb_gemm_f64(a, m, wd, 1, K, wd, K, 1, m, m, N, 0)   /* wd^T wd */
-                    : pb_gemm_f64(a, m, wd, K, 1, wd, 1, K, m, m, K, 0);  /* wd wd^T */
+    const pb_arch_t *arch = pb_arch(); /* every product of the chain on one path */
+    /* a = wd^T wd, or wd wd^T */
+    int st = K <= N ? pb_gemm_epi_f64(arch, a, m, wd, 1, K, wd, K, 1, m, m, N, 0, NULL)
+                    : pb_gemm_epi_f64(arch, a, m, wd, K, 1, wd, 1, K, m, m, K, 0, NULL);
     if (st != PB_OK) goto done;
     spec_symmetrize(a, m);
     const double e0err = spec_gamma((double)n0) * fw2 + (double)m * (double)n0 * eta;
     for (int j = 0; j < J; ++j) {
         f2[j] = spec_fro2_upper(a, mm);
-        st = pb_gemm_f64(b, m, a, m, 1, a, m, 1, m, m, m, 0);
+        st = pb_gemm_epi_f64(arch, b, m, a, m, 1, a, m, 1, m, m, m, 0, NULL);
         if (st != PB_OK) goto done;
         spec_symmetrize(b, m);
         ex[j] = spec_rescale(b, mm);

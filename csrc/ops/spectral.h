@@ -47,8 +47,8 @@ PB_DECLARE_SPEC(avx2)
 PB_DECLARE_SPEC(avx512)
 #endif
 
-/* The spectral-norm kernels of one ISA (ops/spectral_kernels.c); pb_spectral_kernels() the
- * active ones. */
+/* The spectral-norm kernels of one ISA (ops/spectral_kernels.c);
+ * pb_spectral_kernels(arch) those of the table a call read once (arch/arch.h). */
 typedef struct {
     pb_spec_rows_f32_t spec_rows_f32;
     pb_spec_rows_f64_t spec_rows_f64;
@@ -59,5 +59,6 @@ typedef struct {
     pb_spec_div_f32_t spec_div_f32;
     pb_spec_div_f64_t spec_div_f64;
 } pb_spectral_kernels_t;
-const pb_spectral_kernels_t *pb_spectral_kernels(void);
+struct pb_arch_s;
+const pb_spectral_kernels_t *pb_spectral_kernels(const struct pb_arch_s *arch);
 #endif /* PB_SPECTRAL_H */
