@@ -30,6 +30,8 @@ BENCHES = [
      "softmax cross-entropy, BCE, MSE (value and gradient), maximum"),
     ("activation", "pybackprop._bench.bench_activation",
      "standalone activations, forward and backward"),
+    ("torch", "pybackprop._bench.bench_torch",
+     "PyTorch training steps: torch.nn against pybackprop.torch modules"),
     ("distributed", "pybackprop._bench.bench_distributed",
      "data-parallel training steps over MPI, 1 and 2 ranks"),
 ]
