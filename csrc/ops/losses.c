@@ -158,8 +158,8 @@ PB_DEFINE_LOSS_REF(double, f64, exp, log, log1p, fabs)
         PB_FP_SCOPE;                                                                        \
         if (n < 0 || bad_reduction(reduction)) return PB_ERR_ARG;                           \
         const double D = reduction == PB_REDUCE_MEAN ? (double)n : 1.0;                     \
-        const mse_ctx_##SFX cx = {dpred, pred, target, n, (T)(2.0 / D),                 \
-                                  pb_losses_kernels(pb_arch())->mse_block_##SFX};                \
+        const mse_ctx_##SFX cx = {dpred, pred, target, n, (T)(2.0 / D),                     \
+                                  pb_losses_kernels(pb_arch())->mse_block_##SFX};           \
         double total;                                                                       \
         const int st = ordered_block_sum(&total, mse_block_##SFX, &cx,                      \
                                          (n + PB_LOSS_BLOCK - 1) / PB_LOSS_BLOCK,           \
@@ -219,7 +219,8 @@ PB_DEFINE_LOSS_REF(double, f64, exp, log, log1p, fabs)
         const ptrdiff_t rows = C >= PB_LOSS_BLOCK ? 1 : PB_LOSS_BLOCK / (C > 0 ? C : 1);    \
         const xent_ctx_##SFX cx = {dlogits, reduction == PB_REDUCE_NONE ? loss : NULL,      \
                                    logits, targets, labels, ignore_index, B, C, rows,       \
-                                   (T)(1.0 / D), pb_losses_kernels(pb_arch())->xent_row_##SFX};      \
+                                   (T)(1.0 / D),                                            \
+                                   pb_losses_kernels(pb_arch())->xent_row_##SFX};           \
         double total;                                                                       \
         const int st = ordered_block_sum(&total, xent_block_##SFX, &cx,                     \
                                          (B + rows - 1) / rows, threads_for(B * C));        \
@@ -248,7 +249,7 @@ PB_DEFINE_LOSS_REF(double, f64, exp, log, log1p, fabs)
         if (n < 0 || bad_reduction(reduction)) return PB_ERR_ARG;                           \
         const double D = reduction == PB_REDUCE_MEAN ? (double)n : 1.0;                     \
         const bce_ctx_##SFX cx = {dlogits, logits, targets, n, (T)(1.0 / D),                \
-                                  pb_losses_kernels(pb_arch())->bce_block_##SFX};                    \
+                                  pb_losses_kernels(pb_arch())->bce_block_##SFX};           \
         double total;                                                                       \
         const int st = ordered_block_sum(&total, bce_block_##SFX, &cx,                      \
                                          (n + PB_LOSS_BLOCK - 1) / PB_LOSS_BLOCK,           \
