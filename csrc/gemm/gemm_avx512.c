@@ -11,8 +11,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <string.h>
+#include "simd/vec_avx512.h"
 
-#define TARGET "avx512f,avx512dq,avx512bw,avx512vl,fma"
+#define TARGET PB_TARGET_AVX512
 #define MR 12
 #define NV 2
 #define ATB_MR 8 /* the A^T B kernel: up to ATB_MR x ATB_NV accumulators */
@@ -25,34 +26,7 @@
 #define UKR_NAME pb_gemm_ukr_f32_avx512_12x32
 #define GEMV_DOT_NAME pb_gemv_dot_f32_avx512
 #define GEMV_AXPY_NAME pb_gemv_axpy_f32_avx512
-#define VREDUCE(v) _mm512_reduce_add_ps(v)
-#define VL 16
-#define VEC __m512
-#define VZERO() _mm512_setzero_ps()
-#define VLOAD(p) _mm512_loadu_ps(p)
-#define VSTORE(p, v) _mm512_storeu_ps(p, v)
-#define VSET1(x) _mm512_set1_ps(x)
-#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define VADD(a, b) _mm512_add_ps(a, b)
-#define MASK_T __mmask16
-#define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
-#define VLOADM(p, mk) _mm512_maskz_loadu_ps(mk, p)
-#define VSTOREM(p, mk, v) _mm512_mask_storeu_ps(p, mk, v)
-#define VRELU(v) _mm512_max_ps(_mm512_setzero_ps(), v)
-#define VLEAKY(v, s) \
-    _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v, s)
-#define VSUB(a, b) _mm512_sub_ps(a, b)
-#define VMUL(a, b) _mm512_mul_ps(a, b)
-#define VDIV(a, b) _mm512_div_ps(a, b)
-#define VMAXV(a, b) _mm512_max_ps(a, b)
-#define VMINV(a, b) _mm512_min_ps(a, b)
-#define VABS(a) _mm512_abs_ps(a)
-#define VROUND(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define VSCALE(p, n) _mm512_scalef_ps(p, n)
-#define VSCALE_NEG(p, n) VSCALE(p, n)
-#define VBLEND_LT(x, c, a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, c, _CMP_LT_OQ), b, a)
-#define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm512_setzero_ps(), a, b)
-#define VCOPYSIGN(m, s) _mm512_or_ps(m, _mm512_and_ps(s, _mm512_set1_ps(-0.0f)))
+#include "simd/vec_avx512_f32.h"
 #define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f32_avx512)
 #include "simd/vmath_f32.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
@@ -117,21 +91,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #undef UKR_NAME
 #undef GEMV_DOT_NAME
 #undef GEMV_AXPY_NAME
-#undef VREDUCE
-#undef VL
-#undef VEC
-#undef VZERO
-#undef VLOAD
-#undef VSTORE
-#undef VSET1
-#undef VFMA
-#undef VADD
-#undef MASK_T
-#undef VMASK
-#undef VLOADM
-#undef VSTOREM
-#undef VRELU
-#undef VLEAKY
+#undef FNAME
+#include "simd/vec_end.h"
 
 /* ---- float64 ---- */
 #define T double
@@ -140,47 +101,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define UKR_NAME pb_gemm_ukr_f64_avx512_12x16
 #define GEMV_DOT_NAME pb_gemv_dot_f64_avx512
 #define GEMV_AXPY_NAME pb_gemv_axpy_f64_avx512
-#define VREDUCE(v) _mm512_reduce_add_pd(v)
-#define VL 8
-#define VEC __m512d
-#define VZERO() _mm512_setzero_pd()
-#define VLOAD(p) _mm512_loadu_pd(p)
-#define VSTORE(p, v) _mm512_storeu_pd(p, v)
-#define VSET1(x) _mm512_set1_pd(x)
-#define VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
-#define VADD(a, b) _mm512_add_pd(a, b)
-#define MASK_T __mmask8
-#define VMASK(n) ((__mmask8)((1u << (n)) - 1u))
-#define VLOADM(p, mk) _mm512_maskz_loadu_pd(mk, p)
-#define VSTOREM(p, mk, v) _mm512_mask_storeu_pd(p, mk, v)
-#define VRELU(v) _mm512_max_pd(_mm512_setzero_pd(), v)
-#define VLEAKY(v, s) \
-    _mm512_mask_mul_pd(v, _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ), v, s)
-#undef VSUB
-#undef VMUL
-#undef VDIV
-#undef VMAXV
-#undef VMINV
-#undef VABS
-#undef VROUND
-#undef VSCALE
-#undef VSCALE_NEG
-#undef VBLEND_LT
-#undef VBLEND_LT0
-#undef VCOPYSIGN
-#undef FNAME
-#define VSUB(a, b) _mm512_sub_pd(a, b)
-#define VMUL(a, b) _mm512_mul_pd(a, b)
-#define VDIV(a, b) _mm512_div_pd(a, b)
-#define VMAXV(a, b) _mm512_max_pd(a, b)
-#define VMINV(a, b) _mm512_min_pd(a, b)
-#define VABS(a) _mm512_abs_pd(a)
-#define VROUND(a) _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define VSCALE(p, n) _mm512_scalef_pd(p, n)
-#define VSCALE_NEG(p, n) VSCALE(p, n)
-#define VBLEND_LT(x, c, a, b) _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, c, _CMP_LT_OQ), b, a)
-#define VBLEND_LT0(z, a, b) VBLEND_LT(z, _mm512_setzero_pd(), a, b)
-#define VCOPYSIGN(m, s) _mm512_or_pd(m, _mm512_and_pd(s, _mm512_set1_pd(-0.0)))
+#include "simd/vec_avx512_f64.h"
 #define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f64_avx512)
 #include "simd/vmath_f64.inc"
 #define VSIGMOID(v) FNAME(sigmoid)(v)
@@ -236,6 +157,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 #undef VSIGMOID
 #undef VTANH
 #undef VSOFTPLUS
+#include "simd/vec_end.h"
 
 
 /* ---- transposing pack (both dtypes) ------------------------------------------------------

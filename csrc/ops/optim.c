@@ -73,65 +73,43 @@ PB_DEFINE_OPTIM_ELEM(float, f32, sqrtf, fabsf)
 PB_DEFINE_OPTIM_ELEM(double, f64, sqrt, fabs)
 
 /* ---- per-ISA range kernels -----------------------------------------------------------------
- * optim_simd.inc instantiated per ISA and dtype. VOP(add) names the intrinsic of the
- * instantiation (_mm512_add_ps, _mm256_add_pd, ...); the two compound operations are written
- * once per ISA: VMAXNAN(a, b) = (a > b || a is NaN) ? a : b, the select of pb_maxnan_*, and
- * VSEL_NZ(u, x, y) = (u != 0 || u is NaN) ? x : y. */
+ * optim_simd.inc instantiated per ISA and dtype, written in the vector vocabulary
+ * (csrc/simd/vec_<isa>_<dtype>.h). */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-#define VOP(op) PB_CAT(PB_CAT(VPFX, op), VSFX)
+#include "simd/vec_avx2.h"
+#include "simd/vec_avx512.h"
 
-#define TARGET "avx512f,avx512dq,avx512bw,avx512vl,fma"
+#define TARGET PB_TARGET_AVX512
 #define ISA avx512
-#define VPFX _mm512_
-#define VMAXNAN(a, b)                                                                        \
-    VOP(mask_blend)(PB_CAT(VOP(cmp), _mask)(a, b, _CMP_GT_OQ) |                             \
-                        PB_CAT(VOP(cmp), _mask)(a, a, _CMP_UNORD_Q),                         \
-                    b, a)
-#define VSEL_NZ(u, x, y) VOP(mask_blend)(PB_CAT(VOP(cmp), _mask)(u, VOP(setzero)(), _CMP_NEQ_UQ), y, x)
 #define T float
 #define CSFX f32
-#define VL 16
-#define VEC __m512
-#define VSFX _ps
+#include "simd/vec_avx512_f32.h"
 #include "ops/optim_simd.inc"
+#include "simd/vec_end.h"
 #define T double
 #define CSFX f64
-#define VL 8
-#define VEC __m512d
-#define VSFX _pd
+#include "simd/vec_avx512_f64.h"
 #include "ops/optim_simd.inc"
+#include "simd/vec_end.h"
 #undef TARGET
 #undef ISA
-#undef VPFX
-#undef VMAXNAN
-#undef VSEL_NZ
 
-#define TARGET "avx2,fma"
+#define TARGET PB_TARGET_AVX2
 #define ISA avx2
-#define VPFX _mm256_
-#define VMAXNAN(a, b)                                                                        \
-    VOP(blendv)(b, a, VOP(or)(VOP(cmp)(a, b, _CMP_GT_OQ), VOP(cmp)(a, a, _CMP_UNORD_Q)))
-#define VSEL_NZ(u, x, y) VOP(blendv)(y, x, VOP(cmp)(u, VOP(setzero)(), _CMP_NEQ_UQ))
 #define T float
 #define CSFX f32
-#define VL 8
-#define VEC __m256
-#define VSFX _ps
+#include "simd/vec_avx2_f32.h"
 #include "ops/optim_simd.inc"
+#include "simd/vec_end.h"
 #define T double
 #define CSFX f64
-#define VL 4
-#define VEC __m256d
-#define VSFX _pd
+#include "simd/vec_avx2_f64.h"
 #include "ops/optim_simd.inc"
+#include "simd/vec_end.h"
 #undef TARGET
 #undef ISA
-#undef VPFX
-#undef VMAXNAN
-#undef VSEL_NZ
-#undef VOP
 #endif /* x86 */
 
 /* ---- multi-tensor drivers ------------------------------------------------------------------ */

@@ -19,6 +19,9 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+
+#include "simd/vec_avx2.h"
+#include "simd/vec_avx512.h"
 #endif
 
 /* Row blocks of the power-iteration pass: about PB_SPEC_BLOCK_ELEMS entries of w each, at
@@ -229,117 +232,44 @@ done:
 /* ---- SIMD kernels --------------------------------------------------------------------------- */
 #if defined(__x86_64__) || defined(__i386__)
 
-__attribute__((target("avx2,fma"))) static inline float spec_hsum_f32_avx2(__m256 x) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-__attribute__((target("avx2,fma"))) static inline double spec_hsum_f64_avx2(__m256d x) {
-    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(x), _mm256_extractf128_pd(x, 1));
-    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
-    return _mm_cvtsd_f64(s);
-}
-
-/* ---- AVX2 + FMA, float32 ---- */
-#define TARGET "avx2,fma"
+/* ---- AVX2 + FMA ---- */
+#define TARGET PB_TARGET_AVX2
 #define T float
-#define VL 8
-#define VEC __m256
-#define VZERO() _mm256_setzero_ps()
-#define VLOAD(p) _mm256_loadu_ps(p)
-#define VSTORE(p, x) _mm256_storeu_ps(p, x)
-#define VSET1(x) _mm256_set1_ps(x)
-#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
-#define VFNMA(a, b, c) _mm256_fnmadd_ps(a, b, c)
-#define VADD(a, b) _mm256_add_ps(a, b)
-#define VMUL(a, b) _mm256_mul_ps(a, b)
-#define VDIV(a, b) _mm256_div_ps(a, b)
-#define VHSUM(x) spec_hsum_f32_avx2(x)
-#define MASK_T __m256i
-#define VMASK(n) \
-    _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-#define VLOADM(p, mk) _mm256_maskload_ps(p, mk)
-#define VSTOREM(p, mk, x) _mm256_maskstore_ps(p, mk, x)
+#include "simd/vec_avx2_f32.h"
 #define ROWS_NAME pb_spec_rows_f32_avx2
 #define DOT_NAME pb_spec_dot_f32_avx2
 #define BWD_NAME pb_spec_bwd_f32_avx2
 #define DIV_NAME pb_spec_div_f32_avx2
 #include "ops/spectral_simd.inc"
-
-/* ---- AVX2 + FMA, float64 ---- */
+#include "simd/vec_end.h"
 #define T double
-#define VL 4
-#define VEC __m256d
-#define VZERO() _mm256_setzero_pd()
-#define VLOAD(p) _mm256_loadu_pd(p)
-#define VSTORE(p, x) _mm256_storeu_pd(p, x)
-#define VSET1(x) _mm256_set1_pd(x)
-#define VFMA(a, b, c) _mm256_fmadd_pd(a, b, c)
-#define VFNMA(a, b, c) _mm256_fnmadd_pd(a, b, c)
-#define VADD(a, b) _mm256_add_pd(a, b)
-#define VMUL(a, b) _mm256_mul_pd(a, b)
-#define VDIV(a, b) _mm256_div_pd(a, b)
-#define VHSUM(x) spec_hsum_f64_avx2(x)
-#define MASK_T __m256i
-#define VMASK(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
-#define VLOADM(p, mk) _mm256_maskload_pd(p, mk)
-#define VSTOREM(p, mk, x) _mm256_maskstore_pd(p, mk, x)
+#include "simd/vec_avx2_f64.h"
 #define ROWS_NAME pb_spec_rows_f64_avx2
 #define DOT_NAME pb_spec_dot_f64_avx2
 #define BWD_NAME pb_spec_bwd_f64_avx2
 #define DIV_NAME pb_spec_div_f64_avx2
 #include "ops/spectral_simd.inc"
+#include "simd/vec_end.h"
 #undef TARGET
 
-/* ---- AVX-512, float32 ---- */
-#define TARGET "avx512f,avx512dq,avx512bw,avx512vl,fma"
+/* ---- AVX-512 ---- */
+#define TARGET PB_TARGET_AVX512
 #define T float
-#define VL 16
-#define VEC __m512
-#define VZERO() _mm512_setzero_ps()
-#define VLOAD(p) _mm512_loadu_ps(p)
-#define VSTORE(p, x) _mm512_storeu_ps(p, x)
-#define VSET1(x) _mm512_set1_ps(x)
-#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define VFNMA(a, b, c) _mm512_fnmadd_ps(a, b, c)
-#define VADD(a, b) _mm512_add_ps(a, b)
-#define VMUL(a, b) _mm512_mul_ps(a, b)
-#define VDIV(a, b) _mm512_div_ps(a, b)
-#define VHSUM(x) _mm512_reduce_add_ps(x)
-#define MASK_T __mmask16
-#define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
-#define VLOADM(p, mk) _mm512_maskz_loadu_ps(mk, p)
-#define VSTOREM(p, mk, x) _mm512_mask_storeu_ps(p, mk, x)
+#include "simd/vec_avx512_f32.h"
 #define ROWS_NAME pb_spec_rows_f32_avx512
 #define DOT_NAME pb_spec_dot_f32_avx512
 #define BWD_NAME pb_spec_bwd_f32_avx512
 #define DIV_NAME pb_spec_div_f32_avx512
 #include "ops/spectral_simd.inc"
-
-/* ---- AVX-512, float64 ---- */
+#include "simd/vec_end.h"
 #define T double
-#define VL 8
-#define VEC __m512d
-#define VZERO() _mm512_setzero_pd()
-#define VLOAD(p) _mm512_loadu_pd(p)
-#define VSTORE(p, x) _mm512_storeu_pd(p, x)
-#define VSET1(x) _mm512_set1_pd(x)
-#define VFMA(a, b, c) _mm512_fmadd_pd(a, b, c)
-#define VFNMA(a, b, c) _mm512_fnmadd_pd(a, b, c)
-#define VADD(a, b) _mm512_add_pd(a, b)
-#define VMUL(a, b) _mm512_mul_pd(a, b)
-#define VDIV(a, b) _mm512_div_pd(a, b)
-#define VHSUM(x) _mm512_reduce_add_pd(x)
-#define MASK_T __mmask8
-#define VMASK(n) ((__mmask8)((1u << (n)) - 1u))
-#define VLOADM(p, mk) _mm512_maskz_loadu_pd(mk, p)
-#define VSTOREM(p, mk, x) _mm512_mask_storeu_pd(p, mk, x)
+#include "simd/vec_avx512_f64.h"
 #define ROWS_NAME pb_spec_rows_f64_avx512
 #define DOT_NAME pb_spec_dot_f64_avx512
 #define BWD_NAME pb_spec_bwd_f64_avx512
 #define DIV_NAME pb_spec_div_f64_avx512
 #include "ops/spectral_simd.inc"
+#include "simd/vec_end.h"
+#undef TARGET
 
 #endif
