@@ -296,6 +296,18 @@ def run_case(problem, op, threads, torch, timing, numpy_unmatched, runs=1, pinne
         # The automatic choice runs the code of its configuration pinned: both timings are
         # samples of the same calls, and the faster stands for it.
         t_auto = min(row["ours_us"], row.get("cpu:" + auto + "_us") or row["ours_us"])
+        if best != auto and t_auto > row["cpu:" + best + "_us"] / 0.95:
+            # more than 5 % behind: the two timed again in turn, as many rounds, to tell a
+            # slower configuration from a disturbed sample; each keeps its best
+            for _ in range(max(1, runs)):
+                t_auto = min(t_auto, _common.measure(ours, **timing))
+                pybackprop.set_cpu(best)
+                try:
+                    t = _common.measure(ours, **timing)
+                finally:
+                    pybackprop.set_cpu(auto)
+                row["cpu:" + best + "_us"] = min(row["cpu:" + best + "_us"], t)
+            row["note"] = ((row.get("note") or "") + " rechecked").strip()
         row["auto_vs_best"] = _ratio(row["cpu:" + best + "_us"], t_auto)
     row["gflops"] = flops(op, problem.shape) / row["ours_us"] * 1e-9
     row["peak_pct"] = _peak_pct(row["gflops"], problem.dtype, threads)
@@ -599,7 +611,8 @@ def main(argv=None):
         print(f"  best pinned: the fastest of {', '.join(pinned)} pinned one by one in the "
               f"same run; auto/best: its time / the automatic choice's ({pybackprop.get_cpu()}: "
               f"the faster of its own timing and that of {pybackprop.get_cpu()} pinned, the "
-              f"same code) (>= 0.95: within 5 %).")
+              f"same code) (>= 0.95: within 5 %); a row more than 5 % behind is timed again, "
+              f"the two in turn (note: rechecked).")
     if args.markdown:
         _write_markdown(args.markdown, rows, shown_args, torch)
     if epilogue:
