@@ -36,7 +36,11 @@ enum pb_act {
     PB_ACT_LEAKY_RELU = 2, /* slope >= 0 */
     PB_ACT_SIGMOID = 3,
     PB_ACT_TANH = 4,
-    PB_ACT_SOFTPLUS = 5
+    PB_ACT_SOFTPLUS = 5,
+    /* pre-activation kinds: the backward takes z, not y (see the dense section) */
+    PB_ACT_GELU = 6,       /* z Phi(z), Phi the standard normal CDF (erf form) */
+    PB_ACT_GELU_TANH = 7,  /* z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) / 2 */
+    PB_ACT_SILU = 8        /* z sigmoid(z) */
 };
 
 /* ---- library: status, dispatch, threads, build ---------------------------------------- */
@@ -86,34 +90,42 @@ const char *pb_compiler(void);
 const char *pb_cflags(void);        /* the flags the core was compiled with */
 
 /* ---- dense + activation ------------------------------------------------------------------
- * forward:  y[B,N] = act(x[B,K] @ w[N,K]^T + b[N])     b may be NULL
- * backward: dz = dy * act'(y)   (act' from the saved OUTPUT y)
+ * forward:  z[B,N] = x[B,K] @ w[N,K]^T + b[N]     b may be NULL
+ *           y[B,N] = act(z)
+ *           z may be NULL (not wanted); else it receives the pre-activation, stored by the
+ *           same epilogue that stores y (one more store per vector, no second pass).
+ * backward: dz = dy * act'(.), where the 7th argument `s` (B x N) is
+ *             the saved OUTPUT y for identity, relu, leaky_relu, sigmoid, tanh, softplus,
+ *             the saved PRE-ACTIVATION z for gelu, gelu_tanh, silu (whose derivative
+ *             cannot be taken from y);
  *           dx[B,K] = dz @ w    (dx may be NULL: not computed)
  *           dw[N,K] = dz^T @ x
  *           db[N]   = sum_b dz  (db may be NULL: not computed)
  *           accumulate != 0 adds into dx, dw, db instead of overwriting them.
  * The activation is applied in the GEMM epilogue, on each output tile before its one store.
- * Outputs (y; dx, dw, db) may not overlap an input or each other: PB_ERR_OVERLAP, nothing
+ * Outputs (y, z; dx, dw, db) may not overlap an input or each other: PB_ERR_OVERLAP, nothing
  * written (checked on the arrays' extents, B*K, N*K, N or B*N elements).
  */
-int pb_dense_forward_f32(float *y, const float *x, const float *w, const float *b,
+int pb_dense_forward_f32(float *y, float *z, const float *x, const float *w, const float *b,
                          ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int act, float slope);
-int pb_dense_forward_f64(double *y, const double *x, const double *w, const double *b,
-                         ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int act, double slope);
+int pb_dense_forward_f64(double *y, double *z, const double *x, const double *w,
+                         const double *b, ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int act,
+                         double slope);
 int pb_dense_backward_f32(float *dx, float *dw, float *db, const float *dy, const float *x,
-                          const float *w, const float *y, ptrdiff_t B, ptrdiff_t K,
+                          const float *w, const float *s, ptrdiff_t B, ptrdiff_t K,
                           ptrdiff_t N, int act, float slope, int accumulate);
 int pb_dense_backward_f64(double *dx, double *dw, double *db, const double *dy,
-                          const double *x, const double *w, const double *y, ptrdiff_t B,
+                          const double *x, const double *w, const double *s, ptrdiff_t B,
                           ptrdiff_t K, ptrdiff_t N, int act, double slope, int accumulate);
 
-/* Elementwise: y[n] = act(z[n]);  dz[n] = dy[n] * act'(y[n]) from the output y. */
+/* Elementwise: y[n] = act(z[n]);  dz[n] = dy[n] * act'(.) from s[n], the OUTPUT y or, for
+ * gelu, gelu_tanh and silu, the pre-activation z (as the dense backward). */
 int pb_activation_forward_f32(float *y, const float *z, ptrdiff_t n, int act, float slope);
 int pb_activation_forward_f64(double *y, const double *z, ptrdiff_t n, int act,
                               double slope);
-int pb_activation_backward_f32(float *dz, const float *dy, const float *y, ptrdiff_t n,
+int pb_activation_backward_f32(float *dz, const float *dy, const float *s, ptrdiff_t n,
                                int act, float slope);
-int pb_activation_backward_f64(double *dz, const double *dy, const double *y, ptrdiff_t n,
+int pb_activation_backward_f64(double *dz, const double *dy, const double *s, ptrdiff_t n,
                                int act, double slope);
 
 /* General GEMM used by the kernels above, exposed for tests of the edge logic:

@@ -10,7 +10,8 @@ from ._runtime import (available_archs, available_cpus, build_info, cpu_info, ge
 from ._runtime import _check_environment
 
 _check_environment()
-from .dense import ACTIVATIONS, activation, activation_backward, dense_backward, dense_forward
+from .dense import (ACTIVATIONS, PREACT_ACTIVATIONS, activation, activation_backward,
+                    dense_backward, dense_forward)
 from .losses import (REDUCTIONS, binary_cross_entropy_with_logits, maximum_backward,
                      maximum_forward, mse_loss, softmax_cross_entropy)
 from .gradcheck import gradcheck
@@ -24,6 +25,7 @@ from ._check import check  # noqa: E402
 __all__ = [
     "__version__",
     "ACTIVATIONS",
+    "PREACT_ACTIVATIONS",
     "dense_forward",
     "dense_backward",
     "activation",

@@ -12,12 +12,18 @@ GEMM_C: a sum of n terms evaluated in any order, with or without FMA, blocked or
   accumulating into a buffer (its old value).
 LIPSCHITZ: an error dz in the pre-activation moves the output by at most L |dz|: 1 for
   identity, relu, tanh, softplus (its slope is sigmoid <= 1); max(1, slope) for
-  leaky_relu; 1/4 for sigmoid.
+  leaky_relu; 1/4 for sigmoid; sup |act'| for gelu (1.1290, at z = sqrt 2), gelu_tanh
+  (1.1290) and silu (1.0999, at z = 2.3994), rounded up (pybackprop.spectral derives them).
 ELEM_C: relative error of one elementwise activation or derivative, in eps, ours plus the
   reference's: each is at most 2 elementary functions (exp, log1p, expm1, tanh: within
   2 ulp in glibc's published error tables) and 3 roundings: <= 4 eps, twice -> 8. For the
   derivative the error is relative to a magnitude S(y) of the terms that form act'(y)
-  (dz_scale): tanh's 1 - y*y loses u*y*y to the rounding of y*y.
+  (dz_scale): tanh's 1 - y*y loses u*y*y to the rounding of y*y. gelu, gelu_tanh and silu
+  (derivative from the pre-activation z): S(z) is the sum of the magnitudes of the two
+  terms of act'(z) (|Phi(z)| + |z phi(z)|, s + |z| s (1 - s) w'(z)). Their budget is
+  PREACT_ELEM_C: the vector forms stay within the ulp table of docs/guide.md (at most 7
+  ulp of y, 6 of S(z); tests/test_activation_ulp.py), the reference within 3 (math.erfc's
+  own error in float64 and the rounding).
 TINY_C: results at the underflow threshold may be off by a few units of the smallest
   normal number, or flushed to 0: an absolute floor of TINY_C * finfo.tiny.
 Bounds, with G = |dy| S(y) >= |dz|:
@@ -25,6 +31,7 @@ Bounds, with G = |dy| S(y) >= |dz|:
   dz       ELEM_C eps G                                                 +  tiny
   dx       (GEMM_C N + ELEM_C) eps (G @ |w|)                            +  tiny
   dw, db   (GEMM_C B + ELEM_C) eps (G.T @ |x|),  ... eps G.sum(0)       +  tiny
+  (PREACT_ELEM_C in place of ELEM_C for gelu, gelu_tanh, silu; S(z) in place of S(y)).
 Losses. Ours (in dtype T, eps = np.finfo(T).eps = 2u) is compared with the reference evaluated in
 float64 on the same inputs cast up; for T = float64 the reference commits errors of the
 same size as ours, which the constants count twice. Terms (in units of eps):
@@ -52,13 +59,18 @@ BCE: dlogits = (sigmoid(z) - t) / D: exp, 1 + e, the quotient, the subtraction a
   <= log 2; the addition: |error| <= BCE_LOSS_C eps (|z| + 1) per element.
 Observed errors on random data reach 0.1-0.25 of these bounds.
 """
+import math
+
 import numpy as np
 
 GEMM_C = 1.01
 ELEM_C = 8.0
+PREACT_ELEM_C = 10.0
+PREACT_KINDS = ("gelu", "gelu_tanh", "silu")
 TINY_C = 8.0
 LIPSCHITZ = {"identity": 1.0, "relu": 1.0, "leaky_relu": None, "sigmoid": 0.25,
-             "tanh": 1.0, "softplus": 1.0}
+             "tanh": 1.0, "softplus": 1.0, "gelu": 1.129, "gelu_tanh": 1.129,
+             "silu": 1.1}
 MSE_GRAD_C = 3.0
 MSE_LOSS_C = 4.0
 XENT_GRAD_C = 8.0
@@ -81,6 +93,11 @@ def lipschitz(kind, slope):
     return max(1.0, slope) if kind == "leaky_relu" else LIPSCHITZ[kind]
 
 
+def elem_c(kind):
+    """The elementwise budget (in eps) of an activation: ELEM_C, or PREACT_ELEM_C."""
+    return PREACT_ELEM_C if kind in PREACT_KINDS else ELEM_C
+
+
 def up(a):
     """Exact float64 copy of an array (None stays None)."""
     return None if a is None else np.asarray(a, dtype=np.float64)
@@ -96,12 +113,40 @@ def forward_bound(x, w, b, kind, dtype, y_ref, slope=SLOPE):
     mag = mag.reshape(np.shape(y_ref))
     n = np.shape(w)[1] + 1
     return (lipschitz(kind, slope) * GEMM_C * n * eps * mag
-            + ELEM_C * eps * np.abs(y_ref) + tiny_of(dtype))
+            + elem_c(kind) * eps * np.abs(y_ref) + tiny_of(dtype))
+
+
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+_C1 = 2.0 * math.sqrt(2.0 / math.pi)  # gelu_tanh's w = C1 (z + 0.044715 z^3)
+
+
+def _sigmoid(t):
+    """sigmoid(t) without cancellation in either tail."""
+    with np.errstate(over="ignore", under="ignore"):
+        e = np.exp(-np.abs(t))
+        return np.where(t >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _preact_scale(z, kind):
+    """S(z) for the kinds differentiated from z: |term 1| + |term 2| of act'(z)."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        if kind == "gelu":
+            cdf = 0.5 * np.asarray(_erfc(-z / math.sqrt(2.0)), dtype=np.float64)
+            return cdf + np.abs(z) * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+        if kind == "gelu_tanh":
+            w = _C1 * (z + 0.044715 * z ** 3)
+            s = _sigmoid(w)
+            return s + np.abs(z) * s * (1 - s) * _C1 * (1 + 3 * 0.044715 * z * z)
+        s = _sigmoid(z)  # silu
+        return s + np.abs(z) * s * (1 - s)
 
 
 def dz_scale(dy, y, kind, slope=SLOPE):
-    """G = |dy| S(y) >= |dz|: the magnitude that bounds dz and the rounding of act'(y)."""
+    """G = |dy| S(y) >= |dz|: the magnitude that bounds dz and the rounding of act'(y) (for
+    gelu, gelu_tanh and silu ``y`` holds the pre-activation z)."""
     dy, y = np.abs(up(dy)), up(y)
+    if kind in PREACT_KINDS:
+        return dy * _preact_scale(y, kind)
     s = {
         "identity": lambda: np.ones_like(y),
         "relu": lambda: (y > 0).astype(np.float64),
@@ -130,18 +175,19 @@ def backward_bounds(dy, x, w, y, kind, dtype, slope=SLOPE, old=None):
         if old is not None:
             mag = mag + np.abs(up(old[i])).reshape(mag.shape)
             n += 1
-        bounds.append((GEMM_C * n + ELEM_C) * eps * mag + tiny_of(dtype))
+        bounds.append((GEMM_C * n + elem_c(kind)) * eps * mag + tiny_of(dtype))
     if one_row:
         bounds[0] = bounds[0][0]
     return tuple(bounds)
 
 
-def activation_bounds(dy, y_ref, kind, dtype, slope=SLOPE):
-    """Bounds for activation (y within ELEM_C eps |y|) and activation_backward from the
-    output (dz within ELEM_C eps G)."""
+def activation_bounds(dy, y_ref, kind, dtype, slope=SLOPE, z=None):
+    """Bounds for activation (y within ELEM_C eps |y|) and activation_backward (dz within
+    ELEM_C eps G, G from the output y, or for gelu, gelu_tanh and silu from ``z``)."""
     eps = eps_of(dtype)
-    return (ELEM_C * eps * np.abs(up(y_ref)) + tiny_of(dtype),
-            ELEM_C * eps * dz_scale(dy, y_ref, kind, slope) + tiny_of(dtype))
+    saved = z if kind in PREACT_KINDS else y_ref
+    return (elem_c(kind) * eps * np.abs(up(y_ref)) + tiny_of(dtype),
+            elem_c(kind) * eps * dz_scale(dy, saved, kind, slope) + tiny_of(dtype))
 
 
 def mse_bounds(pred, loss_ref, d_ref):

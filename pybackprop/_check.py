@@ -22,7 +22,8 @@ from . import reference as ref
 from ._runtime import available_cpus, get_cpu, set_cpu
 
 DTYPES = (np.float32, np.float64)
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "gelu",
+               "gelu_tanh", "silu")
 # (B, K, N): odd sizes around register tiles, a B = 1 row, and K past every KC and MC
 DENSE_SHAPES = [(1, 37, 19), (33, 65, 47), (130, 300, 70), (530, 1030, 70)]
 SLOPE = 0.3
@@ -58,22 +59,35 @@ def _check_dense(pb, rng, dt):
         dy = rng.standard_normal((B, N)).astype(dt)
         for kind in ACTIVATIONS:
             kw = dict(activation=kind, negative_slope=SLOPE)
-            y = pb.dense_forward(x, w, b, **kw)
+            # gelu, gelu_tanh, silu: the forward also stores z (checked as a linear layer's
+            # output), and the backwards differentiate from z, not y
+            pre = kind in ref.PREACT_ACTIVATIONS
+            zd = np.empty((B, N), dt) if pre else None
+            y = pb.dense_forward(x, w, b, preact=zd, **kw)
             y_ref = ref.dense_forward(bnd.up(x), bnd.up(w), bnd.up(b), **kw)
             out["dense_forward"] = max(out["dense_forward"], _worst(
                 y, y_ref, bnd.forward_bound(x, w, b, kind, dt, y_ref, SLOPE)))
-            grads = pb.dense_backward(dy, x, w, y, **kw)
-            grads_ref = ref.dense_backward(bnd.up(dy), bnd.up(x), bnd.up(w), bnd.up(y), **kw)
+            if pre:
+                z_ref = ref.preactivation(bnd.up(x), bnd.up(w), bnd.up(b))
+                out["dense_forward"] = max(out["dense_forward"], _worst(
+                    zd, z_ref, bnd.forward_bound(x, w, b, "identity", dt, z_ref, SLOPE)))
+            saved = zd if pre else y
+            grads = pb.dense_backward(dy, x, w, None if pre else y, preact=zd, **kw)
+            grads_ref = ref.dense_backward(bnd.up(dy), bnd.up(x), bnd.up(w),
+                                           None if pre else bnd.up(y), preact=bnd.up(zd), **kw)
             for g, g_ref, bound in zip(grads, grads_ref,
-                                       bnd.backward_bounds(dy, x, w, y, kind, dt, SLOPE)):
+                                       bnd.backward_bounds(dy, x, w, saved, kind, dt, SLOPE)):
                 out["dense_backward"] = max(out["dense_backward"], _worst(g, g_ref, bound))
             z = (3 * rng.standard_normal((B, N))).astype(dt)
             a = pb.activation(z, kind, negative_slope=SLOPE)
             a_ref = ref.activation(bnd.up(z), kind, negative_slope=SLOPE)
-            a_bound, d_bound = bnd.activation_bounds(dy, a, kind, dt, SLOPE)
+            a_bound, d_bound = bnd.activation_bounds(dy, a, kind, dt, SLOPE, z=z)
             out["activation"] = max(out["activation"], _worst(a, a_ref, a_bound))
-            d = pb.activation_backward(dy, a, kind, negative_slope=SLOPE)
-            d_ref = ref.activation_backward(bnd.up(dy), bnd.up(a), kind, negative_slope=SLOPE)
+            zs = z if pre else None
+            d = pb.activation_backward(dy, None if pre else a, kind, preact=zs,
+                                       negative_slope=SLOPE)
+            d_ref = ref.activation_backward(bnd.up(dy), None if pre else bnd.up(a), kind,
+                                            preact=bnd.up(zs), negative_slope=SLOPE)
             out["activation_backward"] = max(out["activation_backward"],
                                              _worst(d, d_ref, d_bound))
     return out

@@ -20,7 +20,11 @@ _CTYPE = {F32: "float[]", F64: "double[]"}
 _NULL = ffi.NULL
 _INF = float("inf")
 
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "gelu",
+               "gelu_tanh", "silu")
+# The activations whose derivative is taken from the pre-activation z (the others: from the
+# output y); their backward takes ``preact=``.
+PREACT_ACTIVATIONS = ("gelu", "gelu_tanh", "silu")
 _ACT_CODE = {
     None: lib.PB_ACT_IDENTITY,  # no activation: the linear layer
     "identity": lib.PB_ACT_IDENTITY,
@@ -29,7 +33,35 @@ _ACT_CODE = {
     "sigmoid": lib.PB_ACT_SIGMOID,
     "tanh": lib.PB_ACT_TANH,
     "softplus": lib.PB_ACT_SOFTPLUS,
+    "gelu": lib.PB_ACT_GELU,
+    "gelu_tanh": lib.PB_ACT_GELU_TANH,
+    "silu": lib.PB_ACT_SILU,
 }
+_PREACT_CODES = frozenset(_ACT_CODE[k] for k in PREACT_ACTIVATIONS)
+
+
+def saved_for_backward(kind, y, preact, name="activation"):
+    """``(array, its name)`` that the backward of activation ``kind`` (named ``name`` in the
+    caller) differentiates from: ``preact`` (the pre-activation z) for the kinds of
+    ``PREACT_ACTIVATIONS``, where it is required, else ``y`` (the output), where ``preact``
+    is refused. Raises ValueError naming the argument (an unknown kind is left to
+    ``act_code``)."""
+    if type(kind) is not str and kind is not None or kind not in _ACT_CODE:
+        return y, "y"
+    if kind in PREACT_ACTIVATIONS:
+        if preact is None:
+            raise ValueError(
+                f"{name}={kind!r} takes its derivative from the pre-activation z, which y does "
+                f"not determine: pass preact=z (dense_forward's preact= output, the shape of "
+                f"y); y is not used")
+        return preact, "preact"
+    if preact is not None:
+        raise ValueError(
+            f"preact is only for the activations {PREACT_ACTIVATIONS}; {name}={kind!r} takes "
+            f"its derivative from the output y")
+    if y is None:
+        raise ValueError(f"y (the output) is required for {name}={kind!r}")
+    return y, "y"
 
 
 def describe(a):

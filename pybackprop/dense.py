@@ -4,6 +4,9 @@ Shapes follow ``torch.nn.Linear``: ``x`` is ``(B, K)`` (or ``(K,)``), ``w`` is `
 (out, in), ``b`` is ``(N,)``, ``y`` is ``(B, N)`` (or ``(N,)``). The activation runs in the
 GEMM's epilogue, on each output tile before its single store; the backward forms
 ``dz = dy * act'(y)`` from the saved output once, reducing ``db`` in the same pass.
+GELU (``"gelu"``, ``"gelu_tanh"``) and SiLU (``"silu"``) cannot be differentiated from ``y``:
+their forward can store the pre-activation ``z = x @ w.T + b`` too (``preact=``, in the same
+epilogue), and their backward takes it (``preact=z``) instead of ``y``.
 The specification of every function here is its namesake in :mod:`pybackprop.reference`.
 """
 from __future__ import annotations
@@ -13,8 +16,9 @@ from typing import Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._core import (_ACT_CODE, _INF, ACTIVATIONS, F32, F64, act_code, as_input, check_out,
-                    check_status, describe, ffi, kernel, lib, pairs, ptr, result_dtype)
+from ._core import (_ACT_CODE, _INF, ACTIVATIONS, F32, F64, PREACT_ACTIVATIONS, act_code,
+                    as_input, check_out, check_status, describe, ffi, kernel, lib, pairs, ptr,
+                    result_dtype, saved_for_backward)
 
 _FWD = {F32: (lib.pb_dense_forward_f32, "float[]"), F64: (lib.pb_dense_forward_f64, "double[]")}
 _BWD = {F32: (lib.pb_dense_backward_f32, "float[]"),
@@ -24,8 +28,8 @@ _nd = np.ndarray
 _NULL = ffi.NULL
 _OVERLAP = lib.PB_ERR_OVERLAP
 
-__all__ = ["ACTIVATIONS", "dense_forward", "dense_backward", "activation",
-           "activation_backward"]
+__all__ = ["ACTIVATIONS", "PREACT_ACTIVATIONS", "dense_forward", "dense_backward",
+           "activation", "activation_backward"]
 
 
 def _dense_shapes(x, w):
@@ -45,7 +49,8 @@ def _dense_shapes(x, w):
 
 def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None, *,
                   activation: Optional[str] = None, negative_slope: float = 0.01,
-                  out: Optional[np.ndarray] = None) -> np.ndarray:
+                  out: Optional[np.ndarray] = None,
+                  preact: Optional[np.ndarray] = None) -> np.ndarray:
     """Fused dense layer: ``y = act(x @ w.T + b)``.
 
     Parameters
@@ -53,12 +58,19 @@ def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None, *,
     x : (..., K) array_like: (B, K), (K,), or any leading dimensions, as ``nn.Linear``
     w : (N, K) array_like, the weight as ``(out_features, in_features)``
     b : (N,) array_like or None
-    activation : {None, "identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus"}
-        None (the default) and "identity": no activation, as ``torch.nn.Linear``
+    activation : {None, "identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus",
+                  "gelu", "gelu_tanh", "silu"}
+        None (the default) and "identity": no activation, as ``torch.nn.Linear``. "gelu" is
+        ``z Phi(z)`` (erf form), "gelu_tanh" PyTorch's ``approximate="tanh"``, "silu"
+        ``z sigmoid(z)``: their backward needs ``preact``.
     negative_slope : float >= 0, slope of ``leaky_relu`` for negative inputs
     out : ndarray of shape (..., N) (x's leading dimensions), optional
         C-contiguous, of the result dtype, not overlapping an input; written only when
         every check has passed.
+    preact : ndarray of shape (..., N), optional
+        Receives the pre-activation ``z = x @ w.T + b`` (any activation), stored by the
+        epilogue that stores ``y``: what ``dense_backward`` needs for the activations of
+        ``PREACT_ACTIVATIONS``. Checked as ``out``, and may not overlap ``out``.
 
     Returns
     -------
@@ -107,8 +119,12 @@ def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None, *,
         # arrays and on what C reads
         y = check_out("out", out, shape, dtype,
                       () if fast else pairs(("x", "w", "b"), (x, w, b), (xa, wa, ba)))
-    st = fn(_fb(ct, y), _fb(ct, xa), _fb(ct, wa), _NULL if ba is None else _fb(ct, ba), B, K, N,
-            act, slope)
+    if preact is not None:
+        # checked in full (every input, and out), before anything is written
+        zbuf = check_out("preact", preact, shape, dtype,
+                         pairs(("x", "w", "b"), (x, w, b), (xa, wa, ba)) + (("out", y),))
+    st = fn(_fb(ct, y), _NULL if preact is None else _fb(ct, zbuf), _fb(ct, xa), _fb(ct, wa),
+            _NULL if ba is None else _fb(ct, ba), B, K, N, act, slope)
     if st:
         if st == _OVERLAP:  # (only a given out can overlap) raises, naming the input
             check_out("out", out, shape, dtype,
@@ -117,12 +133,12 @@ def dense_forward(x: ArrayLike, w: ArrayLike, b: Optional[ArrayLike] = None, *,
     return y
 
 
-def _backward_buffers(fast, inputs, given, shapes, need_dx, accumulate, dtype):
+def _backward_buffers(fast, inputs, given, shapes, need_dx, accumulate, dtype, yname="y"):
     """(dx, dw, db) for the C call: the given buffers checked (``fast``: dtype, shape and
     layout only, the C core checking overlaps before it writes; else each also against the
     inputs, ``(as given, as converted)``, and the buffers checked before it), the others
     allocated (zeroed to accumulate; dx None without ``need_dx``)."""
-    seen = () if fast else pairs(("dy", "x", "w", "y"), *inputs)
+    seen = () if fast else pairs(("dy", "x", "w", yname), *inputs)
     bufs = []
     for name, buf, shape, on in zip(("dx", "dw", "db"), given, shapes, (need_dx, True, True)):
         if not on:
@@ -136,25 +152,34 @@ def _backward_buffers(fast, inputs, given, shapes, need_dx, accumulate, dtype):
     return bufs
 
 
-def dense_backward(dy: ArrayLike, x: ArrayLike, w: ArrayLike, y: ArrayLike, *,
-                   activation: Optional[str], negative_slope: float = 0.01,
+def dense_backward(dy: ArrayLike, x: ArrayLike, w: ArrayLike, y: Optional[ArrayLike] = None,
+                   *, activation: Optional[str], preact: Optional[ArrayLike] = None,
+                   negative_slope: float = 0.01,
                    need_dx: bool = True, dx: Optional[np.ndarray] = None,
                    dw: Optional[np.ndarray] = None, db: Optional[np.ndarray] = None,
                    accumulate: bool = False
                    ) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
-    """Gradients of the fused dense layer from the upstream gradient and the saved output.
+    """Gradients of the fused dense layer from the upstream gradient and the saved output
+    (or, for gelu, gelu_tanh and silu, the saved pre-activation).
 
-    ``dz = dy * act'(y)`` (computed from the OUTPUT ``y``, so the pre-activation need not be
-    kept), ``dw = dz.T @ x``, ``db = dz.sum(0)``, ``dx = dz @ w``.
+    ``dz = dy * act'(z)`` computed from the OUTPUT ``y`` (so the pre-activation need not be
+    kept) for identity, relu, leaky_relu, sigmoid, tanh and softplus, and from the
+    pre-activation ``preact = z`` for the activations of ``PREACT_ACTIVATIONS`` (gelu,
+    gelu_tanh, silu), whose derivative ``y`` does not determine; then ``dw = dz.T @ x``,
+    ``db = dz.sum(0)``, ``dx = dz @ w``.
 
     Parameters
     ----------
     dy : (..., N) array_like, gradient of the loss with respect to ``y``
     x : (..., K) array_like, the layer's input (any leading dimensions)
     w : (N, K) array_like
-    y : (..., N) array_like, the layer's output (as returned by ``dense_forward``)
+    y : (..., N) array_like, the layer's output (as returned by ``dense_forward``); required
+        for the output-based activations, not used (may be None) for gelu, gelu_tanh, silu
     activation, negative_slope : as in ``dense_forward``; the activation has no default:
         the forward's must be given (None for none), since ``act'`` is taken from ``y``
+    preact : (..., N) array_like, the pre-activation ``z`` (``dense_forward``'s ``preact=``
+        output); required for gelu, gelu_tanh and silu (ValueError without it), refused
+        for the other activations
     need_dx : bool, compute ``dx`` (False for a first layer); ``dx`` is None then
     dx, dw, db : ndarray, optional output buffers of shapes x.shape, (N, K), (N,)
     accumulate : bool
@@ -165,6 +190,9 @@ def dense_backward(dy: ArrayLike, x: ArrayLike, w: ArrayLike, y: ArrayLike, *,
     -------
     (dx, dw, db) : ndarrays (dx is None when ``need_dx`` is False)
     """
+    # y becomes the array the derivative is taken from (preact for gelu, gelu_tanh, silu),
+    # named yname in messages; raises before anything else if the wrong one is given.
+    y, yname = saved_for_backward(activation, y, preact)
     # The common call: nothing to convert, only the outputs to allocate or check.
     dya: np.ndarray
     xa: np.ndarray
@@ -188,16 +216,17 @@ def dense_backward(dy: ArrayLike, x: ArrayLike, w: ArrayLike, y: ArrayLike, *,
     if fast:
         dya, xa, wa, ya = dy, x, w, y  # type: ignore[assignment]  # checked ndarrays
     else:
-        dtype = result_dtype(dy=dy, x=x, w=w, y=y)
+        dtype = result_dtype(dy=dy, x=x, w=w, **{yname: y})
         dya, xa, wa, ya = (as_input("dy", dy, dtype), as_input("x", x, dtype),
-                           as_input("w", w, dtype), as_input("y", y, dtype))
+                           as_input("w", w, dtype), as_input(yname, y, dtype))
         B, K, N = _dense_shapes(xa, wa)
         yshape = xa.shape[:-1] + (N,)
         if ya.shape != yshape:
-            raise ValueError(f"y has shape {ya.shape}; expected {yshape} for x of shape "
+            raise ValueError(f"{yname} has shape {ya.shape}; expected {yshape} for x of shape "
                              f"{xa.shape} and w of shape {wa.shape}")
         if dya.shape != yshape:
-            raise ValueError(f"dy has shape {dya.shape}; expected {yshape} (the shape of y)")
+            raise ValueError(f"dy has shape {dya.shape}; expected {yshape} (the shape of "
+                             f"{yname})")
     fn, ct = _BWD[dtype]
     if not need_dx and dx is not None:
         raise ValueError("dx was given but need_dx=False")
@@ -221,13 +250,13 @@ def dense_backward(dy: ArrayLike, x: ArrayLike, w: ArrayLike, y: ArrayLike, *,
     else:
         dxo, dwo, dbo = _backward_buffers(fast, ((dy, x, w, y), (dya, xa, wa, ya)),
                                           (dx, dw, db), (xa.shape, (N, K), (N,)), need_dx,
-                                          accumulate, dtype)
+                                          accumulate, dtype, yname)
     st = fn(_NULL if dxo is None else _fb(ct, dxo), _fb(ct, dwo), _fb(ct, dbo), _fb(ct, dya),
             _fb(ct, xa), _fb(ct, wa), _fb(ct, ya), B, K, N, act, slope, 1 if accumulate else 0)
     if st:
         if st == _OVERLAP:  # raises, naming the arrays
             _backward_buffers(False, ((dy, x, w, y), (dya, xa, wa, ya)), (dx, dw, db),
-                              (xa.shape, (N, K), (N,)), need_dx, accumulate, dtype)
+                              (xa.shape, (N, K), (N,)), need_dx, accumulate, dtype, yname)
         check_status(st)
     return dxo, dwo, dbo
 
@@ -251,25 +280,28 @@ def activation(z: ArrayLike, kind: Optional[str] = None, *, negative_slope: floa
     return y
 
 
-def activation_backward(dy: ArrayLike, y: ArrayLike, kind: Optional[str], *,
-                        negative_slope: float = 0.01,
+def activation_backward(dy: ArrayLike, y: Optional[ArrayLike], kind: Optional[str], *,
+                        preact: Optional[ArrayLike] = None, negative_slope: float = 0.01,
                         out: Optional[np.ndarray] = None) -> np.ndarray:
-    """``dz = dy * act'(.)`` evaluated from the activation's OUTPUT ``y`` (same shapes);
-    ``kind`` has no default (None: no activation, ``dz = dy``).
+    """``dz = dy * act'(z)`` evaluated from the activation's OUTPUT ``y`` (same shapes), or
+    for gelu, gelu_tanh and silu from the pre-activation ``preact = z`` (required there,
+    ``y`` unused and may be None; refused for the other kinds); ``kind`` has no default
+    (None: no activation, ``dz = dy``).
 
     ``relu'(0) = 0`` and ``leaky_relu'(0) = negative_slope`` as in PyTorch; ``out=dy`` is
     allowed (in place).
     """
     act, slope = act_code(kind, negative_slope, "kind")
-    dtype = result_dtype(dy=dy, y=y)
-    dya, ya = as_input("dy", dy, dtype), as_input("y", y, dtype)
+    y, yname = saved_for_backward(kind, y, preact, "kind")
+    dtype = result_dtype(dy=dy, **{yname: y})
+    dya, ya = as_input("dy", dy, dtype), as_input(yname, y, dtype)
     if dya.shape != ya.shape:
-        raise ValueError(f"dy has shape {dya.shape} but y has shape {ya.shape}")
+        raise ValueError(f"dy has shape {dya.shape} but {yname} has shape {ya.shape}")
     if out is None:
         dz = np.empty(ya.shape, dtype)
     else:
-        dz = check_out("out", out, ya.shape, dtype, pairs(("dy", "y"), (dy, y), (dya, ya)),
-                       allow_alias=(dya, ya))
+        dz = check_out("out", out, ya.shape, dtype,
+                       pairs(("dy", yname), (dy, y), (dya, ya)), allow_alias=(dya, ya))
     check_status(kernel("activation_backward", dtype)(ptr(dz), ptr(dya), ptr(ya), ya.size,
                                                       act, slope))
     return dz

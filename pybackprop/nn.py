@@ -21,13 +21,14 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._core import ACTIVATIONS, FLOAT_DTYPES, act_code, as_input, describe, result_dtype
+from ._core import (ACTIVATIONS, FLOAT_DTYPES, PREACT_ACTIVATIONS, act_code, as_input, describe,
+                    result_dtype)
 from ._npz import npz_headers, npz_path
 from .dense import dense_backward, dense_forward
 
 __all__ = ["Dense", "Sequential"]
 
-_HE = ("relu", "leaky_relu", "softplus")        # He (Kaiming) normal init
+_HE = ("relu", "leaky_relu", "softplus", "gelu", "gelu_tanh", "silu")  # He normal init
 _XAVIER = ("sigmoid", "tanh", "identity")       # Xavier (Glorot) uniform init
 _FORMAT = "pybackprop.nn/1"                     # the layout of a saved .npz
 # Dense's configuration in a saved file: each key and the types it may hold.
@@ -55,7 +56,7 @@ class Dense:
     ----------
     in_features, out_features : int >= 1
     activation : None (the default: no activation, as ``torch.nn.Linear``), "identity",
-        "relu", "leaky_relu", "softplus", "sigmoid", "tanh"
+        "relu", "leaky_relu", "softplus", "sigmoid", "tanh", "gelu", "gelu_tanh", "silu"
     bias : bool, whether the layer has a bias (initialised to 0)
     negative_slope : float >= 0, the slope of leaky_relu
     spectral_norm : bool
@@ -71,7 +72,7 @@ class Dense:
     -----
     Initialisation: He normal, ``std = gain / sqrt(in_features)`` with ``gain = sqrt(2)``
     (``sqrt(2 / (1 + negative_slope^2))`` for leaky_relu), for the ReLU family (relu,
-    leaky_relu, softplus); Xavier uniform, ``U(-a, a)`` with
+    leaky_relu, softplus, gelu, gelu_tanh, silu); Xavier uniform, ``U(-a, a)`` with
     ``a = sqrt(6 / (in_features + out_features))``, for sigmoid, tanh and identity. Drawn in
     float64 and rounded to ``dtype``.
 
@@ -110,6 +111,7 @@ class Dense:
             self._g_w = np.empty_like(self.weight)    # ... carried back to weight
         self._x: Any = None  # what forward keeps for backward (ndarrays, or None before)
         self._y: Any = None
+        self._z: Any = None  # the pre-activation, kept for gelu, gelu_tanh and silu
         self._w_used: Any = None
 
     @property
@@ -156,12 +158,17 @@ class Dense:
     def forward(self, x: ArrayLike) -> np.ndarray:
         """``y = act(x @ W.T + b)`` for ``x`` of shape (..., in), ``y`` (..., out); keeps
         ``x`` (by reference: do not modify it before ``backward``) and ``y`` for
-        ``backward``. ``layer(x)`` is the same."""
+        ``backward`` -- for gelu, gelu_tanh and silu also the pre-activation
+        ``z = x @ W.T + b`` (..., out), stored by the same fused call, which their backward
+        needs. ``layer(x)`` is the same."""
         xa = self._input(x)
         w = self.effective_weight(training=True)
+        z = None
+        if self.activation in PREACT_ACTIVATIONS:
+            z = np.empty(xa.shape[:-1] + (w.shape[0],), xa.dtype)
         y = dense_forward(xa, w, self.bias, activation=self.activation,
-                          negative_slope=self.negative_slope)
-        self._x, self._y, self._w_used = xa, y, w
+                          negative_slope=self.negative_slope, preact=z)
+        self._x, self._y, self._z, self._w_used = xa, y, z, w
         return y
 
     def predict(self, x: ArrayLike) -> np.ndarray:
@@ -176,7 +183,7 @@ class Dense:
         if self._x is None:
             raise RuntimeError("backward() needs a preceding forward()")
         common: Dict[str, Any] = dict(activation=self.activation, negative_slope=self.negative_slope,
-                      need_dx=need_dx, db=self.grad_b, accumulate=True)
+                      need_dx=need_dx, db=self.grad_b, accumulate=True, preact=self._z)
         if self.spectral_norm is None:
             dx, _, _ = dense_backward(dy, self._x, self.weight, self._y, dw=self.grad_w,
                                       **common)

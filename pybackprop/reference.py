@@ -18,13 +18,20 @@ Shapes follow PyTorch's ``nn.Linear``. Dimension letters:
                            y  : (B, N)   or (N,)
 
 Activations and their derivatives follow PyTorch's conventions (``torch.nn.functional``):
-relu'(0) = 0, leaky_relu'(0) = negative_slope, and every derivative is computed from the
-activation's OUTPUT ``y``, so a caller never has to keep the pre-activation ``z``.
+relu'(0) = 0, leaky_relu'(0) = negative_slope, and the derivative is computed from the
+activation's OUTPUT ``y``, so a caller never has to keep the pre-activation ``z`` -- except
+for gelu, gelu_tanh and silu (``PREACT_ACTIVATIONS``), which ``y`` does not determine: their
+backward takes ``preact = z`` (``preactivation`` computes it; the C-backed forward stores it
+through its ``preact=`` buffer).
 """
+import math
+
 import numpy as np
 
 __all__ = [
     "ACTIVATIONS",
+    "PREACT_ACTIVATIONS",
+    "preactivation",
     "activation",
     "activation_backward",
     "dense_forward",
@@ -44,7 +51,51 @@ __all__ = [
     "adamax_step",
 ]
 
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "gelu",
+               "gelu_tanh", "silu")
+PREACT_ACTIVATIONS = ("gelu", "gelu_tanh", "silu")
+
+# gelu_tanh's w = C1 (z + 0.044715 z^3), C1 = 2 sqrt(2/pi): gelu_tanh(z) = z sigmoid(w)
+_LD = np.longdouble
+_GELU_TANH_C1 = _LD("1.59576912160573071175569963213149190")
+_GELU_TANH_C3 = _GELU_TANH_C1 * _LD("0.044715")
+_RSQRT2 = _LD("0.707106781186547524400844362104849039")
+_RSQRT2PI = _LD("0.398942280401432677939946059934381868")
+_TWO_RSQRTPI = _LD("1.12837916709551257389615890312154517")
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def _sigmoid_ld(t):
+    """sigmoid(t) in long double, exp() only of -|t| (no overflow)."""
+    with np.errstate(under="ignore", over="ignore"):
+        e = np.exp(-np.abs(t))
+        return np.where(t >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _ncdf(z):
+    """Phi(z), the standard normal CDF, in long double.
+
+    |z| < 8: erfc(-z / sqrt 2) / 2 with erfc per element by ``math.erfc`` (float64,
+    < 1 ulp). The argument t = -z / sqrt 2 is formed in long double and split as t = th + tl
+    (th its float64 rounding): erfc(t) = erfc(th) - tl (2 / sqrt pi) e^(-th^2) to first
+    order, so t's rounding to float64 does not reach the result.
+    |z| >= 8: the left tail Phi(-a) = phi(a) R(a), phi the density, R Laplace's continued
+    fraction of the Mills ratio 1 / (a + 1 / (a + 2 / (a + 3 / (a + ...)))), 60 terms (for
+    a >= 8 its error is far below 2^-64); no float64 erfc underflowing to subnormals."""
+    zl = z.astype(_LD)
+    t = -zl * _RSQRT2
+    th = t.astype(np.float64)
+    tl = t - th.astype(_LD)
+    with np.errstate(under="ignore", invalid="ignore", over="ignore"):
+        core = (np.asarray(_erfc(th), dtype=np.float64).astype(_LD)
+                - tl * _TWO_RSQRTPI * np.exp(-th.astype(_LD) ** 2)) / 2
+        a = np.maximum(np.abs(zl), _LD(8))
+        r = a
+        for k in range(60, 0, -1):
+            r = a + k / r
+        tail = np.exp(-a * a / 2) * _RSQRT2PI / r  # Phi(-a)
+        far = np.where(zl < 0, tail, 1 - tail)
+        return np.where(np.abs(zl) < 8, core, np.where(np.isnan(zl), zl, far))
 
 
 def _as_float(a):
@@ -93,11 +144,41 @@ def _act(z, kind, slope):
         # (torch's softplus with beta=1, minus its linear-above-threshold shortcut.)
         with np.errstate(under="ignore"):
             return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+    # The pre-activation kinds, in long double, rounded once to z's dtype. Each is z times a
+    # positive factor: f(-0) = -0, and f(-inf) = -inf * 0 = NaN as PyTorch's formulas.
+    zl = z.astype(_LD)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        if kind == "gelu":
+            # z Phi(z) (torch.nn.functional.gelu, approximate="none")
+            return (zl * _ncdf(z)).astype(z.dtype)
+        if kind == "gelu_tanh":
+            # z (1 + tanh(w / 2)) / 2 = z sigmoid(w), w = 2 sqrt(2/pi) (z + 0.044715 z^3)
+            # (approximate="tanh"; the sigmoid form has no cancellation in the left tail)
+            w = zl * (_GELU_TANH_C1 + _GELU_TANH_C3 * zl * zl)
+            return (zl * _sigmoid_ld(w)).astype(z.dtype)
+        if kind == "silu":
+            return (zl * _sigmoid_ld(zl)).astype(z.dtype)  # z sigmoid(z)
     raise AssertionError(kind)  # unreachable: kind was checked
 
 
 def _act_backward(dy, y, kind, slope):
-    """dz = dy * act'(z), with act' written in terms of the OUTPUT y = act(z)."""
+    """dz = dy * act'(z), with act' written in terms of the OUTPUT y = act(z), or for the
+    ``PREACT_ACTIVATIONS`` of z itself (``y`` then holds z)."""
+    if kind in PREACT_ACTIVATIONS:
+        z = y.astype(_LD)
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            if kind == "gelu":
+                # Phi(z) + z phi(z), phi(z) = e^(-z^2/2) / sqrt(2 pi)
+                d = _ncdf(y) + z * (np.exp(-z * z / 2) * _RSQRT2PI)
+            elif kind == "gelu_tanh":
+                # s + z s (1 - s) w',  s = sigmoid(w),  w' = C1 (1 + 3 0.044715 z^2)
+                w = z * (_GELU_TANH_C1 + _GELU_TANH_C3 * z * z)
+                s, sm = _sigmoid_ld(w), _sigmoid_ld(-w)
+                d = s + z * (s * sm) * (_GELU_TANH_C1 + 3 * _GELU_TANH_C3 * z * z)
+            else:
+                # silu' = s (1 + z (1 - s)),  s = sigmoid(z),  1 - s = sigmoid(-z)
+                d = _sigmoid_ld(z) * (1 + z * _sigmoid_ld(-z))
+            return dy * d.astype(dy.dtype)
     if kind == "identity":
         return dy.copy()
     if kind == "relu":
@@ -138,20 +219,40 @@ def activation(z, kind=None, *, negative_slope=0.01):
     return _act(z, kind, z.dtype.type(negative_slope))
 
 
-def activation_backward(dy, y, kind, *, negative_slope=0.01):
-    """Gradient through an activation, from its output: ``dz = dy * act'(z)``, ``y = act(z)``.
+def _saved(kind, y, preact):
+    """The array the derivative of ``kind`` is taken from: ``preact`` (required) for the
+    ``PREACT_ACTIVATIONS``, else ``y`` (``preact`` refused); and its name."""
+    if kind in PREACT_ACTIVATIONS:
+        if preact is None:
+            raise ValueError("activation %r takes its derivative from the pre-activation: "
+                             "pass preact=z" % (kind,))
+        return preact, "preact"
+    if preact is not None:
+        raise ValueError("preact is only for %s, not %r" % (PREACT_ACTIVATIONS, kind))
+    if y is None:
+        raise ValueError("y is required for activation %r" % (kind,))
+    return y, "y"
+
+
+def activation_backward(dy, y, kind, *, preact=None, negative_slope=0.01):
+    """Gradient through an activation: ``dz = dy * act'(z)``, from its output ``y = act(z)``
+    or, for the ``PREACT_ACTIVATIONS``, from ``preact = z``.
 
     Parameters
     ----------
     dy : array_like, gradient of the loss with respect to ``y``
     y : array_like, same shape as ``dy``: the saved output of ``activation(z, kind)``
+        (None for the ``PREACT_ACTIVATIONS``: not used)
     kind, negative_slope : as in ``activation``
+    preact : array_like, same shape as ``dy``: the input z of ``activation(z, kind)``;
+        required for gelu, gelu_tanh, silu, refused for the other kinds
 
     Returns
     -------
     dz : ndarray, same shape and dtype as ``dy``
     """
     kind = _check_kind(kind, negative_slope)
+    y, _ = _saved(kind, y, preact)
     dy = _as_float(dy)
     y = _as_float(y)
     if dy.shape != y.shape:
@@ -160,6 +261,12 @@ def activation_backward(dy, y, kind, *, negative_slope=0.01):
 
 
 # ---- dense + activation --------------------------------------------------------------------
+
+
+def preactivation(x, w, b=None):
+    """``z = x @ w.T + b``, the input of the activation in ``dense_forward`` (what its
+    ``preact=`` buffer receives): (..., N) for x (..., K), w (N, K), b (N,) or None."""
+    return dense_forward(x, w, b, activation=None)
 
 
 def _rows(a):
@@ -201,12 +308,14 @@ def dense_forward(x, w, b=None, *, activation=None, negative_slope=0.01):
     return y[0] if one_row else y.reshape(lead + (w.shape[0],))
 
 
-def dense_backward(dy, x, w, y, *, activation, negative_slope=0.01, need_dx=True):
-    """Backward pass of ``dense_forward``, from the saved input ``x`` and OUTPUT ``y``.
+def dense_backward(dy, x, w, y=None, *, activation, preact=None, negative_slope=0.01,
+                   need_dx=True):
+    """Backward pass of ``dense_forward``, from the saved input ``x`` and OUTPUT ``y`` (for
+    the ``PREACT_ACTIVATIONS``: the pre-activation ``preact = z`` instead).
 
     With ``z = x @ w.T + b`` and ``y = act(z)`` (see ``dense_forward``)::
 
-        dz = dy * act'(z)      computed from y  (activation_backward)
+        dz = dy * act'(z)      computed from y, or z (activation_backward)
         dw = dz.T @ x          dL/dw[n,k] = sum_b dz[b,n] x[b,k]
         db = dz.sum(0)         dL/db[n]   = sum_b dz[b,n]
         dx = dz @ w            dL/dx[b,k] = sum_n dz[b,n] w[n,k]
@@ -216,8 +325,10 @@ def dense_backward(dy, x, w, y, *, activation, negative_slope=0.01, need_dx=True
     dy : (..., N) array_like, gradient of the loss with respect to ``y``
     x : (..., K) array_like, the forward input
     w : (N, K) array_like, the weights
-    y : (..., N) array_like, the forward output
+    y : (..., N) array_like, the forward output (None for the ``PREACT_ACTIVATIONS``)
     activation, negative_slope : as in ``dense_forward`` (no default: the forward's)
+    preact : (..., N) array_like, z = ``preactivation(x, w, b)``: required for gelu,
+        gelu_tanh and silu, refused for the other activations
     need_dx : bool, compute ``dx`` (False for a first layer, whose input needs no gradient)
 
     Returns
@@ -227,6 +338,7 @@ def dense_backward(dy, x, w, y, *, activation, negative_slope=0.01, need_dx=True
     db : (N,) ndarray (zeros when B == 0)
     """
     activation = _check_kind(activation, negative_slope)
+    y, yname = _saved(activation, y, preact)
     dy, x, w, y = _as_float(dy), _as_float(x), _as_float(w), _as_float(y)
     # A single row is a batch of one; leading dimensions are rows.
     x2 = _rows(x)
@@ -235,7 +347,7 @@ def dense_backward(dy, x, w, y, *, activation, negative_slope=0.01, need_dx=True
         raise ValueError("x has shape %s but w has shape %s; expected (B, K) and (N, K)"
                          % (x.shape, w.shape))
     expected = x.shape[:-1] + (w.shape[0],)
-    for name, a in (("dy", dy), ("y", y)):
+    for name, a in (("dy", dy), (yname, y)):
         if a.shape != expected:
             raise ValueError("%s has shape %s but x and w (shapes %s, %s) give y of shape %s"
                              % (name, a.shape, x.shape, w.shape, expected))

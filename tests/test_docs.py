@@ -13,8 +13,9 @@ ENTRIES = re.findall(r"^::: ([\w.]+)$", "\n".join(
 
 
 def _public():
-    names = {n for n in pybackprop.__all__ if n not in ("__version__", "nn", "optim",
-                                                          "ACTIVATIONS", "REDUCTIONS")}
+    names = {n for n in pybackprop.__all__
+             if n not in ("__version__", "nn", "optim", "ACTIVATIONS", "PREACT_ACTIVATIONS",
+                          "REDUCTIONS")}
     names |= set(optim.__all__) | set(distributed.__all__) | {"Dense", "Sequential"}
     return names
 

@@ -27,6 +27,10 @@ from pybackprop import optim, reference
 from conftest import ARCHS  # the CPU configurations under test
 DTYPES = (np.float32, np.float64)
 KINDS = pybackprop.ACTIVATIONS
+# the backward oracles here take the output y; the kinds differentiated from z have their
+# layouts and special values in test_dense_preact.py and their ulp table in
+# test_activation_ulp.py
+Y_KINDS = tuple(k for k in KINDS if k not in pybackprop.PREACT_ACTIVATIONS)
 LAYOUTS = ("c", "f", "strided", "negative", "misaligned", "list")
 MODES = ("normal", "denormal", "special", "huge")
 DIM = st.one_of(st.integers(0, 4), st.sampled_from([7, 9, 17, 33]))
@@ -278,7 +282,7 @@ def test_dense_forward_fuzz(B, K, N, dtype, mode, kind, slope, lx, lw, lb, bias,
 
 @FUZZ
 @given(B=DIM, K=DIM, N=DIM, dtype=st.sampled_from(DTYPES), mode=st.sampled_from(MODES),
-       kind=st.sampled_from(KINDS), slope=st.sampled_from([0.0, 0.01, 2.0]),
+       kind=st.sampled_from(Y_KINDS), slope=st.sampled_from([0.0, 0.01, 2.0]),
        layouts=st.lists(st.sampled_from(LAYOUTS), min_size=4, max_size=4),
        need_dx=st.booleans(), accumulate=st.booleans(), given_=st.booleans(),
        one_d=st.booleans(), arch=st.sampled_from(ARCHS), seed=SEED)
@@ -339,7 +343,7 @@ def test_activation_fuzz(shape, dtype, mode, kind, slope, lz, out, arch, seed):
 
 @FUZZ
 @given(shape=SHAPES, dtype=st.sampled_from(DTYPES), mode=st.sampled_from(MODES),
-       kind=st.sampled_from(KINDS), slope=st.sampled_from([0.0, 0.01, 3.0]),
+       kind=st.sampled_from(Y_KINDS), slope=st.sampled_from([0.0, 0.01, 3.0]),
        ld=st.sampled_from(LAYOUTS), ly=st.sampled_from(LAYOUTS),
        out=st.sampled_from(["none", "given", "inplace_dy", "inplace_y"]),
        arch=st.sampled_from(ARCHS), seed=SEED)

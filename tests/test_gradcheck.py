@@ -129,10 +129,13 @@ def test_dense_kernels_by_gradcheck(rng, arch, threads, kind):
             break
     r = rng.standard_normal((B, N))
 
+    saves_z = kind in pybackprop.PREACT_ACTIVATIONS  # backward from z, not y
+
     def fn(x, w, b):
-        y = pybackprop.dense_forward(x, w, b, activation=kind, negative_slope=0.1)
-        dx, dw, db = pybackprop.dense_backward(r, x, w, y, activation=kind,
-                                               negative_slope=0.1)
+        z = np.empty((B, N)) if saves_z else None
+        y = pybackprop.dense_forward(x, w, b, activation=kind, negative_slope=0.1, preact=z)
+        dx, dw, db = pybackprop.dense_backward(r, x, w, None if saves_z else y, preact=z,
+                                               activation=kind, negative_slope=0.1)
         return float((r * y).sum()), [dx, dw, db]
 
     err = pybackprop.gradcheck(fn, [x, w, b])

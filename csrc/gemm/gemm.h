@@ -21,17 +21,25 @@
  * epi == NULL: plain store. epi != NULL (only on the last K panel): before the one store,
  * add epi->bias[j] (if bias != NULL; bias points at the tile's first column) and apply
  * epi->act with epi->slope, in registers, with the scalar semantics of pb_act_*() below.
+ * epi->zoff != 0: the value before the activation (after the bias) is also stored, at the
+ * same element of the array that starts zoff bytes past C (same layout as C; PB_ZPTR).
  */
 typedef struct {
     const float *bias;
     int act;
     float slope;
+    ptrdiff_t zoff;
 } pb_epi_f32_t;
 typedef struct {
     const double *bias;
     int act;
     double slope;
+    ptrdiff_t zoff;
 } pb_epi_f64_t;
+/* The element of the pre-activation output that goes with C's element at dst. */
+#define PB_ZPTR(dst, zoff) ((__typeof__(dst))((uintptr_t)(dst) + (uintptr_t)(zoff)))
+/* zoff for a pre-activation output z beside C = c (NULL: none, 0). */
+#define PB_ZOFF(z, c) ((z) != NULL ? (ptrdiff_t)((uintptr_t)(z) - (uintptr_t)(c)) : 0)
 
 typedef void (*pb_ukr_f32_t)(ptrdiff_t k, const float *ap, const float *bp, float *c,
                              ptrdiff_t ldc, ptrdiff_t m, ptrdiff_t n, int beta,

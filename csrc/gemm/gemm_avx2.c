@@ -56,6 +56,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
 #define VSOFTPLUS(v) FNAME(softplus)(v)
+#define VPREACT(act, v) FNAME(preact)(act, v)
+#define VDPREACT(act, d, z) FNAME(dpreact)(act, d, z)
 #define ACT_FWD_NAME pb_act_fwd_f32_avx2
 #define ACT_BWD_NAME pb_act_bwd_f32_avx2
 #define VEXPM1(v) FNAME(expm1)(v)
@@ -80,6 +82,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #undef VSIGMOID
 #undef VTANH
 #undef VSOFTPLUS
+#undef VPREACT
+#undef VDPREACT
 #undef T
 #undef SFX
 #undef EPI_T
@@ -106,6 +110,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
 #define VSOFTPLUS(v) FNAME(softplus)(v)
+#define VPREACT(act, v) FNAME(preact)(act, v)
+#define VDPREACT(act, d, z) FNAME(dpreact)(act, d, z)
 #define ACT_FWD_NAME pb_act_fwd_f64_avx2
 #define ACT_BWD_NAME pb_act_bwd_f64_avx2
 #define VEXPM1(v) FNAME(expm1)(v)

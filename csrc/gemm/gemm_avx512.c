@@ -32,6 +32,8 @@
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
 #define VSOFTPLUS(v) FNAME(softplus)(v)
+#define VPREACT(act, v) FNAME(preact)(act, v)
+#define VDPREACT(act, d, z) FNAME(dpreact)(act, d, z)
 
 /* Lanes 0..7 of the result: the sums of the 16 lanes of a[0], ..., a[7], every one by the
  * same fixed tree: 128-bit quarters (0+2, 1+3), then those two, then the 4 lanes of the
@@ -85,6 +87,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #undef VSIGMOID
 #undef VTANH
 #undef VSOFTPLUS
+#undef VPREACT
+#undef VDPREACT
 #undef T
 #undef SFX
 #undef EPI_T
@@ -107,6 +111,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define VSIGMOID(v) FNAME(sigmoid)(v)
 #define VTANH(v) FNAME(tanh)(v)
 #define VSOFTPLUS(v) FNAME(softplus)(v)
+#define VPREACT(act, v) FNAME(preact)(act, v)
+#define VDPREACT(act, d, z) FNAME(dpreact)(act, d, z)
 
 /* Lanes 0..7 of the result: the sums of the 8 lanes of a[0], ..., a[7], every one by the
  * same fixed tree: 128-bit quarters (0+2, 1+3), then those two, then the 2 lanes of the
@@ -157,6 +163,8 @@ static inline __attribute__((target(TARGET), always_inline)) __m512d pb_reduce8_
 #undef VSIGMOID
 #undef VTANH
 #undef VSOFTPLUS
+#undef VPREACT
+#undef VDPREACT
 #include "simd/vec_end.h"
 
 

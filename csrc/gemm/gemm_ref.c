@@ -23,6 +23,7 @@
                 if (beta) v += c[i * ldc + j];                                              \
                 if (epi != NULL) {                                                          \
                     if (epi->bias != NULL) v += epi->bias[j];                               \
+                    if (epi->zoff != 0) *PB_ZPTR(c + i * ldc + j, epi->zoff) = v;           \
                     v = pb_act_##SFX(v, epi->act, epi->slope);                              \
                 }                                                                           \
                 c[i * ldc + j] = v;                                                         \
@@ -39,6 +40,7 @@ PB_REF_UKR(double, f64, PB_REF_NR_F64)
         if (beta) v += *y;                                                                  \
         if (epi != NULL) {                                                                  \
             if (epi->bias != NULL) v += epi->bias[j];                                       \
+            if (epi->zoff != 0) *PB_ZPTR(y, epi->zoff) = v;                                 \
             v = pb_act_##SFX(v, epi->act, epi->slope);                                      \
         }                                                                                   \
         return v;                                                                           \

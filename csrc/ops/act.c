@@ -1,6 +1,7 @@
 /* act.c -- standalone elementwise activation kernels, forward/backward pairs.
  *   forward:  y[i] = act(z[i])
- *   backward: dz[i] = dy[i] * act'(y[i])      (act' from the OUTPUT y, see core/activation.h)
+ *   backward: dz[i] = dy[i] * act'(s[i])      (s the OUTPUT y, or for gelu, gelu_tanh and
+ *             silu the pre-activation z: see core/activation.h)
  * n elements, contiguous. Threads take static contiguous chunks; each element is computed
  * the same way whatever the thread count.
  */
@@ -22,6 +23,9 @@
     case PB_ACT_SIGMOID: LOOP(PB_ACT_SIGMOID); break;                                      \
     case PB_ACT_TANH: LOOP(PB_ACT_TANH); break;                                            \
     case PB_ACT_SOFTPLUS: LOOP(PB_ACT_SOFTPLUS); break;                                     \
+    case PB_ACT_GELU: LOOP(PB_ACT_GELU); break;                                            \
+    case PB_ACT_GELU_TANH: LOOP(PB_ACT_GELU_TANH); break;                                  \
+    case PB_ACT_SILU: LOOP(PB_ACT_SILU); break;                                            \
     default: LOOP(PB_ACT_IDENTITY); break;                                                 \
     }
 
@@ -65,7 +69,7 @@
     }                                                                                      \
     int pb_activation_forward_##SFX(T *y, const T *z, ptrdiff_t n, int act, T slope) {    \
         PB_FP_SCOPE;                                                                       \
-        if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS) return PB_ERR_ARG;    \
+        if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SILU) return PB_ERR_ARG;    \
         const pb_act_fwd_##SFX##_t vec = pb_arch()->act_fwd_##SFX; /* once per call */     \
         PB_ELEMWISE_RUN(n, act_fwd_##SFX(vec, y, z, i0, i1, act, slope));                  \
         return PB_OK;                                                                      \
@@ -73,7 +77,7 @@
     int pb_activation_backward_##SFX(T *dz, const T *dy, const T *y, ptrdiff_t n, int act, \
                                      T slope) {                                            \
         PB_FP_SCOPE;                                                                       \
-        if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS) return PB_ERR_ARG;    \
+        if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SILU) return PB_ERR_ARG;    \
         const pb_act_bwd_##SFX##_t vec = pb_arch()->act_bwd_##SFX; /* once per call */     \
         PB_ELEMWISE_RUN(n, act_bwd_##SFX(vec, dz, dy, y, i0, i1, act, slope));             \
         return PB_OK;                                                                      \

@@ -2,8 +2,10 @@
  *
  *   x  (B, K)   input rows            w  (N, K)  weight (out, in)      b (N,) or NULL
  *   y  (B, N)   y = act(x @ w^T + b)  -- bias and activation in the GEMM epilogue
+ *   z  (B, N)   x @ w^T + b, or NULL  -- stored by the same epilogue, before the activation
  *
- * backward, from dy (B, N) and the saved OUTPUT y (B, N):
+ * backward, from dy (B, N) and the saved OUTPUT y (B, N) -- for gelu, gelu_tanh and silu
+ * the saved pre-activation z instead, in the same argument (named y below):
  *   dz = dy * act'(y)            (pb_dz_rows_*, the one definition)
  *   dw = dz^T @ x    (N, K)      GEMM with A = dz read transposed through packing
  *   db = sum_b dz    (N,)
@@ -79,18 +81,24 @@
 /* pb_dz_rows_*: dz[r*ldz + j] = dy[r*ld + j] * act'(y[r*ld + j]) for r < rows, j < n, the one
  * definition of dz, for the dz pass and the GEMM's fused packing (dz_produce_*) alike. dz
  * may be NULL (sums only); sum (length n, or NULL) += each column's values, rows in order.
- * softplus: the vector expm1 of the active SIMD path where there is one (the same as
- * act.c's), then the sums in row order. */
+ * softplus and the pre-activation kinds (y then holds z): the vector act_bwd of the active
+ * SIMD path where there is one (the same as act.c's), then the sums in row order. */
 #define PB_DEFINE_DZ_ROWS(T, SFX)                                                          \
     static void pb_dz_rows_##SFX(const pb_arch_t *arch, T *dz, ptrdiff_t ldz, T *sum,      \
                                  const T *dy, const T *y, ptrdiff_t ld, ptrdiff_t rows,    \
                                  ptrdiff_t n, int act, T slope) {                          \
         const pb_act_bwd_##SFX##_t sp = arch->act_bwd_##SFX;                               \
-        if (act == PB_ACT_SOFTPLUS && sp != NULL && dz != NULL) {                          \
-            for (ptrdiff_t r = 0; r < rows; ++r) {                                         \
-                sp(dz + r * ldz, dy + r * ld, y + r * ld, n, act, slope);                  \
-                if (sum != NULL)                                                           \
-                    for (ptrdiff_t j = 0; j < n; ++j) sum[j] += dz[r * ldz + j];           \
+        if ((act == PB_ACT_SOFTPLUS || pb_act_takes_z(act)) && sp != NULL) {               \
+            /* without dz (sums only): the same vector values through a row chunk */       \
+            T tmp[PB_DZ_COLS];                                                             \
+            for (ptrdiff_t j0 = 0; j0 < n; j0 += PB_DZ_COLS) {                             \
+                const ptrdiff_t nj = PB_MIN((ptrdiff_t)PB_DZ_COLS, n - j0);                \
+                for (ptrdiff_t r = 0; r < rows; ++r) {                                     \
+                    T *d = dz != NULL ? dz + r * ldz + j0 : tmp;                           \
+                    sp(d, dy + r * ld + j0, y + r * ld + j0, nj, act, slope);              \
+                    if (sum != NULL)                                                       \
+                        for (ptrdiff_t j = 0; j < nj; ++j) sum[j0 + j] += d[j];            \
+                }                                                                          \
             }                                                                              \
             return;                                                                        \
         }                                                                                  \
@@ -100,6 +108,9 @@
         case PB_ACT_SIGMOID: PB_DZ_ROWS(SFX, PB_ACT_SIGMOID); break;                      \
         case PB_ACT_TANH: PB_DZ_ROWS(SFX, PB_ACT_TANH); break;                            \
         case PB_ACT_SOFTPLUS: PB_DZ_ROWS(SFX, PB_ACT_SOFTPLUS); break;                    \
+        case PB_ACT_GELU: PB_DZ_ROWS(SFX, PB_ACT_GELU); break;                            \
+        case PB_ACT_GELU_TANH: PB_DZ_ROWS(SFX, PB_ACT_GELU_TANH); break;                  \
+        case PB_ACT_SILU: PB_DZ_ROWS(SFX, PB_ACT_SILU); break;                            \
         default: PB_DZ_ROWS(SFX, PB_ACT_IDENTITY); break;                                 \
         }                                                                                  \
     }
@@ -148,15 +159,18 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
 }
 
 #define PB_DEFINE_DENSE(T, SFX)                                                            \
-    int pb_dense_forward_##SFX(T *y, const T *x, const T *w, const T *b, ptrdiff_t B,     \
-                               ptrdiff_t K, ptrdiff_t N, int act, T slope) {              \
+    int pb_dense_forward_##SFX(T *y, T *z, const T *x, const T *w, const T *b,            \
+                               ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int act, T slope) { \
         PB_FP_SCOPE;                                                                       \
-        if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS)    \
+        if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SILU)        \
             return PB_ERR_ARG;                                                             \
         if (overlap(y, B * N, x, B * K, sizeof(T)) || overlap(y, B * N, w, N * K, sizeof(T)) || \
-            overlap(y, B * N, b, N, sizeof(T)))                                            \
+            overlap(y, B * N, b, N, sizeof(T)) || overlap(z, B * N, x, B * K, sizeof(T)) ||  \
+            overlap(z, B * N, w, N * K, sizeof(T)) || overlap(z, B * N, b, N, sizeof(T)) ||  \
+            overlap(z, B * N, y, B * N, sizeof(T)))                                        \
             return PB_ERR_OVERLAP;                                                         \
-        const pb_epi_##SFX##_t epi = {b, act, slope};                                      \
+        /* z beside y (the same layout): the epilogue stores it at y's element + zoff */    \
+        const pb_epi_##SFX##_t epi = {b, act, slope, B * N > 0 ? PB_ZOFF(z, y) : 0};       \
         /* C = y (B x N);  A = x (row stride K);  B(p, j) = w[j*K + p] */                  \
         return pb_gemm_epi_##SFX(pb_arch(), y, N, x, K, 1, w, 1, K, B, N, K, 0, &epi);     \
     }                                                                                      \
@@ -300,7 +314,7 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                                 const T *y, ptrdiff_t B, ptrdiff_t K, ptrdiff_t N,         \
                                 int act, T slope, int accumulate) {                        \
         PB_FP_SCOPE;                                                                       \
-        if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SOFTPLUS)    \
+        if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SILU)    \
             return PB_ERR_ARG;                                                             \
         {                                                                                  \
             const void *out[3] = {dx, dw, db}, *in[4] = {dy, x, w, y};                     \

@@ -3,7 +3,7 @@
  * Work stealing's test mode (checks that no result depends on which thread computed it),
  * the machine probes that the bench scripts divide by (peak FMA rate, bandwidth, the cost
  * of a parallel region) and the floating-point environment probes of the flush-mode tests.
- * Defined in testing/ (probe.c, steal_test.c). The cffi build script feeds this file to
+ * Defined in testing/ (probe.c, steal_test.c, act_ld.c). The cffi build script feeds this file to
  * ffi.cdef() after pybackprop.h, with the preprocessor lines dropped: keep it cdef-safe
  * (plain prototypes, no macros, no inline code).
  */
@@ -37,5 +37,11 @@ double pb_probe_parallel_region_us(int repeats);
  * (nothing changed) without MXCSR or for DAZ on a CPU without it. */
 unsigned pb_probe_ftz_daz(void);
 int pb_probe_set_ftz_daz(unsigned bits);
+
+/* The pre-activation kinds in long double (act_ld.c), for the ulp measurements of the
+ * vector forms: out[i] = act(z[i]), or act'(z[i]) with derivative != 0; PB_ERR_ARG unless
+ * act is gelu, gelu_tanh or silu and n >= 0. */
+int pb_test_preact_ld(long double *out, const long double *z, ptrdiff_t n, int act,
+                      int derivative);
 
 #endif /* PB_TESTING_H */
