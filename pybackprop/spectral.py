@@ -24,9 +24,16 @@ from ._core import (F32, as_input, check_out, check_status, describe, ffi, kerne
 __all__ = ["power_iteration", "spectral_normalize", "spectral_norm_backward",
            "sigma_upper_bound", "lipschitz_bound", "lipschitz_constant", "SpectralNorm"]
 
-# Lipschitz constant of each activation (leaky_relu: max(1, negative_slope)).
+# Lipschitz constant of each activation, sup |act'| (leaky_relu: max(1, negative_slope)).
+# gelu, gelu_tanh and silu have derivatives above 1 past their maxima; each value is the
+# supremum rounded up in its last (16th significant) digit, so that the float itself is
+# >= the exact supremum (the 17-digit roundings to nearest of gelu's and gelu_tanh's would
+# be doubles just below it). Derivations in lipschitz_constant.
 _ACT_LIPSCHITZ = {None: 1.0, "identity": 1.0, "relu": 1.0, "tanh": 1.0, "softplus": 1.0,
-                  "sigmoid": 0.25}
+                  "sigmoid": 0.25,
+                  "gelu": 1.128904145185155,       # 1.12890414518515478634...
+                  "gelu_tanh": 1.128993068658772,  # 1.12899306865877176546...
+                  "silu": 1.099839320128867}       # 1.09983932012886691696...
 
 
 def _weight(w, dtype):
@@ -215,8 +222,23 @@ def sigma_upper_bound(w, *, n_squarings=4):
 
 
 def lipschitz_constant(activation, negative_slope=0.01):
-    """Lipschitz constant of an activation: 1 for identity/None, relu, tanh, softplus;
-    1/4 for sigmoid; max(1, negative_slope) for leaky_relu."""
+    """Lipschitz constant of an activation, ``sup |act'(z)|``, as a float >= that supremum:
+    1 for identity/None, relu, tanh, softplus; 1/4 for sigmoid; max(1, negative_slope) for
+    leaky_relu; and, rounded up in the 16th significant digit:
+
+    - gelu, ``z Phi(z)``: ``gelu' = Phi(z) + z phi(z)`` (phi the normal density), whose own
+      derivative ``phi(z) (2 - z^2)`` vanishes at ``z = sqrt 2``: the supremum is
+      ``Phi(sqrt 2) + sqrt 2 phi(sqrt 2) = 1.12890414518515...`` -> 1.128904145185155.
+    - gelu_tanh, ``z sigmoid(w)``, ``w = 2 sqrt(2/pi) (z + 0.044715 z^3)``: ``gelu_tanh' =
+      s + z s (1 - s) w'`` (``s = sigmoid(w)``), largest at the root ``z = 1.41850400879083``
+      of the second derivative: 1.12899306865877... -> 1.128993068658772.
+    - silu, ``z sigmoid(z)``: ``silu' = s (1 + z (1 - s))``, largest at the root
+      ``z = 2.39935728051547`` of ``silu'' = s (1 - s) (2 + z (1 - 2 s))``:
+      1.09983932012886... -> 1.099839320128867.
+
+    Each of the three is ``z F(z)`` with ``F(-z) = 1 - F(z)``, so ``act'(-z) = 1 - act'(z)``:
+    the derivative tends to 1 as z -> +inf and to 0 as z -> -inf, and its minimum (at
+    ``-z`` of the maximum) is ``1 - max > -0.13``, so the maximum is ``sup |act'|``."""
     if activation == "leaky_relu":
         slope = float(negative_slope)
         if not (slope >= 0.0 and math.isfinite(slope)):
@@ -226,7 +248,8 @@ def lipschitz_constant(activation, negative_slope=0.01):
         return _ACT_LIPSCHITZ[activation]
     except (KeyError, TypeError):
         raise ValueError(f"activation must be one of identity, relu, leaky_relu, sigmoid, "
-                         f"tanh, softplus or None, got {activation!r}") from None
+                         f"tanh, softplus, gelu, gelu_tanh, silu or None, got "
+                         f"{activation!r}") from None
 
 
 def lipschitz_bound(weights, activations, *, negative_slope=0.01, n_iters=100,

@@ -330,7 +330,7 @@ def test_backward_finite_differences(arch, shape, rng):
 # ---- Lipschitz bound ---------------------------------------------------------------------
 NETS = [("relu", "relu", "identity"), ("tanh", "tanh", "tanh"),
         ("sigmoid", "sigmoid", "identity"), ("relu", "sigmoid", "tanh"),
-        ("leaky_relu", "softplus", "identity")]
+        ("leaky_relu", "softplus", "identity"), ("gelu", "silu", "gelu_tanh")]
 
 
 def _network(rng, widths, dtype):
@@ -399,13 +399,49 @@ def test_lipschitz_one_linear_layer_is_sigma(dtype, rng):
     assert rb == pytest.approx(true, rel=1e-9)
 
 
+# Where each derivative peaks (the root of the second derivative), for the sweeps below.
+PREACT_ARGMAX = {"gelu": math.sqrt(2), "gelu_tanh": 1.41850400879083, "silu": 2.39935728051547}
+
+
+@pytest.mark.parametrize("kind", sorted(PREACT_ARGMAX))
+def test_lipschitz_constants_of_gelu_and_silu(kind):
+    """lipschitz_constant of gelu, gelu_tanh, silu is sup |act'|: at least the largest
+    |act'(z)| (the reference's derivative from z, float64) on a wide grid over [-30, 30]
+    and a grid of step 1e-8 around the maximum, and within 1e-9 of it (act' is flat to
+    second order at its maximum: a grid of step h misses at most h^2 / 8 times the largest
+    |third derivative|, below 1e-17 here)."""
+    zs = np.concatenate([np.linspace(-30.0, 30.0, 600001),
+                         PREACT_ARGMAX[kind] + np.linspace(-1e-3, 1e-3, 200001)])
+    d = ref.activation_backward(np.ones_like(zs), None, kind, preact=zs)
+    sweep = float(np.max(np.abs(d)))
+    lip = pb.lipschitz_constant(kind)
+    assert sweep <= lip <= sweep + 1e-9
+    assert abs(zs[np.argmax(np.abs(d))] - PREACT_ARGMAX[kind]) < 1e-4
+
+
+@pytest.mark.parametrize("kind", sorted(PREACT_ARGMAX))
+def test_lipschitz_bound_uses_the_gelu_and_silu_constants(kind, rng):
+    """A network with a gelu, gelu_tanh or silu layer: that layer's factor is sigma(W)
+    times the activation's constant, estimated and certified alike."""
+    lip = pb.lipschitz_constant(kind)
+    assert lip > 1.0  # above identity's: these activations stretch past their maxima
+    w1, w2 = rng.standard_normal((9, 6)), rng.standard_normal((4, 9))
+    est, fe = pb.lipschitz_bound([w1, w2], [kind, "identity"])
+    lin, fl = pb.lipschitz_bound([w1, w2], [None, None])
+    assert fe == pytest.approx([lip * fl[0], fl[1]], rel=1e-12)
+    assert est == pytest.approx(lip * lin, rel=1e-12)
+    cert, fc = pb.lipschitz_bound([w1], [kind], certified=True)
+    plain, _ = pb.lipschitz_bound([w1], [None], certified=True)
+    assert fc == [cert] and cert == pytest.approx(lip * plain, rel=1e-12)
+
+
 def test_lipschitz_errors():
     """Mismatched lengths and unknown activations raise ValueError."""
     w = np.eye(3)
     with pytest.raises(ValueError, match="activations"):
         pb.lipschitz_bound([w, w], ["relu"])
     with pytest.raises(ValueError, match="activation"):
-        pb.lipschitz_bound([w], ["gelu"])
+        pb.lipschitz_bound([w], ["mish"])
     with pytest.raises(ValueError, match="negative_slope"):
         pb.lipschitz_bound([w], ["leaky_relu"], negative_slope=-1.0)
 

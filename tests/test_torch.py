@@ -11,12 +11,14 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed (the optio
                                             "extra: pip install torch==2.13.0)")
 
 import pybackprop  # noqa: E402
+from pybackprop import _bounds as bnd  # noqa: E402
 from pybackprop.torch import Adam, Adamax, AdamW, Linear, spectral_norm  # noqa: E402
 from pybackprop.torch import functional as F  # noqa: E402
 
-from _helpers import assert_bitwise  # noqa: E402
+from _helpers import assert_bitwise, assert_within  # noqa: E402
 
-ACTS = (None, "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
+PREACT = ("gelu", "gelu_tanh", "silu")  # backward from the saved pre-activation z
+ACTS = (None, "relu", "leaky_relu", "sigmoid", "tanh", "softplus") + PREACT
 DTYPES = (torch.float32, torch.float64)
 
 
@@ -40,18 +42,27 @@ def test_import_pybackprop_does_not_import_torch():
 @pytest.mark.parametrize("act", ACTS)
 def test_dense_equals_the_numpy_api_bitwise(act, dtype):
     """functional.dense on (B, T, K) tensors: the forward and all three gradients are the
-    numpy API's bits on the flattened (B*T, K) arrays."""
+    numpy API's bits on the flattened (B*T, K) arrays. The autograd node keeps the output
+    y, or for gelu, gelu_tanh and silu the pre-activation z (dense_forward's preact=), and
+    only that."""
     x, w, b = _dense_inputs(dtype)
     y = F.dense(x, w, b, act)
     assert y.shape == (4, 5, 3) and y.dtype == dtype
-    dy = torch.randn_like(y)
-    y.backward(dy)
     kind = act or "identity"
     xn, wn, bn = (t.detach().numpy() for t in (x, w, b))
-    y_np = pybackprop.dense_forward(xn.reshape(20, 7), wn, bn, activation=kind)
+    z_np = np.empty((20, 3), xn.dtype)
+    y_np = pybackprop.dense_forward(xn.reshape(20, 7), wn, bn, activation=kind, preact=z_np)
     assert_bitwise(y.detach().numpy().reshape(20, 3), y_np, "y")
+    saved = y.grad_fn.saved_tensors[2]  # (20, 3): what the backward differentiates from
+    assert_bitwise(saved.numpy(), z_np if kind in PREACT else y_np, "saved")
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    if kind in PREACT:
+        args, kw = (None,), {"preact": z_np}
+    else:
+        args, kw = (y_np,), {}
     dx, dw, db = pybackprop.dense_backward(dy.numpy().reshape(20, 3), xn.reshape(20, 7), wn,
-                                           y_np, activation=kind)
+                                           *args, activation=kind, **kw)
     assert_bitwise(x.grad.numpy().reshape(20, 7), dx, "dx")
     assert_bitwise(w.grad.numpy(), dw, "dw")
     assert_bitwise(b.grad.numpy(), db, "db")
@@ -63,6 +74,103 @@ def test_dense_gradcheck(act):
     x, w, b = _dense_inputs(torch.float64, (2, 3, 6), 4, seed=1)
     assert torch.autograd.gradcheck(lambda x, w, b: F.dense(x, w, b, act), (x, w, b))
     assert torch.autograd.gradcheck(lambda x, w: F.dense(x, w, None, act), (x[0, 0], w))
+
+
+# Parity with PyTorch's own layers, F.gelu(F.linear(x, w, b)) etc. Ours and torch's each
+# stay within the bounds below of the exact result, so they differ by at most twice them.
+# eps = finfo(dtype).eps, constants from pybackprop/_bounds.py (GEMM_C, ELEM_C, TINY_C):
+#   z = x @ w.T + b, K + 1 terms summed in any order, with or without FMA:
+#     E_z = GEMM_C (K + 1) eps M_z,  M_z = |x| @ |w|.T + |b| (the sum of |addends|).
+#   y = act(z): L E_z (L = sup |act'|, _bounds.LIPSCHITZ) + ELEM_C eps M_y + tiny, M_y the
+#     sum of |addends| of torch's formula: z/2 (1 + erf(z/sqrt 2)) and z/2 (1 + tanh(u))
+#     (u = sqrt(2/pi) (z + 0.044715 z^3)) give |z|: in the left tail 1 + erf and 1 + tanh
+#     cancel, y is tiny but torch's error is eps |z|; z / (1 + e^-z) gives |y|. Ours
+#     (within ELEM_C eps |y|, _bounds) is inside.
+#   dz = dy act'(z): ELEM_C eps |dy| M_d + L2 |dy| E_z (z's own error moved by act'),
+#     L2 = sup |act''| = 2 phi(0) = sqrt(2/pi) = 0.7979 for gelu and gelu_tanh (at z = 0),
+#     1/2 for silu (at z = 0); M_d the sum of |addends| of torch's derivative:
+#     (1 + erf)/2 + z phi(z) -> 1 + |z| phi(z);  (1 + t)/2 + z/2 (1 - t^2) u'(z) ->
+#     1 + |z| u'(z);  s (1 + z (1 - s)) -> s (1 + |z| (1 + s)). Each bounds |act'| and
+#     the magnitude S(z) of ours (_bounds.dz_scale).
+#   dx = dz @ w, N terms: GEMM_C N eps (G @ |w|) + D @ |w|, G = |dy| M_d >= |dz| and D the
+#     dz bound; dw = dz.T @ x and db = dz.sum(0) over the B rows likewise.
+_SUP_ACT2 = {"gelu": 0.8, "gelu_tanh": 0.8, "silu": 0.5}  # sup |act''|, rounded up
+
+
+def _torch_derivative_scale(z, kind):
+    """M_d(z) (B, N): the sum of |addends| of torch's formula for act'(z), float64."""
+    if kind == "gelu":
+        return 1 + np.abs(z) * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
+    if kind == "gelu_tanh":
+        return 1 + np.abs(z) * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * z * z)
+    s = np.exp(-np.logaddexp(0, -z))  # sigmoid(z), silu
+    return s * (1 + np.abs(z) * (1 + s))
+
+
+def _torch_parity_bounds(x, w, b, dy, kind, dtype):
+    """Elementwise bounds on |ours - torch| for (y, dx, dw, db), x (B, K), dy (B, N)."""
+    x, w, b, dy = (bnd.up(a) for a in (x, w, b, dy))
+    eps, tiny = bnd.eps_of(dtype), bnd.tiny_of(dtype)
+    K, N, B = x.shape[1], w.shape[0], x.shape[0]
+    z = x @ w.T + b
+    e_z = bnd.GEMM_C * (K + 1) * eps * (np.abs(x) @ np.abs(w).T + np.abs(b))
+    m_y = np.abs(z) if kind != "silu" else np.abs(z) * np.exp(-np.logaddexp(0, -z))
+    y_tol = bnd.lipschitz(kind, bnd.SLOPE) * e_z + bnd.ELEM_C * eps * m_y + tiny
+    g = np.abs(dy) * _torch_derivative_scale(z, kind)
+    d = bnd.ELEM_C * eps * g + _SUP_ACT2[kind] * np.abs(dy) * e_z
+    dx_tol = (bnd.GEMM_C * N * eps * g + d) @ np.abs(w) + tiny
+    dw_tol = (bnd.GEMM_C * B * eps * g + d).T @ np.abs(x) + tiny
+    db_tol = (bnd.GEMM_C * B * eps * g + d).sum(0) + tiny
+    return tuple(2 * t for t in (y_tol, dx_tol, dw_tol, db_tol))
+
+
+_TORCH_ACT = {
+    "gelu": lambda z: torch.nn.functional.gelu(z),
+    "gelu_tanh": lambda z: torch.nn.functional.gelu(z, approximate="tanh"),
+    "silu": torch.nn.functional.silu,
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", PREACT)
+def test_preact_activations_match_torch(act, dtype):
+    """dense with gelu, gelu_tanh, silu against torch's F.gelu / F.gelu(approximate="tanh")
+    / F.silu of F.linear: the output and the three gradients within the derived bounds
+    above, on z from about -9 to 12 (both tails, and the maxima of act')."""
+    g = torch.Generator().manual_seed(6)
+    B, T, K, N = 6, 7, 33, 24
+    x = torch.randn(B, T, K, generator=g, dtype=dtype, requires_grad=True)
+    w = (3 * torch.randn(N, K, generator=g, dtype=dtype) / K ** 0.5).requires_grad_()
+    b = torch.randn(N, generator=g, dtype=dtype, requires_grad=True)
+    dy = torch.randn(B, T, N, generator=g, dtype=dtype)
+    ours = F.dense(x, w, b, act)
+    theirs = _TORCH_ACT[act](torch.nn.functional.linear(x, w, b))
+    got = (ours,) + torch.autograd.grad(ours, (x, w, b), dy)
+    want = (theirs,) + torch.autograd.grad(theirs, (x, w, b), dy)
+    xn = x.detach().numpy().reshape(B * T, K)
+    bounds = _torch_parity_bounds(xn, w.detach().numpy(), b.detach().numpy(),
+                                  dy.numpy().reshape(B * T, N), act, xn.dtype)
+    for name, o, t, bound in zip(("y", "dx", "dw", "db"), got, want, bounds):
+        assert_within(o.detach().numpy().reshape(bound.shape),
+                      t.detach().numpy().reshape(bound.shape), bound, name)
+
+
+def test_linear_with_a_preact_activation():
+    """Linear(activation="gelu"/"gelu_tanh"/"silu"): the forward and the gradients of the
+    parameters are functional.dense's bits."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(5, 7, generator=g)
+    for act in PREACT:
+        lin = Linear(7, 3, activation=act)
+        w = lin.weight.detach().clone().requires_grad_()
+        b = lin.bias.detach().clone().requires_grad_()
+        y, want = lin(x), F.dense(x, w, b, act)
+        assert_bitwise(y.detach().numpy(), want.detach().numpy(), "y")
+        y.sum().backward()
+        want.sum().backward()
+        assert_bitwise(lin.weight.grad.numpy(), w.grad.numpy(), "dw")
+        assert_bitwise(lin.bias.grad.numpy(), b.grad.numpy(), "db")
+        assert f"activation={act!r}" in repr(lin)
 
 
 def test_loss_gradchecks():

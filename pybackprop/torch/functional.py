@@ -15,6 +15,7 @@ __all__ = ["dense", "cross_entropy", "mse_loss", "binary_cross_entropy_with_logi
            "as_numpy"]
 
 _DTYPES = (torch.float32, torch.float64)
+_PREACT = _pb.PREACT_ACTIVATIONS  # the kinds whose backward takes z, not y
 
 
 def as_numpy(t, name, dtypes=_DTYPES):
@@ -46,7 +47,10 @@ def _activation(activation):
 
 
 class _Dense(torch.autograd.Function):
-    """y = act(x @ w.T + b) and its fused backward."""
+    """y = act(x @ w.T + b) and its fused backward. The backward takes act' from the saved
+    output y, or for the kinds of ``PREACT_ACTIVATIONS`` (gelu, gelu_tanh, silu), which y
+    does not determine, from the pre-activation z the forward stored alongside y (a tensor
+    allocated here and written by the kernel through its numpy view)."""
 
     @staticmethod
     def forward(ctx, x, w, b, activation, negative_slope):
@@ -57,22 +61,32 @@ class _Dense(torch.autograd.Function):
         xn = as_numpy(x, "x").reshape(-1, xs[-1]) if x.dim() != 1 else as_numpy(x, "x")
         wn = as_numpy(w, "weight")
         bn = None if b is None else as_numpy(b, "bias")
-        y = _pb.dense_forward(xn, wn, bn, activation=activation,
-                              negative_slope=negative_slope)
-        yt = torch.from_numpy(y)
-        ctx.save_for_backward(x, w, yt)
+        if activation in _PREACT:
+            # z (B, N) or (N,), of y's shape and dtype (x's, the dtypes agreeing)
+            zt = torch.empty(xn.shape[:-1] + wn.shape[:1], dtype=x.dtype)
+            y = _pb.dense_forward(xn, wn, bn, activation=activation,
+                                  negative_slope=negative_slope, preact=zt.numpy())
+            ctx.save_for_backward(x, w, zt)
+        else:
+            y = _pb.dense_forward(xn, wn, bn, activation=activation,
+                                  negative_slope=negative_slope)
+            ctx.save_for_backward(x, w, torch.from_numpy(y))
         ctx.activation, ctx.slope, ctx.has_bias = activation, negative_slope, b is not None
-        return yt.reshape(*xs[:-1], wn.shape[0])
+        return torch.from_numpy(y).reshape(*xs[:-1], wn.shape[0])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
-        x, w, yt = ctx.saved_tensors
+        x, w, saved = ctx.saved_tensors  # saved: y, or z for the PREACT kinds
         xs = x.shape
         xn = as_numpy(x, "x").reshape(-1, xs[-1]) if x.dim() != 1 else as_numpy(x, "x")
-        dy = as_numpy(gy, "grad_output").reshape(yt.shape)
+        dy = as_numpy(gy, "grad_output").reshape(saved.shape)
         need_dx = ctx.needs_input_grad[0]
-        dx, dw, db = _pb.dense_backward(dy, xn, as_numpy(w, "weight"), yt.numpy(),
+        if ctx.activation in _PREACT:
+            y, z = None, saved.numpy()
+        else:
+            y, z = saved.numpy(), None
+        dx, dw, db = _pb.dense_backward(dy, xn, as_numpy(w, "weight"), y, preact=z,
                                         activation=ctx.activation,
                                         negative_slope=ctx.slope, need_dx=need_dx)
         gx = torch.from_numpy(dx).reshape(xs) if need_dx else None
@@ -88,7 +102,9 @@ def dense(x, weight, bias=None, activation=None, negative_slope=0.01):
     x : (..., in_features) tensor (as ``torch.nn.functional.linear``; (in_features,) too)
     weight : (out_features, in_features);  bias : (out_features,) or None
     activation : None or "identity" (linear, the default), "relu", "leaky_relu",
-        "sigmoid", "tanh", "softplus"
+        "sigmoid", "tanh", "softplus", "gelu" (``torch.nn.functional.gelu``), "gelu_tanh"
+        (``gelu(..., approximate="tanh")``), "silu"; for the last three the forward also
+        keeps the pre-activation (out_features per row) for the backward, instead of y
     Returns (..., out_features), of the inputs' dtype.
     """
     return _Dense.apply(x, weight, bias, _activation(activation), float(negative_slope))

@@ -17,7 +17,8 @@ class Linear(torch.nn.Linear):
     between them. CPU float32/float64 only.
 
     activation : None (linear, default), "relu", "leaky_relu", "sigmoid", "tanh",
-        "softplus";  negative_slope : leaky_relu's slope
+        "softplus", "gelu", "gelu_tanh" (``approximate="tanh"``), "silu";
+        negative_slope : leaky_relu's slope
     """
 
     def __init__(self, in_features, out_features, bias=True, activation=None,
