@@ -393,9 +393,10 @@ def _ratio(theirs, ours):
 def run_elementwise_case(case, label, threads, torch, timing, copy_bw):
     """One row of the elementwise benches (losses, activation): ``case`` gives ``ours()``,
     ``numpy()``, ``torch(torch)`` (callables to time), ``verify(fn, who)``, ``dtype``,
-    ``size_text``, ``elements`` and ``bytes``. Ours is verified, then timed; a failing
-    check or call is reported in the note column (returns ok False), as is a broken
-    PyTorch comparison. Returns (row, ok)."""
+    ``size_text``, ``elements`` and ``bytes``, and optionally ``verify_numpy`` (True: the
+    numpy column is not the reference itself, and is verified too). Ours is verified, then
+    timed; a failing check or call is reported in the note column (returns ok False), as is
+    a broken numpy or PyTorch comparison. Returns (row, ok)."""
     row = dict(kernel=label, dtype=case.dtype.name.replace("float", "f"), threads=threads,
                size=case.size_text)
     try:
@@ -408,9 +409,16 @@ def run_elementwise_case(case, label, threads, torch, timing, copy_bw):
     row["ns_elem"] = row["ours_us"] * 1e9 / case.elements
     row["gbs"] = case.bytes / row["ours_us"] * 1e-9
     row["bw_pct"] = 100.0 * row["gbs"] / copy_bw if copy_bw > 0 else None
-    row["numpy_us"] = measure(case.numpy(), **timing)
-    row["vs_numpy"] = _ratio(row["numpy_us"], row["ours_us"])
     ok = True
+    try:
+        np_fn = case.numpy()
+        if getattr(case, "verify_numpy", False):  # a numpy column other than the reference
+            case.verify(np_fn, "numpy")
+        row["numpy_us"] = measure(np_fn, **timing)
+        row["vs_numpy"] = _ratio(row["numpy_us"], row["ours_us"])
+    except Exception as e:  # the comparison is broken, not our kernel: note it
+        row["note"] = f"numpy: {type(e).__name__}: {e}"
+        ok = False
     if torch is not None:
         try:
             t_fn = case.torch(torch)
@@ -418,7 +426,8 @@ def run_elementwise_case(case, label, threads, torch, timing, copy_bw):
             row["torch_us"] = measure(t_fn, **timing)
             row["vs_torch"] = _ratio(row["torch_us"], row["ours_us"])
         except Exception as e:  # the comparison is broken, not our kernel: note it
-            row["note"] = f"torch: {type(e).__name__}: {e}"
+            row["note"] = " ".join(filter(None, (row.get("note"),
+                                                 f"torch: {type(e).__name__}: {e}")))
             ok = False
     return row, ok
 

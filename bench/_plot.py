@@ -27,10 +27,10 @@ def panels(tables):
     out = []
     for title, columns, rows in tables:
         ratios = [(h, k) for h, k, _ in columns if k.startswith(RATIO_PREFIXES)]
-        first = min(i for i, (_, k, _) in enumerate(columns) if k.startswith(RATIO_PREFIXES))
-        text = [k for _, k, fmt in columns[:first] if fmt == "s"]  # what the row is
         if not ratios or not rows:
             continue
+        first = min(i for i, (_, k, _) in enumerate(columns) if k.startswith(RATIO_PREFIXES))
+        text = [k for _, k, fmt in columns[:first] if fmt == "s"]  # what the row is
         labels = [" ".join(str(r.get(k)) for k in text if r.get(k) not in (None, "", "-"))
                   for r in rows]
         series = {h: [_value(r.get(k)) for r in rows] for h, k in ratios}

@@ -2,11 +2,14 @@
 
     python -m pybackprop bench dense [--quick] [--large] [--dtype ...] [--threads ...]
     python -m pybackprop bench dense --subnormal   (only the subnormal-input table)
+    python -m pybackprop bench dense --epilogue    (only the fused-epilogue table)
+    python -m pybackprop bench dense --train       (only the gelu/silu training-step table)
     python bench/bench_dense.py ...           (same, from a checkout, pybackprop installed)
 
 Dimension letters as everywhere in pybackprop: x (B, K), w (N, K), b (N,), y (B, N).
   forward:  y = act(x @ w.T + b)                              2 B K N flops
   backward: dz = dy * act'(y); dx = dz @ w; dw = dz.T @ x; db   4 B K N flops (2 without dx)
+  (gelu, gelu_tanh, silu: act' from the pre-activation z, passed as preact=)
 Each (op, dtype, shape, activation) is first VERIFIED against ``pybackprop.reference`` (and
 PyTorch's result, when compared, against the same reference); only then timed. Compared in
 the same run: the numpy reference (``pybackprop.reference.dense_forward/dense_backward``:
@@ -19,6 +22,17 @@ time: > 1 means pybackprop is faster. GFLOP/s are also shown as a fraction of th
 machine's FMA peak, measured at start-up for the ISA of the configuration's GEMM and each
 thread count. Each row also times ours in every other configuration this CPU runs, pinned
 one by one (--pinned).
+
+Fused epilogue (a table of the full run, or alone with --epilogue): our forward with each
+activation against relu at the same shape, timed in turn, as its cost over relu: sigmoid,
+tanh, gelu, gelu_tanh, silu at (1024, 1024, 1024) (target +5 %), gelu, gelu_tanh, silu at
+(256, 1024, 1024) (target +10 %), and gelu and silu also storing z (preact=).
+
+Training step (a table of the full run, or alone with --train; bench/_dense_gelu.py): gelu
+and silu forward storing z plus backward from z, against PyTorch's F.gelu / F.silu of
+F.linear with autograd backward, at (256, 1024, 4096) and (1024, 1024, 1024) (target: 1.2x
+PyTorch). Neither table is in --quick: their 1024^3 calls, EPILOGUE_ROUNDS rounds and the
+reference's per-element erf (seconds per check) would more than double its time.
 
 Subnormal inputs (the full run's last table, or alone with --subnormal): at (512, 512, 512),
 relu, zero bias, the highest thread count, the forward on an x scaled into the subnormal range
@@ -42,9 +56,10 @@ from copy import copy as shallow_copy
 import numpy as np
 
 try:
-    from pybackprop._bench import _common
+    from pybackprop._bench import _common, _dense_gelu
 except ImportError:  # run as a script with a pybackprop that does not ship _bench
     import _common
+    import _dense_gelu
 
 import pybackprop
 from pybackprop import reference
@@ -64,7 +79,9 @@ EXTRA_SHAPE = (1024, 1024, 1024)
 SUBNORMAL_SHAPE = (512, 512, 512)
 SUBNORMAL_ACT = "relu"
 SUBNORMAL_SCALE = {"float32": 1e-40, "float64": 1e-310}
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus")
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "gelu",
+               "gelu_tanh", "silu")
+PREACT = pybackprop.PREACT_ACTIVATIONS  # backward from the pre-activation z, not from y
 OPS = ("forward", "backward")
 
 COLUMNS = [
@@ -115,7 +132,8 @@ class Problem:
     """Inputs, reference results and output buffers of one (dtype, shape, activation).
 
     Data are scaled so that every pre-activation is O(1): x, dy ~ N(0, 1), w ~ N(0, 1/K),
-    b ~ N(0, 0.1^2) (sigmoid/tanh neither saturate nor stay linear).
+    b ~ N(0, 0.1^2) (sigmoid/tanh neither saturate nor stay linear). For gelu, gelu_tanh and
+    silu the backward takes the pre-activation ``z`` (``preact=``) instead of ``y``.
     """
 
     def __init__(self, dtype, shape, act, slope, seed=0, buffers=False):
@@ -127,50 +145,67 @@ class Problem:
         self.w = (rng.standard_normal((N, K)) / math.sqrt(K)).astype(dtype)
         self.b = (0.1 * rng.standard_normal(N)).astype(dtype)
         self.dy = rng.standard_normal((B, N)).astype(dtype)
-        kw = dict(activation=act, negative_slope=slope)
-        self.y = reference.dense_forward(self.x, self.w, self.b, **kw)
-        self.dx_ref, self.dw_ref, self.db_ref = reference.dense_backward(
-            self.dy, self.x, self.w, self.y, **kw)
+        self.y = reference.dense_forward(self.x, self.w, self.b, activation=act,
+                                         negative_slope=slope)
+        self.z = reference.preactivation(self.x, self.w, self.b) if act in PREACT else None
+        self._grads = None  # the reference gradients, computed when first needed
         self.y_out = np.empty_like(self.y)
+        self.z_out = np.empty_like(self.y)  # forward(preact=True)'s preact= buffer
         self.dx_out = np.empty_like(self.x)
         self.dw_out = np.empty_like(self.w)
         self.db_out = np.empty_like(self.b)
 
+    def saved(self):
+        """dense_backward's (y, keywords): y, or None and preact=z for gelu/gelu_tanh/silu."""
+        kw = dict(activation=self.act, negative_slope=self.slope)
+        if self.act in PREACT:
+            return None, dict(kw, preact=self.z)
+        return self.y, kw
+
     # -- the three implementations of each op, as zero-argument callables -----------------
-    def ours(self, op):
+    def ours(self, op, preact=False):
+        """Ours; ``preact``: the forward also stores z into the ``z_out`` buffer."""
         x, w, b, act, slope = self.x, self.w, self.b, self.act, self.slope
         fwd, bwd = pybackprop.dense_forward, pybackprop.dense_backward
-        dy, y = self.dy, self.y
-        if not self.buffers:
-            if op == "forward":
-                return lambda: fwd(x, w, b, activation=act, negative_slope=slope)
-            return lambda: bwd(dy, x, w, y, activation=act, negative_slope=slope)
+        dy, (y, kw) = self.dy, self.saved()
         if op == "forward":
-            y_out = self.y_out
+            y_out, z_out = self.y_out if self.buffers else None, self.z_out
+            if preact:
+                return lambda: fwd(x, w, b, activation=act, negative_slope=slope, out=y_out,
+                                   preact=z_out)
+            if y_out is None:
+                return lambda: fwd(x, w, b, activation=act, negative_slope=slope)
             return lambda: fwd(x, w, b, activation=act, negative_slope=slope, out=y_out)
+        if not self.buffers:
+            return lambda: bwd(dy, x, w, y, **kw)
         dx, dw, db = self.dx_out, self.dw_out, self.db_out
-        return lambda: bwd(dy, x, w, y, activation=act, negative_slope=slope, dx=dx, dw=dw,
-                           db=db)
+        return lambda: bwd(dy, x, w, y, dx=dx, dw=dw, db=db, **kw)
 
     def numpy(self, op):
         x, w, b, kw = self.x, self.w, self.b, dict(activation=self.act,
                                                    negative_slope=self.slope)
         if op == "forward":
             return lambda: reference.dense_forward(x, w, b, **kw)
-        dy, y = self.dy, self.y
+        dy, (y, kw) = self.dy, self.saved()
         return lambda: reference.dense_backward(dy, x, w, y, **kw)
 
-    def torch(self, op, torch):
-        F = torch.nn.functional
-        slope = self.slope
-        act = {
+    def torch_act(self, torch):
+        """The activation as a PyTorch user applies it."""
+        F, slope = torch.nn.functional, self.slope
+        return {
             "identity": lambda z: z,
             "relu": torch.relu,
             "leaky_relu": lambda z: F.leaky_relu(z, slope),
             "sigmoid": torch.sigmoid,
             "tanh": torch.tanh,
             "softplus": F.softplus,
+            "gelu": F.gelu,
+            "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+            "silu": F.silu,
         }[self.act]
+
+    def torch(self, op, torch):
+        F, act = torch.nn.functional, self.torch_act(torch)
         x, w, b = (torch.from_numpy(a) for a in (self.x, self.w, self.b))
         if op == "forward":
             def fwd():
@@ -184,21 +219,33 @@ class Problem:
         return lambda: grad(y, (x, w, b), dy, retain_graph=True)
 
     # -- verification ----------------------------------------------------------------------
-    def verify(self, op, fn, who):
-        """Run ``fn`` once and compare with the reference; raise AssertionError if off."""
-        B, K, N = self.shape
-        name = f"{who} {op} {self.act} {self.dtype.name} {_shape_text(self.shape)}"
+    def verify(self, op, fn, who, preact=False):
+        """Run ``fn`` once and compare with the reference; raise AssertionError if off.
+        ``preact``: the forward's ``z_out`` buffer is checked too."""
         if who == "ours":  # outputs prefilled with NaN: every element must be written
-            for a in (self.y_out, self.dx_out, self.dw_out, self.db_out):
+            for a in (self.y_out, self.z_out, self.dx_out, self.dw_out, self.db_out):
                 a.fill(np.nan)
         res = fn()
-        if op == "forward":
-            _common.check_close(name + " y", _as_numpy(res), self.y, self.dtype, K)
+        self.check(op, res, who)
+        if preact:
+            self.check("preact", self.z_out, who)
+
+    def check(self, op, res, who):
+        """Compare ``res`` (forward: y; "preact": z; backward: (dx, dw, db)) with the
+        reference; raise AssertionError if off."""
+        B, K, N = self.shape
+        name = f"{who} {op} {self.act} {self.dtype.name} {_shape_text(self.shape)}"
+        if op in ("forward", "preact"):
+            want = self.y if op == "forward" else self.z if self.z is not None else \
+                reference.preactivation(self.x, self.w, self.b)
+            _common.check_close(name + (" y" if op == "forward" else " z"), _as_numpy(res),
+                                want, self.dtype, K)
             return
-        dx, dw, db = (_as_numpy(r) for r in res)
-        _common.check_close(name + " dx", dx, self.dx_ref, self.dtype, N)
-        _common.check_close(name + " dw", dw, self.dw_ref, self.dtype, B)
-        _common.check_close(name + " db", db, self.db_ref, self.dtype, B)
+        if self._grads is None:
+            y, kw = self.saved()
+            self._grads = reference.dense_backward(self.dy, self.x, self.w, y, **kw)
+        for part, got, want, n in zip(("dx", "dw", "db"), res, self._grads, (N, B, B)):
+            _common.check_close(f"{name} {part}", _as_numpy(got), want, self.dtype, n)
 
 
 def _as_numpy(a):
@@ -323,45 +370,58 @@ EPILOGUE_COLUMNS = [
     ("B x K x N", "shape", "s"),
     ("ours us", "ours_us", _common.fmt_us),
     ("over relu", "over_relu", "s"),
+    ("target", "target", "s"),
 ]
 # Rounds of the epilogue table: the activations timed in turn this many times.
 EPILOGUE_ROUNDS = 5
+# The epilogue table: (shape, activations timed against relu there, the target cost over
+# relu in %). "<act>+z": also storing the pre-activation (preact=), as training runs them;
+# no target.
+EPILOGUE = [(EXTRA_SHAPE, EXTRA_ACTS + ("gelu", "gelu_tanh", "silu", "gelu+z", "silu+z"), 5),
+            ((256, 1024, 1024), ("gelu", "gelu_tanh", "silu", "gelu+z", "silu+z"), 10)]
 
 
 def run_epilogue(dtypes, threads, timing):
-    """The target "sigmoid/tanh within 5 % of relu": our fused forward at EXTRA_SHAPE with
-    relu and each of EXTRA_ACTS, verified, then timed in turn EPILOGUE_ROUNDS times (a
-    shared host's drifts, which move separate runs by more than 5 %, hit all of them alike),
-    each keeping its best median; printed with its cost over relu. Returns False if a
-    result was wrong."""
+    """The targets "sigmoid/tanh/gelu/silu within 5 % of relu at 1024^3, gelu/silu within
+    10 % at 256 x 1024 x 1024": at each shape of EPILOGUE our fused forward with relu and
+    each activation, verified, then timed in turn EPILOGUE_ROUNDS times (a shared host's
+    drifts, which move separate runs by more than 5 %, hit all of them alike), each keeping
+    its best median; printed with its cost over relu. Returns False if a result was wrong."""
     _common.set_threads(threads)
     rows, ok = [], True
     for dt in dtypes:
-        row0 = dict(dtype=dt.name.replace("float", "f"), threads=threads,
-                    shape=_shape_text(EXTRA_SHAPE))
-        fns = {}
-        for act in ("relu",) + EXTRA_ACTS:
-            problem = Problem(dt, EXTRA_SHAPE, act, 0.01)
-            fn = problem.ours("forward")
-            try:
-                problem.verify("forward", fn, "ours")
-            except AssertionError as e:
-                rows.append(dict(row0, act=act, over_relu=f"FAIL {e}"))
-                ok = False
-                continue
-            fns[act] = fn
-        best = {}
-        for _ in range(EPILOGUE_ROUNDS):
-            for act, fn in fns.items():
-                t = _common.measure(fn, **timing)
-                best[act] = min(best.get(act, t), t)
-        for act, t in best.items():
-            over = "-" if act == "relu" or "relu" not in best else \
-                f"{100.0 * (t / best['relu'] - 1.0):+.1f} %"
-            rows.append(dict(row0, act=act, ours_us=t, over_relu=over))
+        for shape, acts, target in EPILOGUE:
+            row0 = dict(dtype=dt.name.replace("float", "f"), threads=threads,
+                        shape=_shape_text(shape))
+            fns, problems = {}, {}
+            for label in ("relu",) + acts:
+                act, preact = label.split("+")[0], label.endswith("+z")
+                if act not in problems:
+                    problems[act] = Problem(dt, shape, act, 0.01)
+                fn = problems[act].ours("forward", preact=preact)
+                try:
+                    problems[act].verify("forward", fn, "ours", preact=preact)
+                except AssertionError as e:
+                    rows.append(dict(row0, act=label, over_relu=f"FAIL {e}"))
+                    ok = False
+                    continue
+                fns[label] = fn
+            best = {}
+            for _ in range(EPILOGUE_ROUNDS):
+                for label, fn in fns.items():
+                    t = _common.measure(fn, **timing)
+                    best[label] = min(best.get(label, t), t)
+            for label, t in best.items():
+                over = "-" if label == "relu" or "relu" not in best else \
+                    f"{100.0 * (t / best['relu'] - 1.0):+.1f} %"
+                goal = None if label == "relu" or "+z" in label else f"<= +{target} %"
+                rows.append(dict(row0, act=label, ours_us=t, over_relu=over, target=goal))
+            del problems, fns
     print(f"Fused epilogue: forward, ours only, the activations timed in turn "
           f"{EPILOGUE_ROUNDS} times (best median each)")
     _common.print_table(rows, EPILOGUE_COLUMNS)
+    print("  <act>+z: the forward also stores the pre-activation z into a preallocated "
+          "preact= buffer (what the backward of gelu, gelu_tanh, silu takes).")
     return ok
 
 
@@ -429,6 +489,12 @@ def subnormal_rows(dtype, threads, torch, timing):
     return rows, ok
 
 
+def run_train(dtypes, threads, torch, timing, args):
+    """Print the gelu/silu training-step table (bench/_dense_gelu.py); False if wrong."""
+    return _dense_gelu.run_train(Problem, dtypes, threads, torch, timing, args.runs,
+                                 args.out)
+
+
 def run_subnormal(dtypes, threads, torch, timing):
     """Print the subnormal-input table; returns False if a result was wrong or failed."""
     _common.set_threads(threads, torch)
@@ -457,8 +523,12 @@ def build_parser():
     p.add_argument("--large", action="store_true",
                    help="also (2048, 2048, 2048)")
     p.add_argument("--epilogue", action="store_true",
-                   help="only the fused-epilogue table (sigmoid/tanh forward against relu "
-                        "at 1024^3, timed in turn; part of the full run)")
+                   help="only the fused-epilogue table (sigmoid/tanh/gelu/gelu_tanh/silu "
+                        "forward against relu at 1024^3 and 256x1024x1024, timed in turn; "
+                        "part of the full run)")
+    p.add_argument("--train", action="store_true",
+                   help="only the training-step table (gelu/silu forward storing z + "
+                        "backward, against PyTorch autograd; part of the full run)")
     p.add_argument("--subnormal", action="store_true",
                    help="only the subnormal-input table (slowdown on all-subnormal x, with "
                         "and without flush-to-zero; part of the full run)")
@@ -560,12 +630,17 @@ def main(argv=None):
           f"{timing['min_time']} s after a {timing['warmup']} s warm-up; best of "
           f"{args.runs} run(s); arguments: {shown_args or '(none)'}")
     print()
-    # the subnormal-input and epilogue tables: alone with --subnormal / --epilogue, after the
-    # main table in a full run
+    # the subnormal-input, epilogue and training-step tables: alone with --subnormal /
+    # --epilogue / --train, after the main table in a full run
     subnormal = args.subnormal or (not args.quick and args.shapes is None)
     epilogue = args.epilogue or (not args.quick and args.shapes is None)
+    train = args.train or (not args.quick and args.shapes is None)
     if args.epilogue:
         ok = run_epilogue(dtypes, max(thread_counts), timing)
+        _common.set_threads(default_threads, torch)
+        return 0 if ok else 1
+    if args.train:
+        ok = run_train(dtypes, max(thread_counts), torch, timing, args)
         _common.set_threads(default_threads, torch)
         return 0 if ok else 1
     if args.subnormal:
@@ -618,6 +693,10 @@ def main(argv=None):
     if epilogue:
         print()
         all_ok = run_epilogue(dtypes, max(thread_counts), timing) and all_ok
+        _common.set_threads(default_threads, torch)
+    if train:
+        print()
+        all_ok = run_train(dtypes, max(thread_counts), torch, timing, args) and all_ok
         _common.set_threads(default_threads, torch)
     if subnormal:
         print()

@@ -104,6 +104,13 @@ def test_plot_panels_read_the_ratio_columns(table_benches, capsys):
     assert series == {"vs numpy": [2.0, 1.25], "vs torch": [0.5, None]}
 
 
+def test_plot_panels_skip_a_table_without_ratios():
+    """A table with no ratio column (the epilogue costs, say) gives no panel, no error."""
+    from pybackprop._bench import _plot
+    cols = [("act", "act", "s"), ("us", "us", ".1f")]
+    assert _plot.panels([("epilogue", cols, [dict(act="relu", us=1.0)])]) == []
+
+
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
                     reason="bench --plot needs matplotlib (the plot extra)")
 def test_bench_plot_writes_a_png(table_benches, tmp_path, capsys):
