@@ -220,7 +220,8 @@ def _as_numpy(a):
 def build_parser():
     p = argparse.ArgumentParser(
         prog="python -m pybackprop bench activation",
-        description="Elementwise activations, forward and backward (from the output; gelu, gelu_tanh, silu from the pre-activation): "
+        description="Elementwise activations, forward and backward (from the output; "
+                    "gelu, gelu_tanh and silu from the pre-activation): "
                     "pybackprop vs the numpy reference vs PyTorch, verified before timing.")
     return _common.add_elementwise_arguments(
         p, "sizes 2^16 and 2^20, relu/leaky_relu/sigmoid/gelu, short timing",
