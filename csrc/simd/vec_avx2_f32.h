@@ -23,6 +23,12 @@
 #define VROUND(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define VCOPYSIGN(m, s) _mm256_or_ps(m, _mm256_and_ps(s, _mm256_set1_ps(-0.0f)))
 #define VHSUM(v) pb_hsum_f32_avx2(v)
+/* float64 lanes: the two halves widened, two float64 vectors narrowed (rounded once), and
+ * the name of a vmath_wide.inc function of this ISA */
+#define VWIDE_LO(v) _mm256_cvtps_pd(_mm256_castps256_ps128(v))
+#define VWIDE_HI(v) _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))
+#define VNARROW(lo, hi) _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo))
+#define VWIDE(stem) PB_CAT(PB_CAT(pb_vw, stem), _avx2)
 #define VHMAX(v) pb_hmax_f32_avx2(v)
 /* lane masks: the first n lanes */
 #define MASK_T __m256i

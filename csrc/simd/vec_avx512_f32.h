@@ -23,6 +23,16 @@
 #define VROUND(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define VCOPYSIGN(m, s) _mm512_or_ps(m, _mm512_and_ps(s, _mm512_set1_ps(-0.0f)))
 #define VHSUM(v) _mm512_reduce_add_ps(v)
+/* float64 lanes: the two halves widened, two float64 vectors narrowed (rounded once), and
+ * the name of a vmath_wide.inc function of this ISA */
+#define VWIDE_LO(v) _mm512_cvtps_pd(_mm512_castps512_ps256(v))
+#define VWIDE_HI(v) \
+    _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
+#define VNARROW(lo, hi)                                                                      \
+    _mm512_castpd_ps(_mm512_insertf64x4(                                                     \
+        _mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo))),                       \
+        _mm256_castps_pd(_mm512_cvtpd_ps(hi)), 1))
+#define VWIDE(stem) PB_CAT(PB_CAT(pb_vw, stem), _avx512)
 #define VHMAX(v) _mm512_reduce_max_ps(v)
 #define MASK_T __mmask16
 #define VMASK(n) ((__mmask16)((1u << (n)) - 1u))

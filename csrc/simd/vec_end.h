@@ -12,6 +12,7 @@
  *   VBLEND_LT(x, c, a, b) = x < c ? a : b;  VBLEND_LT0(z, a, b) = z < 0 ? a : b
  *   VRELU VLEAKY                 max(0, v); v < 0 ? v s : v
  *   VSCALE(p, n) VSCALE_NEG(p, n)  p 2^n rounded once (n <= 0 for VSCALE_NEG)
+ *   VWIDE_LO VWIDE_HI VNARROW VWIDE   float32 only: float64 lanes (vmath_wide.inc)
  */
 #undef VL
 #undef VEC
@@ -57,3 +58,7 @@
 #undef VPOW2I
 #undef VSCALE
 #undef VSCALE_NEG
+#undef VWIDE_LO
+#undef VWIDE_HI
+#undef VNARROW
+#undef VWIDE
