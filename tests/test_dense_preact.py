@@ -209,6 +209,21 @@ def test_activation_matches_reference(arch, kind, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", KINDS)
+def test_value_does_not_depend_on_neighbours(arch, kind, dtype, rng):
+    """Each element's bits are a function of its own z: alone, or in a vector whose other
+    lanes lie in another region of the formula (|z| < 3 or not), forward and backward."""
+    z = (3 * rng.standard_normal(257)).astype(dtype)
+    dy = rng.standard_normal(z.shape).astype(dtype)
+    y = pybackprop.activation(z, kind)
+    g = pybackprop.activation_backward(dy, None, kind, preact=z)
+    for i in range(z.size):
+        assert_bitwise(pybackprop.activation(z[i:i + 1], kind), y[i:i + 1], f"y[{i}]")
+        assert_bitwise(pybackprop.activation_backward(dy[i:i + 1], None, kind,
+                                                      preact=z[i:i + 1]), g[i:i + 1], f"dz[{i}]")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", KINDS)
 def test_special_values(arch, kind, dtype):
     """Signs, zeros, infinities and NaN as the reference (f(-0) = -0, f(+inf) = inf,
     f(-inf) = NaN as PyTorch's formulas give; f' NaN at +-inf), the vector lanes and
