@@ -47,7 +47,7 @@ RHO = 0.5  # s_2 / s_1 of the gapped test matrices
 #   8 m eps64 sigma of the exact value (backward stable SVD, m = min(N, K) + 1).
 # CONVERGE: relative error of sigma after n iterations <= (RHO^(2n-1) tan theta_0)^2 / 2,
 #   theta_0 the angle of v_0 to v_1 (u_n is within RHO tan theta(v_{n-1}) of u_1, and
-#   sigma = ||W^T u_n|| >= sigma_1 cos theta(u_n)); the issue's target is 1e-6 (float64).
+#   sigma = ||W^T u_n|| >= sigma_1 cos theta(u_n)); the target is 1e-6 (float64).
 # BACKWARD: dw = (G - a u v^T) * (1/sigma) commits a few roundings per entry plus <G, W>
 #   (N K terms): 16 eps (4 + sqrt(N K)) relative to max |G| / sigma + |a| |u||v| / sigma.
 # FD: central differences in float64 with h = 1e-6 on an O(1) loss: truncation h^2 |L'''|
@@ -656,7 +656,7 @@ def test_matches_torch_parametrization(dtype, rng):
 # ---- inputs that are not ndarrays, masked arrays, atomic state --------------------------------
 def test_state_inside_a_buffer_w_is_refused(rng):
     """power_iteration with w a memoryview and u inside w's memory raises before writing
-    (the issue's case: a wrong sigma and w overwritten); so do the out= of
+    (unchecked, it would give a wrong sigma and overwrite w); so do the out= of
     spectral_normalize, spectral_norm_backward and SpectralNorm.normalize over such a w."""
     buf = rng.standard_normal(4 * 3 + 1)
     before = buf.copy()
