@@ -63,10 +63,12 @@ import math
 
 import numpy as np
 
+from .reference import PREACT_ACTIVATIONS
+
 GEMM_C = 1.01
 ELEM_C = 8.0
 PREACT_ELEM_C = 10.0
-PREACT_KINDS = ("gelu", "gelu_tanh", "silu")
+PREACT_KINDS = PREACT_ACTIVATIONS  # differentiated from z
 TINY_C = 8.0
 LIPSCHITZ = {"identity": 1.0, "relu": 1.0, "leaky_relu": None, "sigmoid": 0.25,
              "tanh": 1.0, "softplus": 1.0, "gelu": 1.129, "gelu_tanh": 1.129,

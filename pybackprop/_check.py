@@ -22,8 +22,7 @@ from . import reference as ref
 from ._runtime import available_cpus, get_cpu, set_cpu
 
 DTYPES = (np.float32, np.float64)
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "gelu",
-               "gelu_tanh", "silu")
+ACTIVATIONS = ref.ACTIVATIONS
 # (B, K, N): odd sizes around register tiles, a B = 1 row, and K past every KC and MC
 DENSE_SHAPES = [(1, 37, 19), (33, 65, 47), (130, 300, 70), (530, 1030, 70)]
 SLOPE = 0.3

@@ -30,6 +30,8 @@
  * W's extra bits cover the rounding of the arguments -z / sqrt 2 and w, whose relative error
  * the tails multiply by up to ~z^2 and ~|w|. Signs: f(-0) = -0 for all three (z times a
  * positive factor); f(-inf) = -inf * 0 = NaN as PyTorch's formulas give. */
+/* Whether act names an activation (enum pb_act: IDENTITY to SILU, the last). */
+static inline int pb_act_valid(int act) { return act >= PB_ACT_IDENTITY && act <= PB_ACT_SILU; }
 static inline int pb_act_takes_z(int act) {
     return act == PB_ACT_GELU || act == PB_ACT_GELU_TANH || act == PB_ACT_SILU;
 }

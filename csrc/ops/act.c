@@ -69,7 +69,7 @@
     }                                                                                      \
     int pb_activation_forward_##SFX(T *y, const T *z, ptrdiff_t n, int act, T slope) {    \
         PB_FP_SCOPE;                                                                       \
-        if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SILU) return PB_ERR_ARG;    \
+        if (n < 0 || !pb_act_valid(act)) return PB_ERR_ARG;                                \
         const pb_act_fwd_##SFX##_t vec = pb_arch()->act_fwd_##SFX; /* once per call */     \
         PB_ELEMWISE_RUN(n, act_fwd_##SFX(vec, y, z, i0, i1, act, slope));                  \
         return PB_OK;                                                                      \
@@ -77,7 +77,7 @@
     int pb_activation_backward_##SFX(T *dz, const T *dy, const T *y, ptrdiff_t n, int act, \
                                      T slope) {                                            \
         PB_FP_SCOPE;                                                                       \
-        if (n < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SILU) return PB_ERR_ARG;    \
+        if (n < 0 || !pb_act_valid(act)) return PB_ERR_ARG;                                \
         const pb_act_bwd_##SFX##_t vec = pb_arch()->act_bwd_##SFX; /* once per call */     \
         PB_ELEMWISE_RUN(n, act_bwd_##SFX(vec, dz, dy, y, i0, i1, act, slope));             \
         return PB_OK;                                                                      \

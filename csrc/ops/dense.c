@@ -145,6 +145,19 @@ static int overlap(const void *p, ptrdiff_t pn, const void *q, ptrdiff_t qn, siz
     return a < b + (size_t)qn * sz && b < a + (size_t)pn * sz;
 }
 
+/* Whether any of the nout outputs (extents on[], elements of sz bytes) overlaps one of the
+ * nin inputs or an output before it: the contract's PB_ERR_OVERLAP. */
+static int outputs_overlap(const void *const *out, const ptrdiff_t *on, int nout,
+                           const void *const *in, const ptrdiff_t *inn, int nin, size_t sz) {
+    for (int o = 0; o < nout; ++o) {
+        for (int i = 0; i < nin; ++i)
+            if (overlap(out[o], on[o], in[i], inn[i], sz)) return 1;
+        for (int i = 0; i < o; ++i)
+            if (overlap(out[o], on[o], out[i], on[i], sz)) return 1;
+    }
+    return 0;
+}
+
 /* The first error of dw (st[0], st[2]: its chunks on thread 1) and dx (st[1]). */
 static int tasks_status(const int *st) {
     return st[0] != PB_OK ? st[0] : st[2] != PB_OK ? st[2] : st[1];
@@ -162,13 +175,13 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
     int pb_dense_forward_##SFX(T *y, T *z, const T *x, const T *w, const T *b,            \
                                ptrdiff_t B, ptrdiff_t K, ptrdiff_t N, int act, T slope) { \
         PB_FP_SCOPE;                                                                       \
-        if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SILU)        \
+        if (B < 0 || K < 0 || N < 0 || !pb_act_valid(act))                                 \
             return PB_ERR_ARG;                                                             \
-        if (overlap(y, B * N, x, B * K, sizeof(T)) || overlap(y, B * N, w, N * K, sizeof(T)) || \
-            overlap(y, B * N, b, N, sizeof(T)) || overlap(z, B * N, x, B * K, sizeof(T)) ||  \
-            overlap(z, B * N, w, N * K, sizeof(T)) || overlap(z, B * N, b, N, sizeof(T)) ||  \
-            overlap(z, B * N, y, B * N, sizeof(T)))                                        \
-            return PB_ERR_OVERLAP;                                                         \
+        {                                                                                  \
+            const void *out[2] = {y, z}, *in[3] = {x, w, b};                               \
+            const ptrdiff_t on[2] = {B * N, B * N}, inn[3] = {B * K, N * K, N};            \
+            if (outputs_overlap(out, on, 2, in, inn, 3, sizeof(T))) return PB_ERR_OVERLAP; \
+        }                                                                                  \
         /* z beside y (the same layout): the epilogue stores it at y's element + zoff */    \
         const pb_epi_##SFX##_t epi = {b, act, slope, B * N > 0 ? PB_ZOFF(z, y) : 0};       \
         /* C = y (B x N);  A = x (row stride K);  B(p, j) = w[j*K + p] */                  \
@@ -314,17 +327,12 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
                                 const T *y, ptrdiff_t B, ptrdiff_t K, ptrdiff_t N,         \
                                 int act, T slope, int accumulate) {                        \
         PB_FP_SCOPE;                                                                       \
-        if (B < 0 || K < 0 || N < 0 || act < PB_ACT_IDENTITY || act > PB_ACT_SILU)    \
+        if (B < 0 || K < 0 || N < 0 || !pb_act_valid(act))                                 \
             return PB_ERR_ARG;                                                             \
         {                                                                                  \
             const void *out[3] = {dx, dw, db}, *in[4] = {dy, x, w, y};                     \
             const ptrdiff_t on[3] = {B * K, N * K, N}, inn[4] = {B * N, B * K, N * K, B * N}; \
-            for (int o = 0; o < 3; ++o) {                                                  \
-                for (int i = 0; i < 4; ++i)                                                \
-                    if (overlap(out[o], on[o], in[i], inn[i], sizeof(T))) return PB_ERR_OVERLAP; \
-                for (int i = 0; i < o; ++i)                                                \
-                    if (overlap(out[o], on[o], out[i], on[i], sizeof(T))) return PB_ERR_OVERLAP; \
-            }                                                                              \
+            if (outputs_overlap(out, on, 3, in, inn, 4, sizeof(T))) return PB_ERR_OVERLAP; \
         }                                                                                  \
         const pb_arch_t *arch = pb_arch(); /* once: every part of the call on one path */  \
         const int beta = accumulate ? 1 : 0;                                               \
