@@ -12,7 +12,7 @@ import pytest
 import pybackprop
 from pybackprop import _gemm
 from pybackprop import reference as ref
-from pybackprop._bounds import (SLOPE, activation_bounds, backward_bounds, forward_bound, up)
+from pybackprop._bounds import activation_bounds, backward_bounds, forward_bound, up
 
 from _helpers import assert_bitwise, assert_within
 from test_dense import SHAPES, THREAD_SHAPES, make_dense  # the shapes every path meets

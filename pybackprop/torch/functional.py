@@ -61,16 +61,13 @@ class _Dense(torch.autograd.Function):
         xn = as_numpy(x, "x").reshape(-1, xs[-1]) if x.dim() != 1 else as_numpy(x, "x")
         wn = as_numpy(w, "weight")
         bn = None if b is None else as_numpy(b, "bias")
-        if activation in _PREACT:
-            # z (B, N) or (N,), of y's shape and dtype (x's, the dtypes agreeing)
-            zt = torch.empty(xn.shape[:-1] + wn.shape[:1], dtype=x.dtype)
-            y = _pb.dense_forward(xn, wn, bn, activation=activation,
-                                  negative_slope=negative_slope, preact=zt.numpy())
-            ctx.save_for_backward(x, w, zt)
-        else:
-            y = _pb.dense_forward(xn, wn, bn, activation=activation,
-                                  negative_slope=negative_slope)
-            ctx.save_for_backward(x, w, torch.from_numpy(y))
+        # z (B, N) or (N,), of y's shape and dtype (x's, the dtypes agreeing), for the
+        # PREACT kinds only
+        zt = (torch.empty(xn.shape[:-1] + wn.shape[:1], dtype=x.dtype)
+              if activation in _PREACT else None)
+        y = _pb.dense_forward(xn, wn, bn, activation=activation, negative_slope=negative_slope,
+                              preact=None if zt is None else zt.numpy())
+        ctx.save_for_backward(x, w, torch.from_numpy(y) if zt is None else zt)
         ctx.activation, ctx.slope, ctx.has_bias = activation, negative_slope, b is not None
         return torch.from_numpy(y).reshape(*xs[:-1], wn.shape[0])
 
