@@ -89,10 +89,12 @@
                                  ptrdiff_t n, int act, T slope) {                          \
         const pb_act_bwd_##SFX##_t sp = arch->act_bwd_##SFX;                               \
         if ((act == PB_ACT_SOFTPLUS || pb_act_takes_z(act)) && sp != NULL) {               \
-            /* without dz (sums only): the same vector values through a row chunk */       \
+            /* whole rows into dz; without dz (sums only), the same vector values through a \
+             * chunk of PB_DZ_COLS columns */                                             \
             T tmp[PB_DZ_COLS];                                                             \
-            for (ptrdiff_t j0 = 0; j0 < n; j0 += PB_DZ_COLS) {                             \
-                const ptrdiff_t nj = PB_MIN((ptrdiff_t)PB_DZ_COLS, n - j0);                \
+            const ptrdiff_t step = dz != NULL ? n : (ptrdiff_t)PB_DZ_COLS;                 \
+            for (ptrdiff_t j0 = 0; j0 < n; j0 += step) {                                   \
+                const ptrdiff_t nj = PB_MIN(step, n - j0);                                 \
                 for (ptrdiff_t r = 0; r < rows; ++r) {                                     \
                     T *d = dz != NULL ? dz + r * ldz + j0 : tmp;                           \
                     sp(d, dy + r * ld + j0, y + r * ld + j0, nj, act, slope);              \
