@@ -98,7 +98,7 @@ def _class_indices(labels, batch_shape, C, ignore_index):
         bad = ((lab < 0) | (lab >= C)) & (lab != ignore_index)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
-            v = lab[where]
+            v = lab[where].item()
             raise ValueError(f"labels holds the {'negative ' if v < 0 else ''}class index "
                              f"{v!r} at index {where}, outside [0, {C}) for logits with {C} "
                              f"classes (and not ignore_index={ignore_index})")
