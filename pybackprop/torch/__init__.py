@@ -1,8 +1,9 @@
 """pybackprop's kernels inside PyTorch training loops (optional extra ``torch``).
 
 ``import pybackprop`` never imports torch; ``import pybackprop.torch`` does, and raises
-ImportError naming the extra when torch is absent. Tensors must be CPU, float32 or float64
-and contiguous: they are handed to the C kernels as zero-copy numpy views; anything else
+ImportError naming the extra when torch is absent. Tensors must be CPU, float32 or float64:
+contiguous ones are handed to the C kernels by address (no copy), other layouts are read
+from a contiguous copy, parameters updated in place must be contiguous; anything else
 raises naming the tensor.
 
 - :mod:`pybackprop.torch.functional`: ``dense``, ``cross_entropy``, ``mse_loss``,

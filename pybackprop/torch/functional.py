@@ -1,21 +1,31 @@
 """Autograd functions on pybackprop's fused kernels, for torch tensors.
 
-Every function takes CPU tensors of float32 or float64 (one dtype per call) and hands them
-to the C kernels as zero-copy numpy views (a non-contiguous input is made contiguous
-first, as torch's own kernels do); results are torch tensors sharing the kernels' output
-memory. Values and gradients equal pybackprop's numpy API bit for bit. Double backward is
-not supported (the backward passes are kernels too).
+Every function takes CPU tensors of float32 or float64 (one dtype per call). The common
+call (contiguous tensors, int64 class indices) goes to the C kernels by address, the
+outputs allocated as torch tensors the kernels write; anything else through numpy views
+and the numpy API (a non-contiguous input is made contiguous first, as torch's own kernels
+do), which also raises the errors. Values and gradients equal pybackprop's numpy API bit
+for bit either way. Double backward raises (the backward passes are kernels too).
 """
 import numpy as np
 import torch
 
 import pybackprop as _pb
+from .._core import _ACT_CODE, _INF, _PREACT_CODES, check_status, ffi, lib
+from ._tensors import CTYPE, once_differentiable, pointer, plain
 
 __all__ = ["dense", "cross_entropy", "mse_loss", "binary_cross_entropy_with_logits",
            "as_numpy"]
 
 _DTYPES = (torch.float32, torch.float64)
 _PREACT = _pb.PREACT_ACTIVATIONS  # the kinds whose backward takes z, not y
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_NULL = ffi.NULL
+_FWD = {torch.float32: lib.pb_dense_forward_f32, torch.float64: lib.pb_dense_forward_f64}
+_BWD = {torch.float32: lib.pb_dense_backward_f32, torch.float64: lib.pb_dense_backward_f64}
+_XENT_FN = {torch.float32: lib.pb_softmax_cross_entropy_f32,
+            torch.float64: lib.pb_softmax_cross_entropy_f64}
+_XENT = {"mean": lib.PB_REDUCE_MEAN, "sum": lib.PB_REDUCE_SUM, "none": lib.PB_REDUCE_NONE}
 
 
 def as_numpy(t, name, dtypes=_DTYPES):
@@ -50,46 +60,83 @@ class _Dense(torch.autograd.Function):
     """y = act(x @ w.T + b) and its fused backward. The backward takes act' from the saved
     output y, or for the kinds of ``PREACT_ACTIVATIONS`` (gelu, gelu_tanh, silu), which y
     does not determine, from the pre-activation z the forward stored alongside y (a tensor
-    allocated here and written by the kernel through its numpy view)."""
+    allocated here and written by the kernel, (B, N)). The saved y is the returned output
+    itself, so an in-place change of it makes the backward raise, as torch's own layers
+    do."""
 
     @staticmethod
     def forward(ctx, x, w, b, activation, negative_slope):
-        _same_dtype([("x", x), ("weight", w), ("bias", b)])
-        xs = x.shape
-        if x.dim() < 1:
-            raise ValueError(f"x must have a last dimension of in_features, got shape {xs}")
-        xn = as_numpy(x, "x").reshape(-1, xs[-1]) if x.dim() != 1 else as_numpy(x, "x")
-        wn = as_numpy(w, "weight")
-        bn = None if b is None else as_numpy(b, "bias")
-        # z (B, N) or (N,), of y's shape and dtype (x's, the dtypes agreeing), for the
-        # PREACT kinds only
-        zt = (torch.empty(xn.shape[:-1] + wn.shape[:1], dtype=x.dtype)
-              if activation in _PREACT else None)
-        y = _pb.dense_forward(xn, wn, bn, activation=activation, negative_slope=negative_slope,
-                              preact=None if zt is None else zt.numpy())
-        ctx.save_for_backward(x, w, torch.from_numpy(y) if zt is None else zt)
+        dtype = x.dtype
+        ct = CTYPE.get(dtype)
+        act = _ACT_CODE.get(activation) if type(activation) is str else None
+        if (ct is not None and act is not None and 0.0 <= negative_slope < _INF
+                and x.dim() >= 1 and w.dim() == 2 and plain(x, dtype) and plain(w, dtype)
+                and x.shape[-1] == w.shape[1]
+                and (b is None or (plain(b, dtype) and b.shape == w.shape[:1]))):
+            # the common call: every tensor as it is, by address
+            N, K = w.shape
+            B = x.numel() // K
+            y = torch.empty(x.shape[:-1] + (N,), dtype=dtype)
+            z = torch.empty((B, N), dtype=dtype) if act in _PREACT_CODES else None
+            check_status(_FWD[dtype](pointer(ct, y), _NULL if z is None else pointer(ct, z),
+                                     pointer(ct, x), pointer(ct, w),
+                                     _NULL if b is None else pointer(ct, b), B, K, N, act,
+                                     negative_slope))
+        else:  # converted (or refused, naming the tensor) by as_numpy and the numpy API
+            _same_dtype([("x", x), ("weight", w), ("bias", b)])
+            if x.dim() < 1:
+                raise ValueError(f"x must have a last dimension of in_features, got shape "
+                                 f"{tuple(x.shape)}")
+            xn, wn = as_numpy(x, "x"), as_numpy(w, "weight")
+            bn = None if b is None else as_numpy(b, "bias")
+            B = int(np.prod(xn.shape[:-1]))
+            N = wn.shape[0] if wn.ndim == 2 else 0  # (dense_forward refuses another w)
+            z = torch.empty((B, N), dtype=x.dtype) if activation in _PREACT else None
+            yn = _pb.dense_forward(
+                xn, wn, bn, activation=activation, negative_slope=negative_slope,
+                preact=None if z is None else z.numpy().reshape(xn.shape[:-1] + (N,)))
+            y = torch.from_numpy(yn)
+        ctx.save_for_backward(x, w, y if z is None else z)
         ctx.activation, ctx.slope, ctx.has_bias = activation, negative_slope, b is not None
-        return torch.from_numpy(y).reshape(*xs[:-1], wn.shape[0])
+        return y
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @once_differentiable
     def backward(ctx, gy):
-        x, w, saved = ctx.saved_tensors  # saved: y, or z for the PREACT kinds
-        xs = x.shape
-        xn = as_numpy(x, "x").reshape(-1, xs[-1]) if x.dim() != 1 else as_numpy(x, "x")
-        dy = as_numpy(gy, "grad_output").reshape(saved.shape)
+        x, w, saved = ctx.saved_tensors  # saved: y (..., N), or z (B, N) for the PREACT kinds
+        if saved.dim() != 2:
+            saved = saved.reshape(-1, w.shape[0])
         need_dx = ctx.needs_input_grad[0]
-        if ctx.activation in _PREACT:
-            y, z = None, saved.numpy()
+        dtype = saved.dtype
+        ct = CTYPE.get(dtype)
+        if (ct is not None and type(gy) in _PLAIN and gy.dtype is dtype and gy.is_cpu
+                and gy.layout is torch.strided and not gy.is_neg()
+                and gy.numel() == saved.numel() and plain(x, dtype) and plain(w, dtype)):
+            # the common call; x and w were checked by the forward (a change in place since
+            # would have made ctx.saved_tensors raise)
+            dy = gy if gy.is_contiguous() else gy.contiguous()
+            (B, N), K = saved.shape, w.shape[1]
+            gx = torch.empty(x.shape, dtype=dtype) if need_dx else None
+            gw, gb = torch.empty((N, K), dtype=dtype), torch.empty(N, dtype=dtype)
+            check_status(_BWD[dtype](_NULL if gx is None else pointer(ct, gx),
+                                     pointer(ct, gw), pointer(ct, gb), pointer(ct, dy),
+                                     pointer(ct, x), pointer(ct, w), pointer(ct, saved), B,
+                                     K, N, _ACT_CODE[ctx.activation], ctx.slope, 0))
         else:
-            y, z = saved.numpy(), None
-        dx, dw, db = _pb.dense_backward(dy, xn, as_numpy(w, "weight"), y, preact=z,
-                                        activation=ctx.activation,
-                                        negative_slope=ctx.slope, need_dx=need_dx)
-        gx = torch.from_numpy(dx).reshape(xs) if need_dx else None
-        gw = torch.from_numpy(dw) if ctx.needs_input_grad[1] else None
-        gb = torch.from_numpy(db) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None, None
+            B, K = saved.shape[0], w.shape[1]
+            xn = as_numpy(x, "x").reshape(B, K)
+            dyn = as_numpy(gy, "grad_output").reshape(saved.shape)
+            if ctx.activation in _PREACT:
+                y, z = None, saved.numpy()
+            else:
+                y, z = saved.numpy(), None
+            dx, dw, db = _pb.dense_backward(dyn, xn, as_numpy(w, "weight"), y, preact=z,
+                                            activation=ctx.activation,
+                                            negative_slope=ctx.slope, need_dx=need_dx)
+            gx = torch.from_numpy(dx).reshape(x.shape) if need_dx else None
+            gw, gb = torch.from_numpy(dw), torch.from_numpy(db)
+        return (gx, gw if ctx.needs_input_grad[1] else None,
+                gb if ctx.has_bias and ctx.needs_input_grad[2] else None, None, None)
 
 
 def dense(x, weight, bias=None, activation=None, negative_slope=0.01):
@@ -120,17 +167,26 @@ class _Loss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value_grad, inp, target, target_grad):
-        loss, grad = value_grad
-        ctx.grad, ctx.target_grad = torch.from_numpy(grad), target_grad
-        return torch.tensor(np.asarray(loss), dtype=ctx.grad.dtype)  # a vector for "none"
+        loss, grad = value_grad  # tensors (the common call) or the numpy API's results
+        if isinstance(grad, torch.Tensor):
+            ctx.grad = grad
+        else:
+            ctx.grad = torch.from_numpy(grad)
+            loss = torch.tensor(np.asarray(loss), dtype=ctx.grad.dtype)  # a vector: "none"
+        ctx.target_grad = target_grad
+        return loss
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @once_differentiable
     def backward(ctx, g):
         gt, target_grad = ctx.grad, ctx.target_grad
         if g.ndim:  # reduction "none": one incoming gradient per row
             g = g.unsqueeze(-1)
-        gi = gt * g if ctx.needs_input_grad[1] else None
+        if ctx.needs_input_grad[1]:
+            # loss.backward() passes 1: the kernel's gradient as it is (the same bits)
+            gi = gt if g.ndim == 0 and g.item() == 1.0 else gt * g
+        else:
+            gi = None
         gtg = target_grad * g if ctx.needs_input_grad[2] and target_grad.numel() else None
         return None, gi, gtg, None
 
@@ -143,6 +199,25 @@ def cross_entropy(logits, target, reduction="mean", ignore_index=-100, label_smo
     (B,) or () (an integer tensor), or probability rows of the logits' shape (not
     differentiated), as ``torch.nn.functional.cross_entropy``: reduction "mean", "sum" or
     "none" (a loss per row), ``ignore_index``, ``label_smoothing``."""
+    dtype = logits.dtype
+    ct = CTYPE.get(dtype)
+    code = _XENT.get(reduction) if type(reduction) is str else None
+    if (ct is not None and code is not None and type(ignore_index) is int
+            and label_smoothing == 0.0 and logits.dim() >= 1 and plain(logits, dtype)
+            and type(target) in _PLAIN and target.dtype is torch.int64 and target.is_cpu
+            and target.layout is torch.strided and target.is_contiguous()
+            and target.shape == logits.shape[:-1]):
+        # the common call: class indices, by address; the kernel checks them before it
+        # writes anything (an index out of range: the numpy API below names it)
+        C = logits.shape[-1]
+        loss = torch.empty(logits.shape[:-1] if code == lib.PB_REDUCE_NONE else (),
+                           dtype=dtype)
+        grad = torch.empty(logits.shape, dtype=dtype)
+        st = _XENT_FN[dtype](pointer(ct, loss), pointer(ct, grad), pointer(ct, logits),
+                             ffi.cast("int64_t *", target.data_ptr()), _NULL,
+                             logits.numel() // C, C, code, ignore_index)
+        if st == 0:
+            return _Loss.apply((loss, grad), logits, target, _NO_GRAD)
     xn = as_numpy(logits, "logits")
     if target.dtype in _DTYPES:
         _same_dtype([("logits", logits), ("target", target)])

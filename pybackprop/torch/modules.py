@@ -3,6 +3,7 @@ spectral-norm parametrization with the one-pass power iteration."""
 import torch
 
 import pybackprop as _pb
+from ._tensors import once_differentiable
 from .functional import as_numpy, dense
 
 __all__ = ["Linear", "spectral_norm"]
@@ -48,7 +49,7 @@ class _Normalize(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @once_differentiable
     def backward(ctx, g):
         w, u, v = ctx.saved_tensors
         dw = _pb.spectral_norm_backward(as_numpy(g, "grad_output"), as_numpy(w, "weight"),
