@@ -4,39 +4,70 @@ Same hyper-parameter names, defaults and state layout as ``torch.optim.Adam``, `
 and ``Adamax`` (``state[p]``: ``step`` (a float32 scalar tensor), ``exp_avg``,
 ``exp_avg_sq``, ``max_exp_avg_sq`` (amsgrad), or ``exp_inf`` (Adamax)), so a state_dict
 moves between them and torch's. Each step is one C call per parameter group, dtype and
-step count, updating the parameters and the state in place through zero-copy views. The
+step count, updating the parameters and the state in place through pointers to their own
+memory (no copies, no numpy views), after every tensor of every group is checked. The
 arithmetic is torch's single-tensor CPU code without FMA (pybackprop.optim): within a few
 ulp per step of torch.optim. CPU float32/float64 dense parameters and gradients only.
 """
 import torch
 
-from .. import optim as _optim
+from .._core import check_status, ffi as _ffi, lib as _lib
+from .._optim_checks import _betas, _check_spans, _hyper, _step
+from ._tensors import CTYPE, plain, pointer_table
 from .functional import as_numpy
 
 __all__ = ["Adam", "AdamW", "Adamax"]
 
 
 class _Fused(torch.optim.Optimizer):
-    _STATE = ()
+    """The step shared by the optimizers: the group's tensors checked, then one kernel call
+    per (dtype, step count) through pointer tables of the tensors' own memory."""
 
-    def _groups_of(self, group):
-        """The group's parameters with a gradient, as lists per (dtype, step count); each
-        parameter's state created (zeros) and its step advanced."""
-        batches = {}
-        for p in group["params"]:
-            if p.grad is None:
+    def _checked(self, group):
+        """[(param, grad, state)] of the group's parameters with a gradient (grad None for an
+        empty parameter: its step advances, nothing to update; state its dict, None before
+        the first step), checked for the kernel: CPU,
+        dense, contiguous float32/float64 tensors, the gradient and the existing state of
+        the parameter's shape and dtype, nothing that is updated overlapping anything else
+        (a non-contiguous gradient is read from a contiguous copy). Raises naming the
+        tensor before anything is written."""
+        names = self._state_names(group)
+        out, spans = [], []
+        for i, p in enumerate(group["params"]):
+            g = p.grad
+            if g is None:
                 continue
-            if p.grad.is_sparse:
+            if g.is_sparse:
                 raise RuntimeError("pybackprop.torch optimizers do not take sparse gradients")
-            st = self.state[p]
-            if not st:
-                st["step"] = torch.tensor(0.0, dtype=torch.float32)
-                for name in self._state_names(group):
-                    st[name] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-            st["step"] += 1
-            key = (p.dtype, int(st["step"].item()))
-            batches.setdefault(key, []).append(p)
-        return batches
+            dtype = p.dtype
+            if not plain(p, dtype) or dtype not in CTYPE:
+                if p.numel() == 0 and g.numel() == 0:
+                    out.append((p, None, self.state.get(p)))
+                    continue
+                as_numpy(p, f"param {i}")  # raises for another device, dtype or layout
+                raise ValueError(f"parameters must be contiguous tensors (updated in place); "
+                                 f"param {i} has shape {tuple(p.shape)} and strides "
+                                 f"{p.stride()}")
+            if g.shape != p.shape:
+                raise ValueError(f"the grad of param {i} has shape {tuple(g.shape)}, the "
+                                 f"parameter {tuple(p.shape)}")
+            if not plain(g, dtype):
+                g = torch.from_numpy(as_numpy(g, f"grad of param {i}", (dtype,)).copy())
+            nbytes = p.numel() * p.element_size()
+            spans += [(p.data_ptr(), nbytes, f"param {i}", True),
+                      (g.data_ptr(), nbytes, f"the grad of param {i}", False)]
+            st = self.state.get(p)
+            for n in names if st else ():
+                s = st.get(n)
+                if not isinstance(s, torch.Tensor) or not plain(s, dtype) \
+                        or s.shape != p.shape:
+                    raise ValueError(f"state {n!r} of param {i} must be a contiguous CPU "
+                                     f"tensor of the parameter's shape {tuple(p.shape)} and "
+                                     f"dtype {dtype}, got {_describe(s)}")
+                spans.append((s.data_ptr(), nbytes, f"state {n!r} of param {i}", True))
+            out.append((p, g, st))
+        _check_spans(spans)
+        return out
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -45,18 +76,44 @@ class _Fused(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            for (_, t), params in self._groups_of(group).items():
-                views = [as_numpy(p, "param") for p in params]
-                for p, v in zip(params, views):
-                    if v.__array_interface__["data"][0] != p.data_ptr():
-                        raise ValueError("parameters must be contiguous tensors (updated "
-                                         "in place)")
-                grads = [as_numpy(p.grad, "grad") for p in params]
-                state = {n: [self.state[p][n].numpy() for p in params]
-                         for n in self._state_names(group)}
-                self._update(group, views, grads, state, t)
+        calls = []
+        for group in self.param_groups:  # every group checked before anything is written
+            b1, b2 = _betas(group["betas"])
+            hyper = _hyper(float(group["lr"]), b1, b2, group["eps"], group["weight_decay"])
+            calls.append((group, hyper, self._checked(group)))
+        for group, hyper, checked in calls:
+            names = self._state_names(group)
+            states = []
+            for p, _, st in checked:
+                if not st:
+                    st = self.state[p]
+                    st["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    for n in names:
+                        st[n] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                states.append(st)
+            steps = [st["step"] for st in states]
+            if steps:
+                torch._foreach_add_(steps, 1.0)
+            batches = {}
+            for (p, g, _), st, t in zip(checked, states, steps):
+                if g is not None:
+                    batches.setdefault((p.dtype, _step(int(t.item()))), []).append((p, g, st))
+            for (dtype, t), batch in batches.items():
+                ct = CTYPE[dtype]
+                tables = [pointer_table(ct, [p for p, _, _ in batch]),
+                          pointer_table(ct, [g for _, g, _ in batch])]
+                tables += [pointer_table(ct, [st[n] for _, _, st in batch]) for n in names]
+                sizes = _ffi.new("ptrdiff_t[]", [p.numel() for p, _, _ in batch])
+                check_status(self._kernel(dtype)(
+                    *self._order(group, [tb[0] for tb in tables]), sizes, len(batch), t,
+                    *hyper, *self._flags(group)))
         return loss
+
+
+def _describe(t):
+    if not isinstance(t, torch.Tensor):
+        return type(t).__name__
+    return f"shape {tuple(t.shape)}, {t.dtype} on {t.device}"
 
 
 class Adam(_Fused):
@@ -73,13 +130,16 @@ class Adam(_Fused):
     def _state_names(self, group):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
 
-    def _update(self, group, params, grads, state, t):
-        b1, b2 = group["betas"]
-        _optim.adam_step(params, grads, state["exp_avg"], state["exp_avg_sq"], step=t,
-                         lr=float(group["lr"]), beta1=b1, beta2=b2, eps=group["eps"],
-                         weight_decay=group["weight_decay"],
-                         decoupled_weight_decay=self._decoupled, amsgrad=group["amsgrad"],
-                         v_max=state.get("max_exp_avg_sq"), maximize=group["maximize"])
+    def _kernel(self, dtype):
+        return _lib.pb_adam_step_f32 if dtype is torch.float32 else _lib.pb_adam_step_f64
+
+    def _order(self, group, t):
+        """(param, m, v, v_max, grad) in the kernel's order, from (params, grads, states)."""
+        return t[0], t[2], t[3], t[4] if group["amsgrad"] else _ffi.NULL, t[1]
+
+    def _flags(self, group):
+        return (int(self._decoupled), int(bool(group["amsgrad"])),
+                int(bool(group["maximize"])))
 
 
 class AdamW(Adam):
@@ -105,8 +165,12 @@ class Adamax(_Fused):
     def _state_names(self, group):
         return ("exp_avg", "exp_inf")
 
-    def _update(self, group, params, grads, state, t):
-        b1, b2 = group["betas"]
-        _optim.adamax_step(params, grads, state["exp_avg"], state["exp_inf"], step=t,
-                           lr=float(group["lr"]), beta1=b1, beta2=b2, eps=group["eps"],
-                           weight_decay=group["weight_decay"], maximize=group["maximize"])
+    def _kernel(self, dtype):
+        return _lib.pb_adamax_step_f32 if dtype is torch.float32 else _lib.pb_adamax_step_f64
+
+    def _order(self, group, t):
+        """(param, m, u, grad) in the kernel's order, from (params, grads, states)."""
+        return t[0], t[2], t[3], t[1]
+
+    def _flags(self, group):
+        return (int(bool(group["maximize"])),)
