@@ -224,9 +224,11 @@ def test_linear_is_a_drop_in_for_nn_linear():
     (lambda: torch.zeros(2, 3, dtype=torch.float16), TypeError),
     (lambda: torch.zeros(2, 3, dtype=torch.int64), TypeError),
     (lambda: torch.zeros(2, 3, device="meta"), ValueError),
-    (lambda: np.zeros((2, 3), np.float32), TypeError)])
+    (lambda: np.zeros((2, 3), np.float32), TypeError),
+    (lambda: [[0.0, 1.0, 2.0]], TypeError)])
 def test_tensors_the_kernels_cannot_take_are_named(bad, err):
-    """float16, integer, non-CPU tensors and non-tensors raise naming the argument."""
+    """float16, integer, non-CPU tensors and non-tensors (an array, a list) raise naming
+    the argument."""
     w = torch.zeros(4, 3)
     with pytest.raises(err, match="x"):
         F.dense(bad(), w)

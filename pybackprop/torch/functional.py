@@ -46,10 +46,11 @@ def as_numpy(t, name, dtypes=_DTYPES):
 
 
 def _same_dtype(pairs):
-    dtypes = {t.dtype for _, t in pairs if t is not None}
+    dtypes = {getattr(t, "dtype", None) for _, t in pairs if t is not None}
     if len(dtypes) > 1:
         raise TypeError("tensors of one dtype expected, got " + ", ".join(
-            f"{n} {t.dtype}" for n, t in pairs if t is not None))
+            f"{n} {getattr(t, 'dtype', type(t).__name__)}" for n, t in pairs
+            if t is not None))
 
 
 def _activation(activation):
@@ -66,7 +67,7 @@ class _Dense(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b, activation, negative_slope):
-        dtype = x.dtype
+        dtype = getattr(x, "dtype", None)
         ct = CTYPE.get(dtype)
         act = _ACT_CODE.get(activation) if type(activation) is str else None
         if (ct is not None and act is not None and 0.0 <= negative_slope < _INF
@@ -83,12 +84,12 @@ class _Dense(torch.autograd.Function):
                                      _NULL if b is None else pointer(ct, b), B, K, N, act,
                                      negative_slope))
         else:  # converted (or refused, naming the tensor) by as_numpy and the numpy API
+            xn, wn = as_numpy(x, "x"), as_numpy(w, "weight")
+            bn = None if b is None else as_numpy(b, "bias")
             _same_dtype([("x", x), ("weight", w), ("bias", b)])
             if x.dim() < 1:
                 raise ValueError(f"x must have a last dimension of in_features, got shape "
                                  f"{tuple(x.shape)}")
-            xn, wn = as_numpy(x, "x"), as_numpy(w, "weight")
-            bn = None if b is None else as_numpy(b, "bias")
             B = int(np.prod(xn.shape[:-1]))
             N = wn.shape[0] if wn.ndim == 2 else 0  # (dense_forward refuses another w)
             z = torch.empty((B, N), dtype=x.dtype) if activation in _PREACT else None
@@ -199,7 +200,7 @@ def cross_entropy(logits, target, reduction="mean", ignore_index=-100, label_smo
     (B,) or () (an integer tensor), or probability rows of the logits' shape (not
     differentiated), as ``torch.nn.functional.cross_entropy``: reduction "mean", "sum" or
     "none" (a loss per row), ``ignore_index``, ``label_smoothing``."""
-    dtype = logits.dtype
+    dtype = getattr(logits, "dtype", None)
     ct = CTYPE.get(dtype)
     code = _XENT.get(reduction) if type(reduction) is str else None
     if (ct is not None and code is not None and type(ignore_index) is int
