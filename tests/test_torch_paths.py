@@ -125,20 +125,29 @@ def test_optimizers_equal_the_functional_steps_bitwise(ours, kw, dtype):
 
 def test_optimizer_checks_every_group_before_writing():
     """A bad tensor in the second group (a state of the wrong shape, a gradient that
-    overlaps a parameter) raises naming it, and neither group's parameters, states nor
-    step counts have moved."""
+    overlaps a parameter of the first group, a step count that is not one) raises naming
+    it, and neither group's parameters, states nor step counts have moved."""
     p1, p2 = torch.ones(5, requires_grad=True), torch.ones(4, requires_grad=True)
     opt = Adam([{"params": [p1]}, {"params": [p2]}], lr=0.1)
     p1.grad, p2.grad = torch.ones(5), torch.ones(4)
     opt.step()
-    before = [p1.detach().clone(), p2.detach().clone()]
+    before = [t.detach().clone() for t in (p1, p2, opt.state[p1]["exp_avg"])]
     steps = [opt.state[p]["step"].item() for p in (p1, p2)]
     opt.state[p2]["exp_avg"] = torch.zeros(3)
     with pytest.raises(ValueError, match="exp_avg"):
         opt.step()
     opt.state[p2]["exp_avg"] = torch.zeros(4)
-    p2.grad = p2.detach()  # the gradient is the parameter's own memory
+    p2.grad = p1.detach()[:4]  # the first group's parameter memory
     with pytest.raises(ValueError, match="overlaps"):
         opt.step()
+    p2.grad = torch.ones(4)
+    for bad in (-1.0, float("nan"), 2.5):
+        opt.state[p2]["step"] = torch.tensor(bad)
+        with pytest.raises(ValueError, match="state 'step' of param 0"):
+            opt.step()
+    opt.state[p2]["step"] = torch.tensor(steps[1])
     assert [opt.state[p]["step"].item() for p in (p1, p2)] == steps
-    assert torch.equal(p1.detach(), before[0]) and torch.equal(p2.detach(), before[1])
+    for t, b in zip((p1, p2, opt.state[p1]["exp_avg"]), before):
+        assert torch.equal(t.detach(), b)
+    opt.step()  # and the step runs once the tensors are right
+    assert [opt.state[p]["step"].item() for p in (p1, p2)] == [s + 1 for s in steps]

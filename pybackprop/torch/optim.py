@@ -12,7 +12,7 @@ ulp per step of torch.optim. CPU float32/float64 dense parameters and gradients 
 import torch
 
 from .._core import check_status, ffi as _ffi, lib as _lib
-from .._optim_checks import _betas, _check_spans, _hyper, _step
+from .._optim_checks import MAX_STEPS, _betas, _check_spans, _hyper
 from ._tensors import CTYPE, plain, pointer_table
 from .functional import as_numpy
 
@@ -23,16 +23,16 @@ class _Fused(torch.optim.Optimizer):
     """The step shared by the optimizers: the group's tensors checked, then one kernel call
     per (dtype, step count) through pointer tables of the tensors' own memory."""
 
-    def _checked(self, group):
-        """[(param, grad, state)] of the group's parameters with a gradient (grad None for an
-        empty parameter: its step advances, nothing to update; state its dict, None before
-        the first step), checked for the kernel: CPU,
-        dense, contiguous float32/float64 tensors, the gradient and the existing state of
-        the parameter's shape and dtype, nothing that is updated overlapping anything else
-        (a non-contiguous gradient is read from a contiguous copy). Raises naming the
-        tensor before anything is written."""
+    def _checked(self, group, spans):
+        """[(param, grad, state, steps taken)] of the group's parameters with a gradient
+        (grad None for an empty parameter: its step advances, nothing to update; state its
+        dict, None before the first step), checked for the kernel: CPU, dense, contiguous
+        float32/float64 tensors, the gradient and the existing state of the parameter's
+        shape and dtype, the step count a tensor in [0, 2**62] (a non-contiguous gradient is
+        read from a contiguous copy). Adds each tensor's bytes to ``spans`` for the overlap
+        check. Raises naming the tensor; writes nothing."""
         names = self._state_names(group)
-        out, spans = [], []
+        out = []
         for i, p in enumerate(group["params"]):
             g = p.grad
             if g is None:
@@ -40,9 +40,11 @@ class _Fused(torch.optim.Optimizer):
             if g.is_sparse:
                 raise RuntimeError("pybackprop.torch optimizers do not take sparse gradients")
             dtype = p.dtype
+            st = self.state.get(p)
+            taken = _steps_taken(st, i) if st else 0
             if not plain(p, dtype) or dtype not in CTYPE:
                 if p.numel() == 0 and g.numel() == 0:
-                    out.append((p, None, self.state.get(p)))
+                    out.append((p, None, st, taken))
                     continue
                 as_numpy(p, f"param {i}")  # raises for another device, dtype or layout
                 raise ValueError(f"parameters must be contiguous tensors (updated in place); "
@@ -56,7 +58,6 @@ class _Fused(torch.optim.Optimizer):
             nbytes = p.numel() * p.element_size()
             spans += [(p.data_ptr(), nbytes, f"param {i}", True),
                       (g.data_ptr(), nbytes, f"the grad of param {i}", False)]
-            st = self.state.get(p)
             for n in names if st else ():
                 s = st.get(n)
                 if not isinstance(s, torch.Tensor) or not plain(s, dtype) \
@@ -65,8 +66,7 @@ class _Fused(torch.optim.Optimizer):
                                      f"tensor of the parameter's shape {tuple(p.shape)} and "
                                      f"dtype {dtype}, got {_describe(s)}")
                 spans.append((s.data_ptr(), nbytes, f"state {n!r} of param {i}", True))
-            out.append((p, g, st))
-        _check_spans(spans)
+            out.append((p, g, st, taken))
         return out
 
     @torch.no_grad()
@@ -76,28 +76,28 @@ class _Fused(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        calls = []
+        calls, spans = [], []
         for group in self.param_groups:  # every group checked before anything is written
             b1, b2 = _betas(group["betas"])
             hyper = _hyper(float(group["lr"]), b1, b2, group["eps"], group["weight_decay"])
-            calls.append((group, hyper, self._checked(group)))
+            calls.append((group, hyper, self._checked(group, spans)))
+        _check_spans(spans)  # across groups: no updated tensor overlaps any other
         for group, hyper, checked in calls:
             names = self._state_names(group)
             states = []
-            for p, _, st in checked:
+            for p, _, st, _ in checked:
                 if not st:
                     st = self.state[p]
                     st["step"] = torch.tensor(0.0, dtype=torch.float32)
                     for n in names:
                         st[n] = torch.zeros_like(p, memory_format=torch.contiguous_format)
                 states.append(st)
-            steps = [st["step"] for st in states]
-            if steps:
-                torch._foreach_add_(steps, 1.0)
+            if states:
+                torch._foreach_add_([st["step"] for st in states], 1.0)
             batches = {}
-            for (p, g, _), st, t in zip(checked, states, steps):
+            for (p, g, _, taken), st in zip(checked, states):
                 if g is not None:
-                    batches.setdefault((p.dtype, _step(int(t.item()))), []).append((p, g, st))
+                    batches.setdefault((p.dtype, taken + 1), []).append((p, g, st))
             for (dtype, t), batch in batches.items():
                 ct = CTYPE[dtype]
                 tables = [pointer_table(ct, [p for p, _, _ in batch]),
@@ -108,6 +108,18 @@ class _Fused(torch.optim.Optimizer):
                     *self._order(group, [tb[0] for tb in tables]), sizes, len(batch), t,
                     *hyper, *self._flags(group)))
         return loss
+
+
+def _steps_taken(st, i):
+    """The step count of a parameter's state: a one-element tensor (torch.optim's layout)
+    holding a whole number in [0, 2**62]; ValueError naming the parameter otherwise."""
+    step = st.get("step")
+    if isinstance(step, torch.Tensor) and step.numel() == 1 and step.is_cpu:
+        v = step.item()
+        if 0 <= v <= MAX_STEPS and v == int(v):  # (NaN and inf fail the range test)
+            return int(v)
+    raise ValueError(f"state 'step' of param {i} must be a one-element CPU tensor holding the "
+                     f"steps taken, a whole number in [0, 2**62]; got {step!r}")
 
 
 def _describe(t):
