@@ -68,7 +68,6 @@ from .reference import PREACT_ACTIVATIONS
 GEMM_C = 1.01
 ELEM_C = 8.0
 PREACT_ELEM_C = 10.0
-PREACT_KINDS = PREACT_ACTIVATIONS  # differentiated from z
 TINY_C = 8.0
 LIPSCHITZ = {"identity": 1.0, "relu": 1.0, "leaky_relu": None, "sigmoid": 0.25,
              "tanh": 1.0, "softplus": 1.0, "gelu": 1.129, "gelu_tanh": 1.129,
@@ -97,7 +96,7 @@ def lipschitz(kind, slope):
 
 def elem_c(kind):
     """The elementwise budget (in eps) of an activation: ELEM_C, or PREACT_ELEM_C."""
-    return PREACT_ELEM_C if kind in PREACT_KINDS else ELEM_C
+    return PREACT_ELEM_C if kind in PREACT_ACTIVATIONS else ELEM_C
 
 
 def up(a):
@@ -147,7 +146,7 @@ def dz_scale(dy, y, kind, slope=SLOPE):
     """G = |dy| S(y) >= |dz|: the magnitude that bounds dz and the rounding of act'(y) (for
     gelu, gelu_tanh and silu ``y`` holds the pre-activation z)."""
     dy, y = np.abs(up(dy)), up(y)
-    if kind in PREACT_KINDS:
+    if kind in PREACT_ACTIVATIONS:
         return dy * _preact_scale(y, kind)
     s = {
         "identity": lambda: np.ones_like(y),
@@ -187,7 +186,7 @@ def activation_bounds(dy, y_ref, kind, dtype, slope=SLOPE, z=None):
     """Bounds for activation (y within ELEM_C eps |y|) and activation_backward (dz within
     ELEM_C eps G, G from the output y, or for gelu, gelu_tanh and silu from ``z``)."""
     eps = eps_of(dtype)
-    saved = z if kind in PREACT_KINDS else y_ref
+    saved = z if kind in PREACT_ACTIVATIONS else y_ref
     return (elem_c(kind) * eps * np.abs(up(y_ref)) + tiny_of(dtype),
             elem_c(kind) * eps * dz_scale(dy, saved, kind, slope) + tiny_of(dtype))
 

@@ -61,8 +61,8 @@ def test_rss_threads_free_their_workspaces():
     # warm-up: glibc's per-thread arenas keep freed chunks (and the dynamic mmap threshold
     # moves workspaces of a few MiB into them); RSS levels off after ~85 threads (measured:
     # +34, +38, +45.5 MiB after 5, 25, 85 threads, then flat) in a fresh process; after the
-    # rest of the suite the arenas hold other chunks too and one run of CI measured 8.02 MiB
-    # after a 100-thread warm-up, so twice that
+    # rest of the suite the arenas hold other chunks too (8.02 MiB of growth measured after
+    # a 100-thread warm-up there), so twice that
     run_threads(200)
     before = _rss()
     run_threads(60)

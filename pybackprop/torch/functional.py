@@ -12,20 +12,19 @@ import torch
 
 import pybackprop as _pb
 from .._core import _ACT_CODE, _INF, _PREACT_CODES, check_status, ffi, lib
+from ..losses import _XENT_REDUCTION
 from ._tensors import CTYPE, once_differentiable, pointer, plain
 
 __all__ = ["dense", "cross_entropy", "mse_loss", "binary_cross_entropy_with_logits",
            "as_numpy"]
 
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = tuple(CTYPE)  # float32, float64
 _PREACT = _pb.PREACT_ACTIVATIONS  # the kinds whose backward takes z, not y
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
 _NULL = ffi.NULL
 _FWD = {torch.float32: lib.pb_dense_forward_f32, torch.float64: lib.pb_dense_forward_f64}
 _BWD = {torch.float32: lib.pb_dense_backward_f32, torch.float64: lib.pb_dense_backward_f64}
 _XENT_FN = {torch.float32: lib.pb_softmax_cross_entropy_f32,
             torch.float64: lib.pb_softmax_cross_entropy_f64}
-_XENT = {"mean": lib.PB_REDUCE_MEAN, "sum": lib.PB_REDUCE_SUM, "none": lib.PB_REDUCE_NONE}
 
 
 def as_numpy(t, name, dtypes=_DTYPES):
@@ -110,12 +109,11 @@ class _Dense(torch.autograd.Function):
         need_dx = ctx.needs_input_grad[0]
         dtype = saved.dtype
         ct = CTYPE.get(dtype)
-        if (ct is not None and type(gy) in _PLAIN and gy.dtype is dtype and gy.is_cpu
-                and gy.layout is torch.strided and not gy.is_neg()
-                and gy.numel() == saved.numel() and plain(x, dtype) and plain(w, dtype)):
+        dy = gy.contiguous()  # (gy itself when it is)
+        if (ct is not None and plain(dy, dtype) and dy.numel() == saved.numel()
+                and plain(x, dtype) and plain(w, dtype)):
             # the common call; x and w were checked by the forward (a change in place since
             # would have made ctx.saved_tensors raise)
-            dy = gy if gy.is_contiguous() else gy.contiguous()
             (B, N), K = saved.shape, w.shape[1]
             gx = torch.empty(x.shape, dtype=dtype) if need_dx else None
             gw, gb = torch.empty((N, K), dtype=dtype), torch.empty(N, dtype=dtype)
@@ -202,12 +200,10 @@ def cross_entropy(logits, target, reduction="mean", ignore_index=-100, label_smo
     "none" (a loss per row), ``ignore_index``, ``label_smoothing``."""
     dtype = getattr(logits, "dtype", None)
     ct = CTYPE.get(dtype)
-    code = _XENT.get(reduction) if type(reduction) is str else None
+    code = _XENT_REDUCTION.get(reduction) if type(reduction) is str else None
     if (ct is not None and code is not None and type(ignore_index) is int
             and label_smoothing == 0.0 and logits.dim() >= 1 and plain(logits, dtype)
-            and type(target) in _PLAIN and target.dtype is torch.int64 and target.is_cpu
-            and target.layout is torch.strided and target.is_contiguous()
-            and target.shape == logits.shape[:-1]):
+            and plain(target, torch.int64) and target.shape == logits.shape[:-1]):
         # the common call: class indices, by address; the kernel checks them before it
         # writes anything (an index out of range: the numpy API below names it)
         C = logits.shape[-1]
