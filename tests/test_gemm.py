@@ -368,12 +368,14 @@ def tt_shapes(blk, itemsize):
     tm = blk["tm"] or 256
     n0 = -(-192 // tj) * tj
     d1, d2, d3 = min(2, 3 * tw // 23), min(3, 6 * tw // 23), min(5, 3 * tm // 23)
-    m4 = min(4 * tw, tm)  # past 32 rows, also the rule's k >= 64 with few columns
+    # past 32 rows, also the rule's k >= 64 (past 64 rows: k >= 256) with few columns
+    m4 = min(4 * tw, tm)
     return [(tw, 1, n0, "F"), (tw - 1, 5, n0 + tj - 1, "F"), (tw - d1, 33, n0 + 1, "F"),
             (tw, 4, 16, "F"), (tw, 300, 48, "F"), (2 * tw, 64, max(4 * tj, 48) + 17, "F"),
             (2 * tw, kc + 1, n0 + 3 * tj + 5, "F"), (2 * tw - d2, 2 * kc + 3, n0 + tj, "F"),
             (tm - d3, 300, n0 + 7, "F"), (m4, 256, 2 * n0 + 11, "F"),
-            (m4, 300, 17 if m4 > 32 else 48, "F"), (m4, 2 * kc + 3, 17 if m4 > 32 else 48, "F"),
+            (m4, 300, 17 if m4 > 32 else 48, "F"),
+            (m4, max(2 * kc + 3, 259), 17 if m4 > 32 else 48, "F"),
             (tw, 1, 2, "C"), (tw - 1, 7, tj - 1, "C"), (tw - d1, 130, 2 * tj + 1, "C"),
             (2 * tw, 2048 // itemsize, 5 * tj + 5, "C"), (2 * tw - d2, 200, 100, "C")]
 
@@ -480,11 +482,13 @@ def inplace_a_shapes(blk):
     (m = MR - 1, MR + 1), several MC blocks with a short last one, k from 1 across one and
     two KC panels, n of 1, NR - 1, NR, NR + 1 and 2 NR columns (one, or two, micro-panels,
     full or zero-padded). k = 40 with few columns keeps (MR + 1) rows off the
-    transposed-tile rule (m <= 32 takes k <= 32 or n >= 48). On AVX-512, which has no
-    ukr_a, the dot-product kernel takes some of these (m <= 32, or n <= 16)."""
-    mr, nr, mc, kc = blk["mr"], blk["nr"], blk["mc"], blk["kc"]
+    transposed-tile rule (m <= 32 takes k <= 32 or n >= 48), and more than tm rows keep the
+    two-KC-panel shape off it. On AVX-512, which has no ukr_a, the dot-product kernel takes
+    some of these (m <= 32, or n <= 16)."""
+    mr, nr, mc, kc, tm = blk["mr"], blk["nr"], blk["mc"], blk["kc"], blk["tm"]
     return [(mr - 1, 1, 1), (mr + 1, 40, nr - 1), (2 * mc + mr + 1, kc + 3, nr),
-            (mc + 5, 2 * kc + 1, nr + 1), (3 * mr + 2, 64, 2 * nr), (65, kc - 1, 2 * nr - 3)]
+            (max(mc, tm) + 5, 2 * kc + 1, nr + 1), (3 * mr + 2, 64, 2 * nr),
+            (65, kc - 1, 2 * nr - 3)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -496,6 +500,7 @@ def test_inplace_a_path(arch, dtype, threads):
     the fused dense forward with a bias and relu gives relu(that + b) bitwise."""
     blk = _gemm.blocks(arch, dtype)
     rng = np.random.default_rng(8)
+    packed_shapes = 0
     for m, k, n in inplace_a_shapes(blk):
         wide = rng.standard_normal((m, k + 5)).astype(dtype)
         a = np.ascontiguousarray(wide[:, :k])
@@ -504,9 +509,12 @@ def test_inplace_a_path(arch, dtype, threads):
         w = rng.standard_normal((n, k)).astype(dtype)
         bias = rng.standard_normal(n).astype(dtype)
         c0 = rng.standard_normal((m, n)).astype(dtype)
-        if _gemm.path(a, w.T) != "packed":  # the dot-product kernel: its own tests
-            assert 0 < m <= blk["dot_m"], (m, k, n, _gemm.path(a, w.T))
+        taken = _gemm.path(a, w.T)
+        if taken != "packed":  # the dot-product or transposed-tile kernel: their own tests
+            assert blk["dot_m"] if taken == "dot" else (taken == "tt" and blk["tw"]), \
+                (m, k, n, taken)
             continue
+        packed_shapes += 1
         for nt in (1, 2):
             threads(nt)
             assert _gemm.path(a, w.T) == "packed", (m, k, n, nt)
@@ -527,6 +535,8 @@ def test_inplace_a_path(arch, dtype, threads):
             assert np.array_equal(y, np.maximum(_gemm.gemm(np.empty((m, n), dtype), a_packed,
                                                            w.T, 0) + bias, 0)), (m, k, n, nt)
         assert np.array_equal(packed, first), (m, k, n)
+    # the last three pack in every configuration (n > 16, off the dot-product kernel's rules)
+    assert packed_shapes >= 3, packed_shapes
 
 
 def atb_shapes(blk):
