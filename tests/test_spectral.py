@@ -735,11 +735,13 @@ def test_power_iteration_in_chunks_equals_one_run(monkeypatch, dtype):
 def test_power_iteration_answers_ctrl_c():
     """n_iters = 2**31 - 1 on a 64 x 64 matrix (about an hour of work) stops within seconds
     of SIGINT with KeyboardInterrupt, u and v left unit vectors. In a child process, under
-    a deadline."""
+    a deadline (past 60 s the child prints every thread's stack and exits: the failure's
+    message then says where it was)."""
     import subprocess
     import sys
     code = (
-        "import os, signal, threading, time, numpy as np, pybackprop as pb\n"
+        "import faulthandler, os, signal, threading, time, numpy as np, pybackprop as pb\n"
+        "faulthandler.dump_traceback_later(60, exit=True)\n"
         "w = np.random.default_rng(0).standard_normal((64, 64))\n"
         "u = np.full(64, 0.125); v = np.full(64, 0.125)\n"
         "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
