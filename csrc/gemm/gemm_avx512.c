@@ -33,6 +33,7 @@
 #define UKR_NAME pb_gemm_ukr_f32_avx512_12x32
 #define GEMV_DOT_NAME pb_gemv_dot_f32_avx512
 #define GEMV_AXPY_NAME pb_gemv_axpy_f32_avx512
+#define GEMV_AXPY_STRIP 1024 /* 4 KiB of partial sums */
 #include "simd/vec_avx512_f32.h"
 #define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f32_avx512)
 #include "simd/vmath_f32.inc"
@@ -102,6 +103,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #undef UKR_NAME
 #undef GEMV_DOT_NAME
 #undef GEMV_AXPY_NAME
+#undef GEMV_AXPY_STRIP
 #undef FNAME
 #include "simd/vec_end.h"
 
@@ -112,6 +114,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m512 pb_reduce8_f
 #define UKR_NAME pb_gemm_ukr_f64_avx512_12x16
 #define GEMV_DOT_NAME pb_gemv_dot_f64_avx512
 #define GEMV_AXPY_NAME pb_gemv_axpy_f64_avx512
+#define GEMV_AXPY_STRIP 512 /* 4 KiB of partial sums */
 #include "simd/vec_avx512_f64.h"
 #define FNAME(stem) PB_CAT(PB_CAT(pb_v, stem), _f64_avx512)
 #include "simd/vmath_f64.inc"
