@@ -59,7 +59,9 @@ int pb_set_cpu(const char *name);        /* PB_ERR_ARCH if unknown or not runnab
 const char *pb_get_cpu(void);            /* the active configuration */
 const char *pb_cpu_reason(void);         /* why the load-time choice was made */
 /* The ISA ("ref", "avx2", "avx512") of a family (0 float32 GEMM, 1 float64 GEMM, 2 vector
- * kernels) in configuration `name` (NULL: the active one); NULL if either is unknown. */
+ * kernels; 3 and 4: the float32 and float64 GEMM's tall products, few columns on a large
+ * batch, where a configuration runs them on another ISA's kernels) in configuration `name`
+ * (NULL: the active one); NULL if either is unknown. */
 const char *pb_cpu_kernels(const char *name, int family);
 /* What cpuid says: vendor[13] (NUL-terminated, "" without cpuid), fms[4] = family, model,
  * stepping, caches known (0: assumed); caches[12] = (bytes, ways, line, sets) of L1d, L2,

@@ -88,7 +88,8 @@ def set_cpu(name):
 
 def _kernels(name):
     out = {}
-    for fam, what in enumerate(("float32 gemm", "float64 gemm", "vector")):
+    for fam, what in enumerate(("float32 gemm", "float64 gemm", "vector", "float32 tall",
+                                "float64 tall")):
         isa = lib.pb_cpu_kernels(name.encode(), fam)
         out[what] = ffi.string(isa).decode()
     return out

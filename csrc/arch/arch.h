@@ -60,6 +60,10 @@ typedef struct pb_arch_s {
      * vector family (losses, spectral norm, optimizers) keep their own per-ISA tables and
      * index them with it (pb_vec_isa), so that a new operation edits no table here. */
     int vec_isa;
+    /* The table that runs the tall rule's products (pb_gemm_table_ in gemm/driver_paths.inc:
+     * few columns on a large batch, the forward's layout), per dtype: a CPU configuration's
+     * choice where another ISA's kernels win there; NULL: this table. */
+    const struct pb_arch_s *tall_f32, *tall_f64;
 } pb_arch_t;
 
 /* The active table (arch/cpu_configs.c). A public kernel reads it once, at its start, and

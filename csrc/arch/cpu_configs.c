@@ -31,6 +31,12 @@ typedef struct {
      * this CPU's) by pb_blocks_model. */
     int model_blocks;
     const pb_cache_t *caches; /* L1d, L2, L3 */
+    /* Crossovers where they differ from the family's ISA table's (0: the table's): the
+     * transposed-tile rule's largest m (float32, float64). */
+    int tm_f32, tm_f64;
+    /* The ISA whose table runs the tall rule's products (pb_gemm_table_), per dtype (NULL:
+     * the family's own). */
+    const char *isa_tall_f32, *isa_tall_f64;
 } pb_cpu_cfg_t;
 
 /* Haswell's caches (32 KiB 8-way L1d, 256 KiB 8-way L2, 8 MiB 16-way L3: a 4-core
@@ -39,23 +45,25 @@ static const pb_cache_t haswell_caches[3] = {
     {32768, 8, 64, 64}, {262144, 8, 64, 512}, {8388608, 16, 64, 8192}};
 
 static const pb_cpu_cfg_t pb_cpu_configs[] = {
-    {"generic", "portable C kernels: any CPU", "ref", "ref", "ref", NULL, 0, NULL},
+    {"generic", "portable C kernels: any CPU", "ref", "ref", "ref", NULL, .model_blocks = 0},
 #if defined(__x86_64__) || defined(__i386__)
     {"haswell", "AVX2+FMA kernels, blocks modelled on Haswell's caches: Intel cores from "
                 "Haswell on without AVX-512, AMD Zen 1 and 2",
-     "avx2", "avx2", "avx2", "generic", 1, haswell_caches},
+     "avx2", "avx2", "avx2", "generic", .model_blocks = 1, .caches = haswell_caches},
     {"zen3", "AVX2+FMA kernels with blocks measured on Zen: AMD Zen 3, and Zen 4/5 where "
              "AVX-512 is hidden",
-     "avx2", "avx2", "avx2", "haswell", 0, NULL},
-    {"zen4", "AMD Zen 4/5 with AVX-512 (512-bit instructions on 256-bit units): float32 "
-             "GEMM on the AVX2 kernels, float64 GEMM and the vector kernels on AVX-512",
-     "avx2", "avx512", "avx512", "zen3", 0, NULL},
+     "avx2", "avx2", "avx2", "haswell", .model_blocks = 0},
+    {"zen4", "AMD Zen 4/5 with AVX-512 (512-bit instructions on 256-bit units): AVX-512 "
+             "kernels; float32's transposed-tile path up to 128 rows, its tall products "
+             "(few outputs, large batch) on the AVX2 kernels",
+     "avx512", "avx512", "avx512", "zen3", .model_blocks = 0, .tm_f32 = 128,
+     .isa_tall_f32 = "avx2"},
     {"skylakex", "AVX-512 kernels: Intel server cores from Skylake-X to Sapphire Rapids",
-     "avx512", "avx512", "avx512", "haswell", 0, NULL},
+     "avx512", "avx512", "avx512", "haswell", .model_blocks = 0},
 #endif
     {"derived", "the best ISA this CPU runs, blocks modelled on its own caches (cpuid): a "
                 "CPU no other configuration names",
-     NULL, NULL, NULL, "generic", 1, NULL},
+     NULL, NULL, NULL, "generic", .model_blocks = 1},
 };
 #define PB_NCFG ((int)(sizeof pb_cpu_configs / sizeof pb_cpu_configs[0]))
 
@@ -104,7 +112,8 @@ static const pb_arch_t *isa_table(const char *isa) {
 /* ---- the built tables: one per configuration, filled once --------------------------------- */
 static pb_arch_t g_tables[PB_NCFG];
 static int g_runs[PB_NCFG];
-static const char *g_isa[PB_NCFG][3]; /* the families' ISAs: float32, float64, vector */
+static const char *g_isa[PB_NCFG][5]; /* the families' ISAs: float32, float64, vector; the
+                                       * float32 and float64 tall products' */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 /* Family f32 of table t from table s: the GEMM, its kernels, dense's activations. */
@@ -133,7 +142,9 @@ static void build(void) {
         g_isa[i][0] = f32;
         g_isa[i][1] = f64;
         g_isa[i][2] = vec;
-        g_runs[i] = pb_arch_supported(f32) && pb_arch_supported(f64) && pb_arch_supported(vec);
+        g_runs[i] = pb_arch_supported(f32) && pb_arch_supported(f64) && pb_arch_supported(vec) &&
+                    (c->isa_tall_f32 == NULL || pb_arch_supported(c->isa_tall_f32)) &&
+                    (c->isa_tall_f64 == NULL || pb_arch_supported(c->isa_tall_f64));
         pb_arch_t *t = &g_tables[i];
         *t = *isa_table(vec);
         PB_TAKE_FAMILY(t, isa_table(f32), f32);
@@ -148,6 +159,12 @@ static void build(void) {
             pb_blocks_model(&t->blk_f32, 4, l1, l2, l3);
             pb_blocks_model(&t->blk_f64, 8, l1, l2, l3);
         }
+        if (c->tm_f32 > 0) t->blk_f32.tm = c->tm_f32;
+        if (c->tm_f64 > 0) t->blk_f64.tm = c->tm_f64;
+        t->tall_f32 = c->isa_tall_f32 != NULL ? isa_table(c->isa_tall_f32) : NULL;
+        t->tall_f64 = c->isa_tall_f64 != NULL ? isa_table(c->isa_tall_f64) : NULL;
+        g_isa[i][3] = c->isa_tall_f32 != NULL ? c->isa_tall_f32 : f32;
+        g_isa[i][4] = c->isa_tall_f64 != NULL ? c->isa_tall_f64 : f64;
     }
 }
 
@@ -242,7 +259,7 @@ int pb_set_arch(const char *name) {
 
 const char *pb_cpu_kernels(const char *name, int family) {
     const int i = name == NULL ? cfg_index(pb_get_cpu()) : cfg_index(name);
-    if (i < 0 || family < 0 || family > 2) return NULL;
+    if (i < 0 || family < 0 || family > 4) return NULL;
     (void)pthread_once(&g_once, build);
     return g_isa[i][family];
 }
