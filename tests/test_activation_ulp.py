@@ -23,12 +23,13 @@ _LD = np.longdouble
 
 # (kind, dtype) -> (forward bound, derivative bound) in ulps. float32: every path evaluates
 # in float64 and rounds once: 0.5 ulp plus the fitted parts' 3.1e-9 relative (0.052 ulp;
-# csrc/simd/vmath_wide.inc), so 0.6. float64: as measured on the vector paths (the scalar
-# path rounds a long double evaluation once: 0.5 ulp).
+# csrc/simd/vmath_wide.inc), so 0.6. float64: the largest error measured on the vector
+# paths over these samples with six seeds, rounded up to the next half ulp with at least
+# 0.15 to spare (the scalar path rounds a long double evaluation once: 0.5 ulp).
 ULP_BOUNDS = {
-    ("gelu", np.float32): (0.6, 0.6), ("gelu", np.float64): (7.0, 3.5),
-    ("gelu_tanh", np.float32): (0.6, 0.6), ("gelu_tanh", np.float64): (3.0, 6.0),
-    ("silu", np.float32): (0.6, 0.6), ("silu", np.float64): (2.5, 4.5),
+    ("gelu", np.float32): (0.6, 0.6), ("gelu", np.float64): (4.0, 4.0),
+    ("gelu_tanh", np.float32): (0.6, 0.6), ("gelu_tanh", np.float64): (3.0, 5.0),
+    ("silu", np.float32): (0.6, 0.6), ("silu", np.float64): (2.5, 3.0),
 }
 
 
