@@ -1,8 +1,10 @@
 """The PyTorch bridge's two routes: tensors the kernels take as they are go by address
 (pybackprop/torch/_tensors.py), anything else through numpy views and the numpy API. Both
 give the numpy API's bits; the autograd contract holds on both (a changed output or a double
-backward raises); the optimizers check every tensor of every group before writing any, and
-equal the functional steps bitwise. Skipped, with the reason, without PyTorch."""
+backward raises); the optimizers check every tensor of every group before writing any, on
+every step (a tensor changed in place after steps is refused too), follow tensors moved
+between steps, and equal the functional steps bitwise; step counts advance as torch's add.
+Skipped, with the reason, without PyTorch."""
 import numpy as np
 import pytest
 
@@ -151,3 +153,99 @@ def test_optimizer_checks_every_group_before_writing():
         assert torch.equal(t.detach(), b)
     opt.step()  # and the step runs once the tensors are right
     assert [opt.state[p]["step"].item() for p in (p1, p2)] == [s + 1 for s in steps]
+
+
+def _snapshot(opt):
+    return [t.detach().clone() for group in opt.param_groups for p in group["params"]
+            for t in [p] + [v for v in opt.state[p].values()]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ours, kw", [(Adam, {"amsgrad": True}), (AdamW, {}),
+                                      (Adamax, {})])
+def test_optimizer_follows_tensors_moved_between_steps(ours, kw, dtype):
+    """Contiguous gradients go by address; a parameter moved to new memory (``.data``), a
+    state replaced by a copy, or a parameter group added between steps is updated where it
+    now is: the steps equal pybackprop.optim's functional steps bit for bit."""
+    g = torch.Generator().manual_seed(13)
+    params = [torch.randn(n, generator=g, dtype=dtype).requires_grad_() for n in (40, 7, 3)]
+    arrays = [p.detach().numpy().copy() for p in params]
+    opt = ours(params[:2], lr=0.01, **kw)
+    names = ("m", "u") if ours is Adamax else ("m", "v") + (("v_max",) if kw else ())
+    keys = ("exp_avg", "exp_inf") if ours is Adamax else \
+        ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if kw else ())
+    state = {n: [np.zeros_like(a) for a in arrays] for n in names}
+    wd = 0.01 if ours is AdamW else 0.0
+    for t in range(1, 6):
+        if t == 3:
+            params[0].data = params[0].data.clone()
+            opt.state[params[1]][keys[-1]] = opt.state[params[1]][keys[-1]].clone()
+        if t == 4:
+            opt.add_param_group({"params": [params[2]]})
+        grads = [torch.randn(p.shape, generator=g, dtype=dtype) for p in params]
+        for p, gr in zip(params, grads):
+            p.grad = gr
+        opt.step()
+        k = 3 if t >= 4 else 2
+        gn = [gr.numpy() for gr in grads]
+        for i in range(k):  # the group added at step 4 counts its own steps
+            step = t if i < 2 else t - 3
+            args = ([arrays[i]], [gn[i]]) + tuple([state[n][i]] for n in names[:2])
+            if ours is Adamax:
+                pb_optim.adamax_step(*args, step=step, lr=0.01)
+            else:
+                pb_optim.adam_step(*args, step=step, lr=0.01, weight_decay=wd,
+                                   decoupled_weight_decay=ours is AdamW, amsgrad=bool(kw),
+                                   v_max=[state["v_max"][i]] if kw else None)
+    for p, a in zip(params, arrays):
+        assert_bitwise(p.detach().numpy(), a, "param")
+
+
+@pytest.mark.parametrize("change, exc, match", [
+    (lambda p, st: setattr(p, "data", p.data.half()), TypeError, r"param 0 .*float16"),
+    (lambda p, st: setattr(p, "data", p.data.double()), TypeError, "grad of param 0"),
+    (lambda p, st: setattr(p, "data", p.data.t()), ValueError, r"contiguous.*param 0"),
+    (lambda p, st: setattr(st["exp_avg_sq"], "data", st["exp_avg_sq"].data.t()), ValueError,
+     "exp_avg_sq"),
+    (lambda p, st: setattr(st["exp_avg"], "data", torch.zeros(3)), ValueError, "exp_avg"),
+    (lambda p, st: setattr(p, "grad", st["exp_avg"].view(3, 3)), ValueError, "overlaps")])
+def test_optimizer_refuses_a_tensor_changed_after_steps(change, exc, match):
+    """After steps by address, a parameter or state changed in place (``.data``: another
+    dtype, a non-contiguous layout, another shape) or a gradient in a state's memory raises
+    naming it, before anything is written; restored, the step runs."""
+    p, q = (torch.randn(3, 3, requires_grad=True) for _ in range(2))
+    opt = Adam([p, q], lr=0.1)
+    for _ in range(2):
+        p.grad, q.grad = torch.ones(3, 3), torch.ones(3, 3)
+        opt.step()
+    p_data, grad, st = p.data, p.grad, opt.state[p]
+    kept = {n: st[n].data for n in ("exp_avg", "exp_avg_sq")}
+    change(p, st)
+    before = _snapshot(opt)
+    with pytest.raises(exc, match=match):
+        opt.step()
+    for a, b in zip(_snapshot(opt), before):
+        assert torch.equal(a, b)
+    p.data, p.grad = p_data, grad
+    for n, d in kept.items():
+        st[n].data = d
+    opt.step()
+    assert opt.state[p]["step"].item() == 3
+
+
+@pytest.mark.parametrize("value, dtype", [(0.0, torch.float32), (2.0**24 - 1, torch.float32),
+                                          (2.0**24, torch.float32), (2.0**53, torch.float32),
+                                          (2.0**53, torch.float64), (5.0, torch.float16)])
+def test_step_counts_advance_as_torch_adds_one(value, dtype):
+    """The step count advances to torch's ``step + 1`` in its own dtype (float32 above
+    2**24 rounds, as torch's add does); the kernel's step is the count + 1."""
+    p = torch.zeros(2, requires_grad=True)
+    opt = Adam([p])
+    p.grad = torch.ones(2)
+    opt.step()
+    opt.state[p]["step"] = torch.tensor(value, dtype=dtype)
+    opt.step()
+    want = torch.tensor(value, dtype=dtype)
+    want += 1
+    got = opt.state[p]["step"]
+    assert got.dtype == dtype and torch.equal(got, want)

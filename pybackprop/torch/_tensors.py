@@ -2,21 +2,19 @@
 
 A tensor the kernels take as it is (a plain or Parameter CPU tensor, dense, C-contiguous,
 of the call's dtype, with elements and without torch's lazy negation bit) is passed as a
-pointer to its data: no numpy view, no copy. Anything else goes through
-``functional.as_numpy`` and the numpy API, which convert it or raise naming it; the
-kernels are the same either way, so the two routes give the same bits.
+pointer to its data, ``ffi.cast(CTYPE[dtype], t.data_ptr())``: no numpy view, no copy.
+Anything else goes through ``functional.as_numpy`` and the numpy API, which convert it or
+raise naming it; the kernels are the same either way, so the two routes give the same
+bits.
 """
 import functools
 
 import torch
 
-from .._core import ffi
-
 # torch dtype -> the C element type of the kernels' pointers
 CTYPE = {torch.float32: "float *", torch.float64: "double *"}
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 _STRIDED = torch.strided
-_cast = ffi.cast
 
 
 def plain(t, dtype):
@@ -24,19 +22,6 @@ def plain(t, dtype):
     return (type(t) in _PLAIN_TYPES and t.dtype is dtype and t.is_cpu
             and t.layout is _STRIDED and t.is_contiguous() and not t.is_neg()
             and t.numel() > 0)
-
-
-def pointer(ctype, t):
-    """A cffi pointer of ``ctype`` to the data of ``t`` (checked by :func:`plain`); the
-    caller keeps ``t`` referenced while C runs."""
-    return _cast(ctype, t.data_ptr())
-
-
-def pointer_table(ctype, tensors):
-    """A C array of pointers (``ctype *const *``) to the data of ``tensors``, as the
-    multi-tensor kernels take them; returns (table, its owner to keep referenced)."""
-    owner = ffi.new("intptr_t[]", [t.data_ptr() for t in tensors])
-    return ffi.cast(ctype + "const *", owner), owner
 
 
 def once_differentiable(backward):

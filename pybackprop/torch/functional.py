@@ -13,7 +13,7 @@ import torch
 import pybackprop as _pb
 from .._core import _ACT_CODE, _INF, _PREACT_CODES, check_status, ffi, lib
 from ..losses import _XENT_REDUCTION
-from ._tensors import CTYPE, once_differentiable, pointer, plain
+from ._tensors import CTYPE, once_differentiable, plain
 
 __all__ = ["dense", "cross_entropy", "mse_loss", "binary_cross_entropy_with_logits",
            "as_numpy"]
@@ -21,6 +21,9 @@ __all__ = ["dense", "cross_entropy", "mse_loss", "binary_cross_entropy_with_logi
 _DTYPES = tuple(CTYPE)  # float32, float64
 _PREACT = _pb.PREACT_ACTIVATIONS  # the kinds whose backward takes z, not y
 _NULL = ffi.NULL
+_cast = ffi.cast
+_I64 = ffi.typeof("int64_t *")
+_REDUCE_NONE = lib.PB_REDUCE_NONE
 _FWD = {torch.float32: lib.pb_dense_forward_f32, torch.float64: lib.pb_dense_forward_f64}
 _BWD = {torch.float32: lib.pb_dense_backward_f32, torch.float64: lib.pb_dense_backward_f64}
 _XENT_FN = {torch.float32: lib.pb_softmax_cross_entropy_f32,
@@ -75,13 +78,19 @@ class _Dense(torch.autograd.Function):
                 and (b is None or (plain(b, dtype) and b.shape == w.shape[:1]))):
             # the common call: every tensor as it is, by address
             N, K = w.shape
-            B = x.numel() // K
-            y = torch.empty(x.shape[:-1] + (N,), dtype=dtype)
-            z = torch.empty((B, N), dtype=dtype) if act in _PREACT_CODES else None
-            check_status(_FWD[dtype](pointer(ct, y), _NULL if z is None else pointer(ct, z),
-                                     pointer(ct, x), pointer(ct, w),
-                                     _NULL if b is None else pointer(ct, b), B, K, N, act,
-                                     negative_slope))
+            shape = x.shape
+            if len(shape) == 2:
+                B = shape[0]
+                y = x.new_empty(B, N)
+            else:
+                B = x.numel() // K
+                y = x.new_empty(shape[:-1] + (N,))
+            z = x.new_empty(B, N) if act in _PREACT_CODES else None
+            check_status(_FWD[dtype](_cast(ct, y.data_ptr()),
+                                     _NULL if z is None else _cast(ct, z.data_ptr()),
+                                     _cast(ct, x.data_ptr()), _cast(ct, w.data_ptr()),
+                                     _NULL if b is None else _cast(ct, b.data_ptr()), B, K,
+                                     N, act, negative_slope))
         else:  # converted (or refused, naming the tensor) by as_numpy and the numpy API
             xn, wn = as_numpy(x, "x"), as_numpy(w, "weight")
             bn = None if b is None else as_numpy(b, "bias")
@@ -113,14 +122,15 @@ class _Dense(torch.autograd.Function):
         if (ct is not None and plain(dy, dtype) and dy.numel() == saved.numel()
                 and plain(x, dtype) and plain(w, dtype)):
             # the common call; x and w were checked by the forward (a change in place since
-            # would have made ctx.saved_tensors raise)
+            # would have made ctx.saved_tensors raise); gx and gw laid out as x and w are
             (B, N), K = saved.shape, w.shape[1]
-            gx = torch.empty(x.shape, dtype=dtype) if need_dx else None
-            gw, gb = torch.empty((N, K), dtype=dtype), torch.empty(N, dtype=dtype)
-            check_status(_BWD[dtype](_NULL if gx is None else pointer(ct, gx),
-                                     pointer(ct, gw), pointer(ct, gb), pointer(ct, dy),
-                                     pointer(ct, x), pointer(ct, w), pointer(ct, saved), B,
-                                     K, N, _ACT_CODE[ctx.activation], ctx.slope, 0))
+            gx = torch.empty_like(x) if need_dx else None
+            gw, gb = torch.empty_like(w), w.new_empty(N)
+            check_status(_BWD[dtype](_NULL if gx is None else _cast(ct, gx.data_ptr()),
+                                     _cast(ct, gw.data_ptr()), _cast(ct, gb.data_ptr()),
+                                     _cast(ct, dy.data_ptr()), _cast(ct, x.data_ptr()),
+                                     _cast(ct, w.data_ptr()), _cast(ct, saved.data_ptr()),
+                                     B, K, N, _ACT_CODE[ctx.activation], ctx.slope, 0))
         else:
             B, K = saved.shape[0], w.shape[1]
             xn = as_numpy(x, "x").reshape(B, K)
@@ -207,12 +217,11 @@ def cross_entropy(logits, target, reduction="mean", ignore_index=-100, label_smo
         # the common call: class indices, by address; the kernel checks them before it
         # writes anything (an index out of range: the numpy API below names it)
         C = logits.shape[-1]
-        loss = torch.empty(logits.shape[:-1] if code == lib.PB_REDUCE_NONE else (),
-                           dtype=dtype)
-        grad = torch.empty(logits.shape, dtype=dtype)
-        st = _XENT_FN[dtype](pointer(ct, loss), pointer(ct, grad), pointer(ct, logits),
-                             ffi.cast("int64_t *", target.data_ptr()), _NULL,
-                             logits.numel() // C, C, code, ignore_index)
+        loss = logits.new_empty(logits.shape[:-1] if code == _REDUCE_NONE else ())
+        grad = torch.empty_like(logits)
+        st = _XENT_FN[dtype](_cast(ct, loss.data_ptr()), _cast(ct, grad.data_ptr()),
+                             _cast(ct, logits.data_ptr()), _cast(_I64, target.data_ptr()),
+                             _NULL, logits.numel() // C, C, code, ignore_index)
         if st == 0:
             return _Loss.apply((loss, grad), logits, target, _NO_GRAD)
     xn = as_numpy(logits, "logits")

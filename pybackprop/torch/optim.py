@@ -5,18 +5,26 @@ and ``Adamax`` (``state[p]``: ``step`` (a float32 scalar tensor), ``exp_avg``,
 ``exp_avg_sq``, ``max_exp_avg_sq`` (amsgrad), or ``exp_inf`` (Adamax)), so a state_dict
 moves between them and torch's. Each step is one C call per parameter group, dtype and
 step count, updating the parameters and the state in place through pointers to their own
-memory (no copies, no numpy views), after every tensor of every group is checked. The
-arithmetic is torch's single-tensor CPU code without FMA (pybackprop.optim): within a few
-ulp per step of torch.optim. CPU float32/float64 dense parameters and gradients only.
+memory (no copies, no numpy views), after every tensor of every group is checked: every
+step, so a tensor changed in place (e.g. through ``.data``) is refused before anything is
+written. Kept between steps while the parameters' and states' addresses and sizes stay
+the same: the kernels' pointer tables, and the check that none of them overlaps another
+(the gradients are checked against them every step). The arithmetic is torch's
+single-tensor CPU code without FMA (pybackprop.optim): within a few ulp per step of
+torch.optim. CPU float32/float64 dense parameters and gradients only.
 """
+import bisect
+
 import torch
 
 from .._core import check_status, ffi as _ffi, lib as _lib
 from .._optim_checks import MAX_STEPS, _betas, _check_spans, _hyper
-from ._tensors import CTYPE, plain, pointer_table
+from ._tensors import CTYPE, plain
 from .functional import as_numpy
 
 __all__ = ["Adam", "AdamW", "Adamax"]
+
+_cast = _ffi.cast
 
 
 class _Fused(torch.optim.Optimizer):
@@ -69,6 +77,102 @@ class _Fused(torch.optim.Optimizer):
             out.append((p, g, st, taken))
         return out
 
+    def _checked_as_is(self, group, names):
+        """What _checked returns for the group when the kernel takes every tensor as it is
+        (parameters, gradients of their shape and existing state: CPU, dense, contiguous,
+        of the parameter's float dtype; the step counts float32 or float64 one-element
+        tensors), and pointers to the existing states' step counts; None when a tensor
+        needs a conversion or an error, for _checked."""
+        state = self.state
+        out, counts = [], []
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            dtype = p.dtype
+            if dtype not in CTYPE or not plain(p, dtype) or not plain(g, dtype) \
+                    or g.shape != p.shape:
+                return None
+            st = state.get(p)
+            taken = 0
+            if st:
+                step = st.get("step")
+                ct = CTYPE.get(step.dtype) if type(step) is torch.Tensor else None
+                if ct is None or not plain(step, step.dtype) or step.numel() != 1:
+                    return None
+                count = _cast(ct, step.data_ptr())
+                v = count[0]
+                if not (0 <= v <= MAX_STEPS and v == int(v)):  # (NaN fails the range test)
+                    return None
+                taken = int(v)
+                counts.append(count)
+                for n in names:
+                    s = st.get(n)
+                    if not plain(s, dtype) or s.shape != p.shape:
+                        return None
+            out.append((p, g, st, taken))
+        return out, counts
+
+    def _check_overlap(self, calls):
+        """_check_spans for tensors _checked_as_is took: the parameters' and states' byte
+        ranges checked against each other when they change, the gradients' (which may
+        share memory with each other) against them every step."""
+        w_addr, w_size, g_span = [], [], []
+        for _, _, names, checked, _ in calls:
+            for p, g, st, _ in checked:
+                nbytes = p.numel() * p.element_size()
+                w_addr.append(p.data_ptr())
+                w_size.append(nbytes)
+                g_span.append((g.data_ptr(), nbytes))
+                for n in names if st else ():
+                    w_addr.append(st[n].data_ptr())
+                    w_size.append(nbytes)
+        key, starts, ends = getattr(self, "_updated_ranges", (None, None, None))
+        if key != (w_addr, w_size):
+            self._check_all()
+            order = sorted(range(len(w_addr)), key=w_addr.__getitem__)
+            starts = [w_addr[j] for j in order]
+            ends = [w_addr[j] + w_size[j] for j in order]
+            self._updated_ranges = ((w_addr, w_size), starts, ends)
+            return
+        for a, nbytes in g_span:
+            # the updated ranges are disjoint, sorted: the last one starting before the
+            # gradient's end is the only one that can overlap it
+            j = bisect.bisect_left(starts, a + nbytes)
+            if j and ends[j - 1] > a:
+                self._check_all()  # raises naming both
+
+    def _check_all(self):
+        """Every group through _checked, then _check_spans across groups: raises naming
+        the first tensor refused or overlapping another."""
+        spans = []
+        for group in self.param_groups:
+            self._checked(group, spans)
+        _check_spans(spans)
+
+    def _tables(self, key, ct, names, batch):
+        """The kernel's pointer tables (``ct const *``: parameters, gradients, then each
+        state) of batch's tensors, and its sizes (``ptrdiff_t[]``). The addresses live in
+        one array, kept under ``key`` while the parameters' and states' addresses and the
+        sizes stay the same; the gradients' are written into it every call."""
+        n = len(batch)
+        updated = [p.data_ptr() for p, _, _ in batch]
+        for name in names:
+            updated += [st[name].data_ptr() for _, _, st in batch]
+        sizes = [p.numel() for p, _, _ in batch]
+        cache = self.__dict__.setdefault("_pointer_tables", {})
+        kept = cache.get(key)
+        if kept is None or kept[0] != updated or kept[1] != sizes:
+            addrs = _ffi.new("intptr_t[]", n * (2 + len(names)))
+            addrs[0:n] = updated[:n]
+            addrs[2 * n:len(updated) + n] = updated[n:]
+            table = _ffi.cast(ct + " const *", addrs)
+            kept = cache[key] = (updated, sizes, addrs,
+                                 [table + k * n for k in range(2 + len(names))],
+                                 _ffi.new("ptrdiff_t[]", sizes))
+        kept[2][n:2 * n] = [g.data_ptr() for _, g, _ in batch]
+        return kept[3], kept[4]
+
     @torch.no_grad()
     def step(self, closure=None):
         """One step of every parameter that has a gradient; returns closure()'s loss."""
@@ -76,38 +180,64 @@ class _Fused(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        calls, spans = [], []
+        calls, as_is = [], True
         for group in self.param_groups:  # every group checked before anything is written
             b1, b2 = _betas(group["betas"])
             hyper = _hyper(float(group["lr"]), b1, b2, group["eps"], group["weight_decay"])
-            calls.append((group, hyper, self._checked(group, spans)))
-        _check_spans(spans)  # across groups: no updated tensor overlaps any other
-        for group, hyper, checked in calls:
             names = self._state_names(group)
-            states = []
+            checked = self._checked_as_is(group, names) if as_is else None
+            as_is = checked is not None
+            calls.append((group, hyper, names) + (checked or (None, None)))
+        if as_is:
+            self._check_overlap(calls)
+        else:  # the general route for every group: conversions, errors naming the tensor
+            spans = []
+            calls = [(group, hyper, names, self._checked(group, spans), None)
+                     for group, hyper, names, _, _ in calls]
+            _check_spans(spans)  # across groups: no updated tensor overlaps any other
+        for gi, (group, hyper, names, checked, counts) in enumerate(calls):
+            states, created = [], []
             for p, _, st, _ in checked:
                 if not st:
                     st = self.state[p]
                     st["step"] = torch.tensor(0.0, dtype=torch.float32)
                     for n in names:
                         st[n] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    created.append(st["step"])
                 states.append(st)
-            if states:
-                torch._foreach_add_([st["step"] for st in states], 1.0)
+            if counts is None:
+                _advance([st["step"] for st in states])
+            else:  # the existing counts by the pointers checked, then the new ones
+                for c in counts:
+                    c[0] = c[0] + 1.0  # the rounding of _advance
+                _advance(created)
             batches = {}
             for (p, g, _, taken), st in zip(checked, states):
                 if g is not None:
                     batches.setdefault((p.dtype, taken + 1), []).append((p, g, st))
             for (dtype, t), batch in batches.items():
-                ct = CTYPE[dtype]
-                tables = [pointer_table(ct, [p for p, _, _ in batch]),
-                          pointer_table(ct, [g for _, g, _ in batch])]
-                tables += [pointer_table(ct, [st[n] for _, _, st in batch]) for n in names]
-                sizes = _ffi.new("ptrdiff_t[]", [p.numel() for p, _, _ in batch])
+                tables, sizes = self._tables((gi, dtype), CTYPE[dtype], names, batch)
                 check_status(self._kernel(dtype)(
-                    *self._order(group, [tb[0] for tb in tables]), sizes, len(batch), t,
-                    *hyper, *self._flags(group)))
+                    *self._order(group, tables), sizes, len(batch), t, *hyper,
+                    *self._flags(group)))
         return loss
+
+
+def _advance(steps):
+    """``torch._foreach_add_(steps, 1.0)``, a float32 or float64 count (torch.optim's kind)
+    through its memory: a float64 one adds in double as torch does; for a float32 one (a
+    whole number) count + 1 in double is exact below 2**53 and the count itself above, so
+    its one rounding to float32 is torch's float32 sum. Any other count through torch."""
+    rest = []
+    for s in steps:
+        ct = CTYPE.get(s.dtype)
+        if ct is not None and plain(s, s.dtype):
+            c = _cast(ct, s.data_ptr())
+            c[0] = c[0] + 1.0
+        else:
+            rest.append(s)
+    if rest:
+        torch._foreach_add_(rest, 1.0)
 
 
 def _steps_taken(st, i):
