@@ -60,7 +60,9 @@ const char *pb_get_cpu(void);            /* the active configuration */
 const char *pb_cpu_reason(void);         /* why the load-time choice was made */
 /* The ISA ("ref", "avx2", "avx512") of a family (0 float32 GEMM, 1 float64 GEMM, 2 vector
  * kernels; 3 and 4: the float32 and float64 GEMM's tall products, few columns on a large
- * batch, where a configuration runs them on another ISA's kernels) in configuration `name`
+ * batch, where a configuration runs them on another ISA's kernels; 5 and 6: the float32 and
+ * float64 GEMM's shallow products, those it would pack with k <= pb_gemm_blocks' blk[12],
+ * likewise) in configuration `name`
  * (NULL: the active one); NULL if either is unknown. */
 const char *pb_cpu_kernels(const char *name, int family);
 /* What cpuid says: vendor[13] (NUL-terminated, "" without cpuid), fms[4] = family, model,
@@ -145,10 +147,14 @@ int pb_gemm_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, ptrdif
  * transposed-tile kernel (0 where there is none); blk[8] the largest m of the dot-product
  * kernel's rule, blk[9] of the A^T B kernel's (0 where there is none); blk[10] the most
  * bytes of B for the transposed-tile path's row split; blk[11] the A^T B path's aliasing
- * stride. PB_ERR_ARCH if the name is unknown. */
+ * stride; blk[12] the largest k of the products the packed path would take that run on the
+ * configuration's small-k kernels (family 5 or 6 of pb_cpu_kernels; 0: none). PB_ERR_ARCH
+ * if the name is unknown. */
 int pb_gemm_blocks(ptrdiff_t *blk, const char *arch, int elem_bytes);
 /* *path = the path pb_gemm_f32/f64 takes for this problem (the dense forward makes the same
- * choice) in the active configuration and thread count, for tests and benchmarks; PB_ERR_ARG
+ * choice) in the active configuration and thread count, and *family the kernel family of
+ * pb_cpu_kernels whose kernels run it (0 / 1: the GEMM's; 3 / 4: the tall products'; 5 / 6:
+ * the small-k products'), for tests and benchmarks; PB_ERR_ARG
  * (nothing written) unless m, n >= 1, k >= 0, beta 0 or 1 and elem_bytes 4 or 8. Paths sum
  * in different orders (docs/gemm.md); the transposed-tile path gives the packed path's bits. */
 enum {
@@ -159,8 +165,9 @@ enum {
     PB_GEMM_OUTER = 4,  /* k == 1 outer product, streaming stores */
     PB_GEMM_ATB = 5     /* A^T B kernel: few rows of C, A^T and B row-major, B read in place */
 };
-int pb_gemm_path(int *path, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa,
-                 ptrdiff_t csa, ptrdiff_t rsb, ptrdiff_t csb, int beta, int elem_bytes);
+int pb_gemm_path(int *path, int *family, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                 ptrdiff_t rsa, ptrdiff_t csa, ptrdiff_t rsb, ptrdiff_t csb, int beta,
+                 int elem_bytes);
 
 /* ---- optimizers ----------------------------------------------------------------------------
  * One step of Adam / AdamW and of AdaMax over n_tensors tensors in ONE call (multi-tensor):

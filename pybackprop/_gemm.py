@@ -52,13 +52,15 @@ def blocks(cpu, dtype):
     blocks ``mc``, ``kc``, ``nc``, the transposed-tile kernel's A^T panel width ``tw``, tile
     rows ``tj`` and largest ``m``, ``tm``, the largest ``m`` of the dot-product kernel's rule
     ``dot_m`` and of the A^T B kernel's ``atb_m`` (each 0 where the configuration has no
-    such kernel), the most bytes of B of the transposed-tile row split ``tt_msplit``, and
-    the A^T B path's aliasing stride ``atb_copy``."""
-    blk = ffi.new("ptrdiff_t[12]")
+    such kernel), the most bytes of B of the transposed-tile row split ``tt_msplit``, the
+    A^T B path's aliasing stride ``atb_copy``, and the largest depth ``small_k`` of the
+    products the packed path would take that run on the configuration's small-k kernels
+    (``cpu_info()["kernels"]["float32 small k"]``, ``"float64 small k"``; 0: none)."""
+    blk = ffi.new("ptrdiff_t[13]")
     check_status(lib.pb_gemm_blocks(blk, ffi.NULL if cpu is None else cpu.encode(),
                                     np.dtype(dtype).itemsize))
     return dict(zip(("mr", "nr", "mc", "kc", "nc", "tw", "tj", "tm", "dot_m", "atb_m",
-                     "tt_msplit", "atb_copy"), list(blk)))
+                     "tt_msplit", "atb_copy", "small_k"), list(blk)))
 
 
 PATHS = {lib.PB_GEMM_PACKED: "packed", lib.PB_GEMM_GEMV: "gemv", lib.PB_GEMM_DOT: "dot",
@@ -66,15 +68,21 @@ PATHS = {lib.PB_GEMM_PACKED: "packed", lib.PB_GEMM_GEMV: "gemv", lib.PB_GEMM_DOT
          lib.PB_GEMM_ATB: "atb"}
 
 
-def path(a, b, beta=0):
+FAMILIES = ("float32 gemm", "float64 gemm", "vector", "float32 tall", "float64 tall",
+            "float32 small k", "float64 small k")
+
+
+def path(a, b, beta=0, family=False):
     """The name of the path ``gemm(c, a, b, beta)`` takes in the active CPU configuration
-    and thread count: "packed", "gemv", "dot", "tt", "outer" or "atb" (see docs/gemm.md)."""
+    and thread count: "packed", "gemv", "dot", "tt", "outer" or "atb" (see docs/gemm.md);
+    with ``family=True``, (path, the kernel family that runs it: a key of
+    ``cpu_info()["kernels"]``)."""
     rsa, csa = _strides("a", a)
     rsb, csb = _strides("b", b)
-    code = ffi.new("int *")
-    check_status(lib.pb_gemm_path(code, a.shape[0], b.shape[1], a.shape[1], rsa, csa, rsb, csb,
-                                  beta, a.itemsize))
-    return PATHS[code[0]]
+    code, fam = ffi.new("int *"), ffi.new("int *")
+    check_status(lib.pb_gemm_path(code, fam, a.shape[0], b.shape[1], a.shape[1], rsa, csa, rsb,
+                                  csb, beta, a.itemsize))
+    return (PATHS[code[0]], FAMILIES[fam[0]]) if family else PATHS[code[0]]
 
 
 def steal_test(on):

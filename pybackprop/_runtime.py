@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from . import _gemm
 from ._core import ffi, lib
 from ._version import __version__
 
@@ -88,8 +89,7 @@ def set_cpu(name):
 
 def _kernels(name):
     out = {}
-    for fam, what in enumerate(("float32 gemm", "float64 gemm", "vector", "float32 tall",
-                                "float64 tall")):
+    for fam, what in enumerate(_gemm.FAMILIES):
         isa = lib.pb_cpu_kernels(name.encode(), fam)
         out[what] = ffi.string(isa).decode()
     return out

@@ -62,7 +62,8 @@ def test_configurations_and_what_runs_here():
         assert (name in pybackprop.available_cpus()) == runs
     assert {"generic", "derived"} <= set(pybackprop.available_cpus())
     assert info["configurations"]["generic"]["kernels"] == dict.fromkeys(
-        ("float32 gemm", "float64 gemm", "vector", "float32 tall", "float64 tall"), "ref")
+        ("float32 gemm", "float64 gemm", "vector", "float32 tall", "float64 tall",
+         "float32 small k", "float64 small k"), "ref")
     assert set(info["configurations"]["derived"]["kernels"].values()) == {archs[-1]}
 
 

@@ -482,6 +482,48 @@ def test_tall_dot_path(arch, dtype, threads):
         assert np.array_equal(y, np.maximum(results[0][0] + bias, 0)), (m, k, n)
 
 
+def small_k_shapes(small_k):
+    """(m, k, n) with k <= small_k, as a backward's products have them: dx = dz @ w with few
+    outputs (k = N) and dw = dz^T x on a small batch (k = B); one and several row tiles and
+    NR column panels, k = 1, 16, 64 and small_k itself."""
+    return [(200, 1, 300), (300, 16, 520), (129, 64, 257), (257, small_k, 200)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_k_products(arch, dtype, threads):
+    """A configuration that runs its shallow products on another ISA's kernels (cpu_info's
+    "<dtype> small k" family) runs every product its own table would pack with k <=
+    blocks()["small_k"] on them, A row-major or transposed (dw's layout), and deeper ones on
+    its own: the family and path pb_gemm_path reports, and results within the error bound,
+    the same bits on 1 and 2 threads. Without such a rule every product names the GEMM's
+    own family."""
+    name = np.dtype(dtype).name
+    small_k = _gemm.blocks(None, dtype)["small_k"]
+    kernels = pybackprop.cpu_info()["kernels"]
+    own = f"{name} gemm"
+    if small_k == 0:
+        assert kernels[f"{name} small k"] == kernels[own]
+    rng = np.random.default_rng(11)
+    for m, k, n in small_k_shapes(max(small_k, 16)):
+        for deeper in (0, 1):
+            kk = k + deeper * max(small_k, 16)
+            b = rng.standard_normal((kk, n)).astype(dtype)
+            for a in (rng.standard_normal((m, kk)).astype(dtype),
+                      rng.standard_normal((kk, m)).astype(dtype).T):
+                p, fam = _gemm.path(a, b, family=True)
+                if p != "packed" or small_k == 0 or kk > small_k:
+                    assert fam == own, (m, kk, n, p, fam)
+                else:
+                    assert fam == f"{name} small k", (m, kk, n)
+                got = {}
+                for nt in (1, 2):
+                    threads(nt)
+                    assert _gemm.path(a, b) == p
+                    got[nt] = _gemm.gemm(np.full((m, n), np.nan, dtype), a, b)
+                    check(got[nt], np.zeros((m, n), dtype), a, b, 0)
+                assert np.array_equal(got[1], got[2]), (m, kk, n)
+
+
 def inplace_a_shapes(blk):
     """(m, k, n) of the packed path with one or two micro-panels of B per thread, where a
     row-major A is read in place (ukr_a, on paths that have it): every kind of last row tile

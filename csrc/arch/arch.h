@@ -24,6 +24,9 @@ typedef struct {
      * (pb_tt_msplit_). */
     int dot_m, atb_m;
     double tt_msplit;
+    /* The largest k of the products this table would pack that run on the small-k table
+     * instead (pb_gemm_table_; 0: none, the ISA tables' value): a CPU configuration's. */
+    int small_k;
 } pb_blocks_t;
 /* The crossovers every ISA table starts from (a CPU configuration may override them). */
 #define PB_XOVER_DEFAULT .dot_m = 64, .atb_m = 64, .tt_msplit = 262144.0
@@ -64,6 +67,10 @@ typedef struct pb_arch_s {
      * few columns on a large batch, the forward's layout), per dtype: a CPU configuration's
      * choice where another ISA's kernels win there; NULL: this table. */
     const struct pb_arch_s *tall_f32, *tall_f64;
+    /* The table that runs the products this one would pack with k <= blk.small_k (shallow
+     * products: a backward's dx with few outputs, dw on a small batch), per dtype; NULL: this
+     * table. */
+    const struct pb_arch_s *small_k_f32, *small_k_f64;
 } pb_arch_t;
 
 /* The active table (arch/cpu_configs.c). A public kernel reads it once, at its start, and

@@ -37,6 +37,10 @@ typedef struct {
     /* The ISA whose table runs the tall rule's products (pb_gemm_table_), per dtype (NULL:
      * the family's own). */
     const char *isa_tall_f32, *isa_tall_f64;
+    /* The ISA whose table runs the products the family's table would pack with k <= small_k
+     * (pb_gemm_table_), per dtype (NULL: the family's own). */
+    const char *isa_small_k_f32, *isa_small_k_f64;
+    int small_k_f32, small_k_f64;
 } pb_cpu_cfg_t;
 
 /* Haswell's caches (32 KiB 8-way L1d, 256 KiB 8-way L2, 8 MiB 16-way L3: a 4-core
@@ -55,9 +59,10 @@ static const pb_cpu_cfg_t pb_cpu_configs[] = {
      "avx2", "avx2", "avx2", "haswell", .model_blocks = 0},
     {"zen4", "AMD Zen 4/5 with AVX-512 (512-bit instructions on 256-bit units): AVX-512 "
              "kernels; float32's transposed-tile path up to 128 rows, its tall products "
-             "(few outputs, large batch) on the AVX2 kernels",
+             "(few outputs, large batch) and float64's packed products of depth <= 256 on "
+             "the AVX2 kernels",
      "avx512", "avx512", "avx512", "zen3", .model_blocks = 0, .tm_f32 = 128,
-     .isa_tall_f32 = "avx2"},
+     .isa_tall_f32 = "avx2", .isa_small_k_f64 = "avx2", .small_k_f64 = 256},
     {"skylakex", "AVX-512 kernels: Intel server cores from Skylake-X to Sapphire Rapids",
      "avx512", "avx512", "avx512", "haswell", .model_blocks = 0},
 #endif
@@ -112,8 +117,9 @@ static const pb_arch_t *isa_table(const char *isa) {
 /* ---- the built tables: one per configuration, filled once --------------------------------- */
 static pb_arch_t g_tables[PB_NCFG];
 static int g_runs[PB_NCFG];
-static const char *g_isa[PB_NCFG][5]; /* the families' ISAs: float32, float64, vector; the
-                                       * float32 and float64 tall products' */
+static const char *g_isa[PB_NCFG][7]; /* the families' ISAs: float32, float64, vector; the
+                                       * float32 and float64 tall products', and small-k
+                                       * products' */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 /* Family f32 of table t from table s: the GEMM, its kernels, dense's activations. */
@@ -144,7 +150,9 @@ static void build(void) {
         g_isa[i][2] = vec;
         g_runs[i] = pb_arch_supported(f32) && pb_arch_supported(f64) && pb_arch_supported(vec) &&
                     (c->isa_tall_f32 == NULL || pb_arch_supported(c->isa_tall_f32)) &&
-                    (c->isa_tall_f64 == NULL || pb_arch_supported(c->isa_tall_f64));
+                    (c->isa_tall_f64 == NULL || pb_arch_supported(c->isa_tall_f64)) &&
+                    (c->isa_small_k_f32 == NULL || pb_arch_supported(c->isa_small_k_f32)) &&
+                    (c->isa_small_k_f64 == NULL || pb_arch_supported(c->isa_small_k_f64));
         pb_arch_t *t = &g_tables[i];
         *t = *isa_table(vec);
         PB_TAKE_FAMILY(t, isa_table(f32), f32);
@@ -165,6 +173,12 @@ static void build(void) {
         t->tall_f64 = c->isa_tall_f64 != NULL ? isa_table(c->isa_tall_f64) : NULL;
         g_isa[i][3] = c->isa_tall_f32 != NULL ? c->isa_tall_f32 : f32;
         g_isa[i][4] = c->isa_tall_f64 != NULL ? c->isa_tall_f64 : f64;
+        t->small_k_f32 = c->isa_small_k_f32 != NULL ? isa_table(c->isa_small_k_f32) : NULL;
+        t->small_k_f64 = c->isa_small_k_f64 != NULL ? isa_table(c->isa_small_k_f64) : NULL;
+        t->blk_f32.small_k = t->small_k_f32 != NULL ? c->small_k_f32 : 0;
+        t->blk_f64.small_k = t->small_k_f64 != NULL ? c->small_k_f64 : 0;
+        g_isa[i][5] = c->isa_small_k_f32 != NULL ? c->isa_small_k_f32 : f32;
+        g_isa[i][6] = c->isa_small_k_f64 != NULL ? c->isa_small_k_f64 : f64;
     }
 }
 
@@ -259,7 +273,7 @@ int pb_set_arch(const char *name) {
 
 const char *pb_cpu_kernels(const char *name, int family) {
     const int i = name == NULL ? cfg_index(pb_get_cpu()) : cfg_index(name);
-    if (i < 0 || family < 0 || family > 4) return NULL;
+    if (i < 0 || family < 0 || family > 6) return NULL;
     (void)pthread_once(&g_once, build);
     return g_isa[i][family];
 }
@@ -272,9 +286,9 @@ int pb_gemm_blocks(ptrdiff_t *blk, const char *name, int elem_bytes) {
     const pb_blocks_t *b = elem_bytes == 4 ? &t->blk_f32 : &t->blk_f64;
     const int has_dot = elem_bytes == 4 ? t->dot_f32 != NULL : t->dot_f64 != NULL;
     const int has_atb = elem_bytes == 4 ? t->atb_f32 != NULL : t->atb_f64 != NULL;
-    const ptrdiff_t v[12] = {b->mr, b->nr, b->mc, b->kc, b->nc, b->tw, b->tj, b->tm,
+    const ptrdiff_t v[13] = {b->mr, b->nr, b->mc, b->kc, b->nc, b->tw, b->tj, b->tm,
                              has_dot ? b->dot_m : 0, has_atb ? b->atb_m : 0,
-                             (ptrdiff_t)b->tt_msplit, b->atb_copy};
+                             (ptrdiff_t)b->tt_msplit, b->atb_copy, b->small_k};
     memcpy(blk, v, sizeof v);
     return PB_OK;
 }

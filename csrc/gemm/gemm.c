@@ -47,13 +47,15 @@
 #undef T
 #undef SFX
 
-int pb_gemm_path(int *path, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t rsa,
-                 ptrdiff_t csa, ptrdiff_t rsb, ptrdiff_t csb, int beta, int elem_bytes) {
+int pb_gemm_path(int *path, int *family, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                 ptrdiff_t rsa, ptrdiff_t csa, ptrdiff_t rsb, ptrdiff_t csb, int beta,
+                 int elem_bytes) {
     if (m < 1 || n < 1 || k < 0 || (beta != 0 && beta != 1) ||
         (elem_bytes != 4 && elem_bytes != 8))
         return PB_ERR_ARG;
     const pb_arch_t *arch = pb_arch();
-    *path = elem_bytes == 4 ? pb_gemm_path_f32(arch, m, n, k, rsa, csa, rsb, csb, beta)
-                            : pb_gemm_path_f64(arch, m, n, k, rsa, csa, rsb, csb, beta);
+    *path = elem_bytes == 4
+                ? pb_gemm_path_f32(arch, family, m, n, k, rsa, csa, rsb, csb, beta)
+                : pb_gemm_path_f64(arch, family, m, n, k, rsa, csa, rsb, csb, beta);
     return PB_OK;
 }

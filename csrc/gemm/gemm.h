@@ -169,12 +169,12 @@ int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int b_t
  * applied on the last K panel. bias (length n) may be NULL. Each takes the kernel table its
  * caller read once for the whole call (arch/arch.h). */
 struct pb_arch_s;
-int pb_gemm_path_f32(const struct pb_arch_s *arch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-                     ptrdiff_t rsa, ptrdiff_t csa,
-                     ptrdiff_t rsb, ptrdiff_t csb, int beta);
-int pb_gemm_path_f64(const struct pb_arch_s *arch, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-                     ptrdiff_t rsa, ptrdiff_t csa,
-                     ptrdiff_t rsb, ptrdiff_t csb, int beta);
+int pb_gemm_path_f32(const struct pb_arch_s *arch, int *family, ptrdiff_t m, ptrdiff_t n,
+                     ptrdiff_t k, ptrdiff_t rsa, ptrdiff_t csa, ptrdiff_t rsb, ptrdiff_t csb,
+                     int beta);
+int pb_gemm_path_f64(const struct pb_arch_s *arch, int *family, ptrdiff_t m, ptrdiff_t n,
+                     ptrdiff_t k, ptrdiff_t rsa, ptrdiff_t csa, ptrdiff_t rsb, ptrdiff_t csb,
+                     int beta);
 int pb_gemm_epi_f32(const struct pb_arch_s *arch, float *c, ptrdiff_t ldc, const float *a,
                     ptrdiff_t rsa, ptrdiff_t csa,
                     const float *b, ptrdiff_t rsb, ptrdiff_t csb, ptrdiff_t m, ptrdiff_t n,
