@@ -28,7 +28,7 @@ _LD = np.longdouble
 # 0.15 to spare (the scalar path rounds a long double evaluation once: 0.5 ulp).
 ULP_BOUNDS = {
     ("gelu", np.float32): (0.6, 0.6), ("gelu", np.float64): (4.0, 4.0),
-    ("gelu_tanh", np.float32): (0.6, 0.6), ("gelu_tanh", np.float64): (3.0, 5.0),
+    ("gelu_tanh", np.float32): (0.6, 0.6), ("gelu_tanh", np.float64): (3.0, 4.5),
     ("silu", np.float32): (0.6, 0.6), ("silu", np.float64): (2.5, 3.0),
 }
 
