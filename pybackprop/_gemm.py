@@ -9,6 +9,7 @@ column stride. Not part of the public API; it does no conversion.
 import numpy as np
 
 from ._core import F32, F64, check_status, ffi, lib
+from ._runtime import FAMILIES
 
 _PTR = {F32: "float *", F64: "double *"}
 
@@ -66,10 +67,6 @@ def blocks(cpu, dtype):
 PATHS = {lib.PB_GEMM_PACKED: "packed", lib.PB_GEMM_GEMV: "gemv", lib.PB_GEMM_DOT: "dot",
          lib.PB_GEMM_TT: "tt", lib.PB_GEMM_OUTER: "outer",
          lib.PB_GEMM_ATB: "atb"}
-
-
-FAMILIES = ("float32 gemm", "float64 gemm", "vector", "float32 tall", "float64 tall",
-            "float32 small k", "float64 small k")
 
 
 def path(a, b, beta=0, family=False):

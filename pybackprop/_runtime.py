@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 
-from . import _gemm
 from ._core import ffi, lib
 from ._version import __version__
 
@@ -87,9 +86,14 @@ def set_cpu(name):
         raise ValueError(f"cpu must be one of {available_cpus()} on this CPU, got {name!r}")
 
 
+# The kernel families of pb_cpu_kernels, by index: cpu_info()["kernels"]'s keys.
+FAMILIES = ("float32 gemm", "float64 gemm", "vector", "float32 tall", "float64 tall",
+            "float32 small k", "float64 small k")
+
+
 def _kernels(name):
     out = {}
-    for fam, what in enumerate(_gemm.FAMILIES):
+    for fam, what in enumerate(FAMILIES):
         isa = lib.pb_cpu_kernels(name.encode(), fam)
         out[what] = ffi.string(isa).decode()
     return out

@@ -352,10 +352,9 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
          * kernel): dz is never stored; each GEMM forms it while packing its A, or dw block \
          * by block (pb_gemm_prod_*: the same values, by pb_dz_rows_*), and dw's packing sums \
          * db (each column in row order, as the pass below). */                             \
-        int fam_;                                                                          \
         if (dw != NULL && dx != NULL && B * N >= PB_DZ_PAR_MIN && K > 0 &&                 \
-            forms_dz(pb_gemm_path_##SFX(arch, &fam_, N, K, B, 1, N, K, 1, beta)) &&        \
-            pb_gemm_path_##SFX(arch, &fam_, B, K, N, N, 1, K, 1, beta) == PB_GEMM_PACKED)  \
+            forms_dz(pb_gemm_path_##SFX(arch, NULL, N, K, B, 1, N, K, 1, beta)) &&         \
+            pb_gemm_path_##SFX(arch, NULL, B, K, N, N, 1, K, 1, beta) == PB_GEMM_PACKED)   \
             return dense_backward_fused_##SFX(arch, dx, dw, db, dy, x, w, y, B, K, N, act, slope, \
                                               accumulate, tasks);                           \
         /* identity: dz is dy itself, no copy */                                           \

@@ -101,10 +101,9 @@ class _Fused(torch.optim.Optimizer):
                 if ct is None or not plain(step, step.dtype) or step.numel() != 1:
                     return None
                 count = _cast(ct, step.data_ptr())
-                v = count[0]
-                if not (0 <= v <= MAX_STEPS and v == int(v)):  # (NaN fails the range test)
+                taken = _whole_steps(count[0])
+                if taken is None:
                     return None
-                taken = int(v)
                 counts.append(count)
                 for n in names:
                     s = st.get(n)
@@ -240,14 +239,20 @@ def _advance(steps):
         torch._foreach_add_(rest, 1.0)
 
 
+def _whole_steps(v):
+    """v as an int if it is a whole number in [0, MAX_STEPS], else None (NaN and inf fail
+    the range test)."""
+    return int(v) if 0 <= v <= MAX_STEPS and v == int(v) else None
+
+
 def _steps_taken(st, i):
     """The step count of a parameter's state: a one-element tensor (torch.optim's layout)
     holding a whole number in [0, 2**62]; ValueError naming the parameter otherwise."""
     step = st.get("step")
     if isinstance(step, torch.Tensor) and step.numel() == 1 and step.is_cpu:
-        v = step.item()
-        if 0 <= v <= MAX_STEPS and v == int(v):  # (NaN and inf fail the range test)
-            return int(v)
+        taken = _whole_steps(step.item())
+        if taken is not None:
+            return taken
     raise ValueError(f"state 'step' of param {i} must be a one-element CPU tensor holding the "
                      f"steps taken, a whole number in [0, 2**62]; got {step!r}")
 
