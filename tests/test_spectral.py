@@ -736,12 +736,14 @@ def test_power_iteration_answers_ctrl_c():
     """n_iters = 2**31 - 1 on a 64 x 64 matrix (about an hour of work) stops within seconds
     of SIGINT with KeyboardInterrupt, u and v left unit vectors. In a child process, under
     a deadline (past 60 s the child prints every thread's stack and exits: the failure's
-    message then says where it was)."""
+    message then says where it was). The child installs Python's SIGINT handler itself:
+    Python leaves SIGINT ignored when it starts ignored (a suite run in the background)."""
     import subprocess
     import sys
     code = (
         "import faulthandler, os, signal, threading, time, numpy as np, pybackprop as pb\n"
         "faulthandler.dump_traceback_later(60, exit=True)\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "w = np.random.default_rng(0).standard_normal((64, 64))\n"
         "u = np.full(64, 0.125); v = np.full(64, 0.125)\n"
         "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
