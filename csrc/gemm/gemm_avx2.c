@@ -41,7 +41,7 @@ static inline __attribute__((target(TARGET), always_inline)) __m256d pb_bfly_f64
     return h ? _mm256_permute2f128_pd(a, b, 0x31) : _mm256_permute2f128_pd(a, b, 0x20);
 }
 
-/* ---- float32's gelu, gelu_tanh and silu in float64 lanes (simd/vmath_wide.inc) ---- */
+/* ---- float32's gelu_tanh and silu in float64 lanes (simd/vmath_wide.inc) ----------- */
 #include "simd/vec_avx2_f64.h"
 #define FNAME(stem) PB_CAT(PB_CAT(pb_vw, stem), _avx2)
 #include "simd/vmath_wide.inc"

@@ -19,7 +19,7 @@
 #define ATB_MR 8 /* the A^T B kernel: up to ATB_MR x ATB_NV accumulators */
 #define ATB_NV 3
 
-/* ---- float32's gelu, gelu_tanh and silu in float64 lanes (simd/vmath_wide.inc) ---- */
+/* ---- float32's gelu_tanh and silu in float64 lanes (simd/vmath_wide.inc) ----------- */
 #include "simd/vec_avx512_f64.h"
 #define FNAME(stem) PB_CAT(PB_CAT(pb_vw, stem), _avx512)
 #include "simd/vmath_wide.inc"

@@ -30,6 +30,14 @@
 #define VNARROW(lo, hi) _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo))
 #define VWIDE(stem) PB_CAT(PB_CAT(pb_vw, stem), _avx2)
 #define VHMAX(v) pb_hmax_f32_avx2(v)
+/* int32 lanes; t[i & 15] per lane: both halves of t permuted, bit 3 of i (moved to the sign
+ * bit) picks one */
+#define VINT __m256i
+#define VCVTI(v) _mm256_cvtps_epi32(v)
+#define VLOOKUP16(t, i)                                                                \
+    _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(t), i),                  \
+                     _mm256_permutevar8x32_ps(_mm256_loadu_ps((t) + 8), i),            \
+                     _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)))
 /* lane masks: the first n lanes */
 #define MASK_T __m256i
 #define VMASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))

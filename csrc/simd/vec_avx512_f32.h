@@ -34,6 +34,10 @@
         _mm256_castps_pd(_mm512_cvtpd_ps(hi)), 1))
 #define VWIDE(stem) PB_CAT(PB_CAT(pb_vw, stem), _avx512)
 #define VHMAX(v) _mm512_reduce_max_ps(v)
+/* int32 lanes; t[i & 15] per lane (one permute across the 16 lanes) */
+#define VINT __m512i
+#define VCVTI(v) _mm512_cvtps_epi32(v)
+#define VLOOKUP16(t, i) _mm512_permutexvar_ps(i, _mm512_loadu_ps(t))
 #define MASK_T __mmask16
 #define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
 #define VLOADM(p, mk) _mm512_maskz_loadu_ps(mk, p)

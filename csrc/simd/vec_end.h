@@ -13,6 +13,8 @@
  *   VRELU VLEAKY                 max(0, v); v < 0 ? v s : v
  *   VSCALE(p, n) VSCALE_NEG(p, n)  p 2^n rounded once (n <= 0 for VSCALE_NEG)
  *   VWIDE_LO VWIDE_HI VNARROW VWIDE   float32 only: float64 lanes (vmath_wide.inc)
+ *   VINT VCVTI(v) VLOOKUP16(t, i)     float32 only: int32 lanes, v rounded to them (to
+ *                                nearest), t[i & 15] per lane from a table of 16 floats
  */
 #undef VL
 #undef VEC
@@ -62,3 +64,6 @@
 #undef VWIDE_HI
 #undef VNARROW
 #undef VWIDE
+#undef VINT
+#undef VCVTI
+#undef VLOOKUP16
