@@ -36,12 +36,12 @@ GAUSS = {f: (lambda a, f=f: f(a) * mp.exp(-a * a / 2)) for f in FUNCTIONS.values
 SCALE.update({GAUSS[f]: (lambda a, f=f: SCALE[f](a) * mp.exp(-a * a / 2)) for f in FUNCTIONS.values()})
 
 
-def fit(x, f, fixed):
-    """Coefficients of degree DEGREE (the first len(fixed) given) minimising max |p/f - 1|."""
+def fit(x, f, sc, fixed):
+    """Coefficients of degree DEGREE (the first len(fixed) given) minimising max |p - f| / sc."""
     v = np.vander(x, DEGREE + 1, increasing=True)
     nf = len(fixed)
-    b = (f - v[:, :nf] @ np.array(fixed, dtype=float)) / np.abs(f)
-    a = v[:, nf:] / np.abs(f)[:, None]
+    b = (f - v[:, :nf] @ np.array(fixed, dtype=float)) / sc
+    a = v[:, nf:] / sc[:, None]
     w = np.ones(len(x))
     for _ in range(40):
         c = np.linalg.lstsq(a * np.sqrt(w)[:, None], b * np.sqrt(w), rcond=None)[0]
@@ -58,11 +58,12 @@ def piece(fun, k):
     n = 240
     x = (lo + hi) / 2 + (hi - lo) / 2 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
     f = np.array([float(fun(mp.mpf(k) + mp.mpf(t))) for t in x])
+    sc = np.array([float(SCALE[fun](mp.mpf(k) + mp.mpf(t))) for t in x])
     fixed = []
     if fun is GAUSS[FUNCTIONS["m"]]:
         fixed = [0.0]
     while len(fixed) <= DEGREE:
-        c = fit(x, f, fixed)
+        c = fit(x, f, sc, fixed)
         # the constant term stays a float64 (kept as two float32s, hi + lo), the others float32
         fixed.append(c[0] if not fixed else float(np.float32(c[len(fixed)])))
     c0_hi = float(np.float32(fixed[0]))
@@ -70,10 +71,10 @@ def piece(fun, k):
     fixed[0] = c0_hi + c0_lo
     grid = np.linspace(lo, hi, 2001)
     ref = np.array([float(fun(mp.mpf(k) + mp.mpf(t))) for t in grid])
-    scale = np.array([float(SCALE[fun](mp.mpf(k) + mp.mpf(t))) for t in grid])
+    sg = np.array([float(SCALE[fun](mp.mpf(k) + mp.mpf(t))) for t in grid])
     got = np.polyval(np.array(fixed[::-1]), grid)
-    keep = scale != 0
-    return [c0_hi, c0_lo] + fixed[1:], float(np.max(np.abs(got[keep] - ref[keep]) / scale[keep]))
+    keep = sg != 0
+    return [c0_hi, c0_lo] + fixed[1:], float(np.max(np.abs(got[keep] - ref[keep]) / sg[keep]))
 
 
 def _c(v):
