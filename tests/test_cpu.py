@@ -177,3 +177,35 @@ def test_blocks_of_the_active_configuration():
         _gemm.blocks("no-such-cpu", np.float32)
     with pytest.raises(ValueError, match="cpu must be one of"):
         pybackprop.set_cpu(3)
+
+
+def test_dispatch_and_build_info(threads):
+    """available_cpus has the portable configuration and set_cpu round-trips; set_arch
+    caps the instruction set (its configuration's highest ISA is the one asked for on this
+    CPU); set_num_threads round-trips; build_info and cpu_info have their keys."""
+    cpus = pybackprop.available_cpus()
+    assert "generic" in cpus and pybackprop.get_cpu() in cpus
+    archs = pybackprop.available_archs()
+    assert archs[0] == "ref" and pybackprop.get_arch() in archs
+    saved = pybackprop.get_cpu()
+    try:
+        for c in cpus:
+            pybackprop.set_cpu(c)
+            assert pybackprop.get_cpu() == c and pybackprop.build_info()["cpu"] == c
+            assert pybackprop.get_arch() == max(pybackprop.cpu_info()["kernels"].values(),
+                                                key=archs.index)
+        for a in archs:
+            pybackprop.set_arch(a)
+            assert pybackprop.get_arch() == a
+            assert pybackprop.build_info()["arch"] == a
+        with pytest.raises(ValueError, match="cpu must be one of"):
+            pybackprop.set_cpu("no-such-cpu")
+    finally:
+        pybackprop.set_cpu(saved)
+    info = pybackprop.build_info()
+    assert {"version", "compiler", "cflags", "cpu", "cpu_reason", "arch", "openmp",
+            "num_threads"} <= set(info)
+    threads(1)
+    assert pybackprop.get_num_threads() == 1
+    threads(2)
+    assert pybackprop.get_num_threads() == (2 if info["openmp"] else 1)

@@ -3,8 +3,8 @@ in the fused dense layer and the elementwise kernels: the forward's ``preact=`` 
 backward's ``preact=`` input, parity with pybackprop.reference on every CPU configuration,
 dtype and awkward shape, the bits of the fused dz against a stored one, thread-count
 independence, gradients by finite differences, special values and the error contract.
-The other activations: test_dense.py. Tolerances: pybackprop/_bounds.py (PREACT_ELEM_C);
-the elementwise ulp table: test_activation_ulp.py.
+The other activations: test_dense.py, test_activation.py. Tolerances: pybackprop/_bounds.py
+(PREACT_ELEM_C); the elementwise ulp table: test_activation_ulp.py.
 """
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from pybackprop import reference as ref
 from pybackprop._bounds import activation_bounds, backward_bounds, forward_bound, up
 
 from _helpers import assert_bitwise, assert_within
-from test_dense import SHAPES, THREAD_SHAPES, make_dense  # the shapes every path meets
+from _dense_cases import SHAPES, THREAD_SHAPES, make_dense  # the shapes every path meets
 
 KINDS = pybackprop.PREACT_ACTIVATIONS
 DTYPES = (np.float32, np.float64)
@@ -179,7 +179,7 @@ def test_gradient_matches_finite_differences(kind, rng):
         dx, dw, db = pybackprop.dense_backward(r, x, w, activation=kind, preact=z)
         return float((r * y).sum()), [dx, dw, db]
 
-    # central differences, step 1e-6: truncation ~1e-13, roundoff ~1e-10 (test_dense.py)
+    # central differences, step 1e-6: truncation ~1e-13, roundoff ~1e-10 (_dense_cases.py)
     assert max(pybackprop.gradcheck(fn, [x, w, b])) < 1e-6
 
 

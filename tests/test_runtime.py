@@ -31,8 +31,9 @@ from pybackprop._core import lib
 from pybackprop._gemm import gemm
 from test_concurrency import _assert_subnormals_survive, _kernel_set
 from _helpers import assert_bitwise, assert_within
-from test_dense import backward_bounds, forward_bound, reference_backward, reference_forward
-from pybackprop._bounds import EPS64, MSE_GRAD_C, MSE_LOSS_C, lipschitz
+from pybackprop._bounds import (EPS64, MSE_GRAD_C, MSE_LOSS_C, backward_bounds, forward_bound,
+                                lipschitz)
+from _dense_cases import reference_backward, reference_forward
 
 DTYPES = (np.float32, np.float64)
 ACTIVATIONS = ref.ACTIVATIONS
@@ -76,8 +77,8 @@ needs_flush = pytest.mark.skipif(not X86, reason="no MXCSR: the mode is unsuppor
 #   most three such values, each sum either 0 or a multiple of its smaller operand's ulp. FTZ
 #   never acts, DAZ turns each subnormal input into the signed zero the reference gets, and
 #   the kernels perform the reference's IEEE operations in its order: BITWISE equal.
-# The tolerances of the exact arithmetic (GEMM_C, ELEM_C, MSE_*_C) are those of
-# tests/test_dense.py and tests/test_losses.py, whose bound functions are reused.
+# The tolerances of the exact arithmetic (GEMM_C, ELEM_C, MSE_*_C) are pybackprop/_bounds.py's,
+# as in the dense and loss tests.
 FLUSH_OP = 1.01
 FLUSH_ELEM = 4.0
 LIPSCHITZ = {k: lipschitz(k, SLOPE) for k in ref.ACTIVATIONS}
