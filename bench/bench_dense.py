@@ -47,22 +47,22 @@ What it does not do: tune anything, or fail on a slow result (targets are read b
 see the README); it exits non-zero only when a result is wrong or a call fails.
 """
 import argparse
-import math
 import os
 import sys
-
-from copy import copy as shallow_copy
 
 import numpy as np
 
 try:
-    from pybackprop._bench import _common, _dense_gelu
+    from pybackprop._bench import (_common, _dense_gelu, _dense_markdown, _dense_problem,
+                                   _dense_tables)
 except ImportError:  # run as a script with a pybackprop that does not ship _bench
     import _common
     import _dense_gelu
+    import _dense_markdown
+    import _dense_problem
+    import _dense_tables
 
 import pybackprop
-from pybackprop import reference
 
 # (B, K, N): the README's target shapes, and a tall layer with few outputs (the dot-product kernel's
 # tall path in the forward; a backward that trails PyTorch, see the README)
@@ -74,14 +74,9 @@ SHAPES_LARGE = [(2048, 2048, 2048)]
 # should cost < 5% over relu).
 EXTRA_ACTS = ("sigmoid", "tanh")
 EXTRA_SHAPE = (1024, 1024, 1024)
-# The subnormal-input table: shape, activation, and the factor taking x into the subnormal
-# range (|x| < 4.5 sigma stays below np.finfo(dtype).tiny).
-SUBNORMAL_SHAPE = (512, 512, 512)
-SUBNORMAL_ACT = "relu"
-SUBNORMAL_SCALE = {"float32": 1e-40, "float64": 1e-310}
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "gelu",
                "gelu_tanh", "silu")
-PREACT = pybackprop.PREACT_ACTIVATIONS  # backward from the pre-activation z, not from y
+PREACT = _dense_problem.PREACT
 OPS = ("forward", "backward")
 
 COLUMNS = [
@@ -103,10 +98,6 @@ COLUMNS = [
 ]
 
 
-def _shape_text(shape):
-    return "x".join(str(d) for d in shape)
-
-
 def _parse_shape(text):
     parts = text.replace(",", "x").lower().split("x")
     try:
@@ -117,139 +108,6 @@ def _parse_shape(text):
         raise argparse.ArgumentTypeError(f"shape B x K x N expected (e.g. 256x1024x1024), "
                                          f"got {text!r}")
     return shape
-
-
-def flops(op, shape, need_dx=True):
-    """Floating-point operations of one call: 2BKN forward, 4BKN backward (2BKN per GEMM:
-    dw always, dx when needed). Activation, bias and db work is not counted."""
-    B, K, N = shape
-    if op == "forward":
-        return 2.0 * B * K * N
-    return (4.0 if need_dx else 2.0) * B * K * N
-
-
-class Problem:
-    """Inputs, reference results and output buffers of one (dtype, shape, activation).
-
-    Data are scaled so that every pre-activation is O(1): x, dy ~ N(0, 1), w ~ N(0, 1/K),
-    b ~ N(0, 0.1^2) (sigmoid/tanh neither saturate nor stay linear). For gelu, gelu_tanh and
-    silu the backward takes the pre-activation ``z`` (``preact=``) instead of ``y``.
-    """
-
-    def __init__(self, dtype, shape, act, slope, seed=0, buffers=False):
-        B, K, N = shape
-        rng = np.random.default_rng(seed)
-        self.dtype, self.shape, self.act, self.slope = np.dtype(dtype), shape, act, slope
-        self.buffers = buffers
-        self.x = rng.standard_normal((B, K)).astype(dtype)
-        self.w = (rng.standard_normal((N, K)) / math.sqrt(K)).astype(dtype)
-        self.b = (0.1 * rng.standard_normal(N)).astype(dtype)
-        self.dy = rng.standard_normal((B, N)).astype(dtype)
-        self.y = reference.dense_forward(self.x, self.w, self.b, activation=act,
-                                         negative_slope=slope)
-        self.z = reference.preactivation(self.x, self.w, self.b) if act in PREACT else None
-        self._grads = None  # the reference gradients, computed when first needed
-        self.y_out = np.empty_like(self.y)
-        self.z_out = np.empty_like(self.y)  # forward(preact=True)'s preact= buffer
-        self.dx_out = np.empty_like(self.x)
-        self.dw_out = np.empty_like(self.w)
-        self.db_out = np.empty_like(self.b)
-
-    def saved(self):
-        """dense_backward's (y, keywords): y, or None and preact=z for gelu/gelu_tanh/silu."""
-        kw = dict(activation=self.act, negative_slope=self.slope)
-        if self.act in PREACT:
-            return None, dict(kw, preact=self.z)
-        return self.y, kw
-
-    # -- the three implementations of each op, as zero-argument callables -----------------
-    def ours(self, op, preact=False):
-        """Ours; ``preact``: the forward also stores z into the ``z_out`` buffer."""
-        x, w, b, act, slope = self.x, self.w, self.b, self.act, self.slope
-        fwd, bwd = pybackprop.dense_forward, pybackprop.dense_backward
-        dy, (y, kw) = self.dy, self.saved()
-        if op == "forward":
-            y_out, z_out = self.y_out if self.buffers else None, self.z_out
-            if preact:
-                return lambda: fwd(x, w, b, activation=act, negative_slope=slope, out=y_out,
-                                   preact=z_out)
-            if y_out is None:
-                return lambda: fwd(x, w, b, activation=act, negative_slope=slope)
-            return lambda: fwd(x, w, b, activation=act, negative_slope=slope, out=y_out)
-        if not self.buffers:
-            return lambda: bwd(dy, x, w, y, **kw)
-        dx, dw, db = self.dx_out, self.dw_out, self.db_out
-        return lambda: bwd(dy, x, w, y, dx=dx, dw=dw, db=db, **kw)
-
-    def numpy(self, op):
-        x, w, b, kw = self.x, self.w, self.b, dict(activation=self.act,
-                                                   negative_slope=self.slope)
-        if op == "forward":
-            return lambda: reference.dense_forward(x, w, b, **kw)
-        dy, (y, kw) = self.dy, self.saved()
-        return lambda: reference.dense_backward(dy, x, w, y, **kw)
-
-    def torch_act(self, torch):
-        """The activation as a PyTorch user applies it."""
-        F, slope = torch.nn.functional, self.slope
-        return {
-            "identity": lambda z: z,
-            "relu": torch.relu,
-            "leaky_relu": lambda z: F.leaky_relu(z, slope),
-            "sigmoid": torch.sigmoid,
-            "tanh": torch.tanh,
-            "softplus": F.softplus,
-            "gelu": F.gelu,
-            "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
-            "silu": F.silu,
-        }[self.act]
-
-    def torch(self, op, torch):
-        F, act = torch.nn.functional, self.torch_act(torch)
-        x, w, b = (torch.from_numpy(a) for a in (self.x, self.w, self.b))
-        if op == "forward":
-            def fwd():
-                with torch.no_grad():
-                    return act(F.linear(x, w, b))
-            return fwd
-        x, w, b = (t.detach().requires_grad_() for t in (x, w, b))
-        y = act(F.linear(x, w, b))
-        dy = torch.from_numpy(self.dy)
-        grad = torch.autograd.grad
-        return lambda: grad(y, (x, w, b), dy, retain_graph=True)
-
-    # -- verification ----------------------------------------------------------------------
-    def verify(self, op, fn, who, preact=False):
-        """Run ``fn`` once and compare with the reference; raise AssertionError if off.
-        ``preact``: the forward's ``z_out`` buffer is checked too."""
-        if who == "ours":  # outputs prefilled with NaN: every element must be written
-            for a in (self.y_out, self.z_out, self.dx_out, self.dw_out, self.db_out):
-                a.fill(np.nan)
-        res = fn()
-        self.check(op, res, who)
-        if preact:
-            self.check("preact", self.z_out, who)
-
-    def check(self, op, res, who):
-        """Compare ``res`` (forward: y; "preact": z; backward: (dx, dw, db)) with the
-        reference; raise AssertionError if off."""
-        B, K, N = self.shape
-        name = f"{who} {op} {self.act} {self.dtype.name} {_shape_text(self.shape)}"
-        if op in ("forward", "preact"):
-            want = self.y if op == "forward" else self.z if self.z is not None else \
-                reference.preactivation(self.x, self.w, self.b)
-            _common.check_close(name + (" y" if op == "forward" else " z"), _as_numpy(res),
-                                want, self.dtype, K)
-            return
-        if self._grads is None:
-            y, kw = self.saved()
-            self._grads = reference.dense_backward(self.dy, self.x, self.w, y, **kw)
-        for part, got, want, n in zip(("dx", "dw", "db"), res, self._grads, (N, B, B)):
-            _common.check_close(f"{name} {part}", _as_numpy(got), want, self.dtype, n)
-
-
-def _as_numpy(a):
-    return a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
 
 
 def _ratio(theirs, ours, star=False):
@@ -304,7 +162,7 @@ def run_case(problem, op, threads, torch, timing, numpy_unmatched, runs=1, pinne
     switched to once per measurement (its calls run in it; the switch is not timed).
     """
     row = dict(op=op, act=problem.act, dtype=problem.dtype.name.replace("float", "f"),
-               threads=threads, shape=_shape_text(problem.shape))
+               threads=threads, shape=_dense_problem._shape_text(problem.shape))
     ok = True
     try:
         ours = problem.ours(op)
@@ -356,161 +214,17 @@ def run_case(problem, op, threads, torch, timing, numpy_unmatched, runs=1, pinne
                 row["cpu:" + best + "_us"] = min(row["cpu:" + best + "_us"], t)
             row["note"] = ((row.get("note") or "") + " rechecked").strip()
         row["auto_vs_best"] = _ratio(row["cpu:" + best + "_us"], t_auto)
-    row["gflops"] = flops(op, problem.shape) / row["ours_us"] * 1e-9
+    row["gflops"] = _dense_problem.flops(op, problem.shape) / row["ours_us"] * 1e-9
     row["peak_pct"] = _peak_pct(row["gflops"], problem.dtype, threads)
     row["vs_numpy"] = _ratio(row["numpy_us"], row["ours_us"], star=numpy_unmatched)
     row["vs_torch"] = _ratio(row.get("torch_us"), row["ours_us"])
     return row, ok
 
 
-EPILOGUE_COLUMNS = [
-    ("act", "act", "s"),
-    ("dtype", "dtype", "s"),
-    ("thr", "threads", "d"),
-    ("B x K x N", "shape", "s"),
-    ("ours us", "ours_us", _common.fmt_us),
-    ("over relu", "over_relu", "s"),
-    ("target", "target", "s"),
-]
-# Rounds of the epilogue table: the activations timed in turn this many times.
-EPILOGUE_ROUNDS = 5
-# The epilogue table: (shape, activations timed against relu there, the target cost over
-# relu in %). "<act>+z": also storing the pre-activation (preact=), as training runs them;
-# no target.
-EPILOGUE = [(EXTRA_SHAPE, EXTRA_ACTS + ("gelu", "gelu_tanh", "silu", "gelu+z", "silu+z"), 5),
-            ((256, 1024, 1024), ("gelu", "gelu_tanh", "silu", "gelu+z", "silu+z"), 10)]
-
-
-def run_epilogue(dtypes, threads, timing):
-    """The targets "sigmoid/tanh/gelu/silu within 5 % of relu at 1024^3, gelu/silu within
-    10 % at 256 x 1024 x 1024": at each shape of EPILOGUE our fused forward with relu and
-    each activation, verified, then timed in turn EPILOGUE_ROUNDS times (a shared host's
-    drifts, which move separate runs by more than 5 %, hit all of them alike), each keeping
-    its best median; printed with its cost over relu. Returns False if a result was wrong."""
-    _common.set_threads(threads)
-    rows, ok = [], True
-    for dt in dtypes:
-        for shape, acts, target in EPILOGUE:
-            row0 = dict(dtype=dt.name.replace("float", "f"), threads=threads,
-                        shape=_shape_text(shape))
-            fns, problems = {}, {}
-            for label in ("relu",) + acts:
-                act, preact = label.split("+")[0], label.endswith("+z")
-                if act not in problems:
-                    problems[act] = Problem(dt, shape, act, 0.01)
-                fn = problems[act].ours("forward", preact=preact)
-                try:
-                    problems[act].verify("forward", fn, "ours", preact=preact)
-                except AssertionError as e:
-                    rows.append(dict(row0, act=label, over_relu=f"FAIL {e}"))
-                    ok = False
-                    continue
-                fns[label] = fn
-            best = {}
-            for _ in range(EPILOGUE_ROUNDS):
-                for label, fn in fns.items():
-                    t = _common.measure(fn, **timing)
-                    best[label] = min(best.get(label, t), t)
-            for label, t in best.items():
-                over = "-" if label == "relu" or "relu" not in best else \
-                    f"{100.0 * (t / best['relu'] - 1.0):+.1f} %"
-                goal = None if label == "relu" or "+z" in label else f"<= +{target} %"
-                rows.append(dict(row0, act=label, ours_us=t, over_relu=over, target=goal))
-            del problems, fns
-    print(f"Fused epilogue: forward, ours only, the activations timed in turn "
-          f"{EPILOGUE_ROUNDS} times (best median each)")
-    _common.print_table(rows, EPILOGUE_COLUMNS)
-    print("  <act>+z: the forward also stores the pre-activation z into a preallocated "
-          "preact= buffer (what the backward of gelu, gelu_tanh, silu takes).")
-    return ok
-
-
-SUBNORMAL_COLUMNS = [
-    ("impl", "impl", "s"),
-    ("dtype", "dtype", "s"),
-    ("thr", "threads", "d"),
-    ("B x K x N", "shape", "s"),
-    ("normal us", "normal_us", _common.fmt_us),
-    ("subnormal us", "sub_us", _common.fmt_us),
-    ("slowdown", "slowdown", ".1f"),
-    ("note", "note", "s"),
-]
-
-
-def subnormal_rows(dtype, threads, torch, timing):
-    """The subnormal-input rows of one dtype: for each implementation the time of the
-    forward on the normal x and on x scaled into the subnormal range, and their ratio."""
-    kw = dict(activation=SUBNORMAL_ACT)
-    normal = Problem(dtype, SUBNORMAL_SHAPE, SUBNORMAL_ACT, 0.01)
-    normal.b = np.zeros_like(normal.b)   # zero bias: exact subnormal outputs stay visible
-    normal.y = reference.dense_forward(normal.x, normal.w, normal.b, **kw)
-    sub = shallow_copy(normal)           # same w, b and buffers; x subnormal
-    sub.x = normal.x * normal.dtype.type(SUBNORMAL_SCALE[normal.dtype.name])
-    assert np.all(np.abs(sub.x) < np.finfo(dtype).tiny), "x is not all subnormal"
-    exact_y = reference.dense_forward(sub.x, sub.w, sub.b, **kw)
-    flushed_y = reference.dense_forward(np.zeros_like(sub.x), sub.w, sub.b, **kw)
-    impls = [("pybackprop", "ours", pybackprop.set_flush_denormal, False),
-             ("pybackprop flush", "ours", pybackprop.set_flush_denormal, True),
-             ("numpy", "numpy", None, False)]
-    if torch is not None:
-        impls += [("torch", "torch", torch.set_flush_denormal, False),
-                  ("torch flush", "torch", torch.set_flush_denormal, True)]
-    saved_ours = pybackprop.get_flush_denormal()
-    rows, ok = [], True
-    for name, who, set_mode, mode in impls:
-        row = dict(impl=name, dtype=normal.dtype.name.replace("float", "f"), threads=threads,
-                   shape=_shape_text(SUBNORMAL_SHAPE))
-        try:
-            if set_mode is not None and not set_mode(mode):
-                raise RuntimeError("flush mode unsupported on this CPU")
-            sub.y = flushed_y if mode else exact_y   # what verify() compares with
-            fns = {}
-            for key, prob in (("normal_us", normal), ("sub_us", sub)):
-                fn = (prob.ours("forward") if who == "ours" else prob.numpy("forward")
-                      if who == "numpy" else prob.torch("forward", torch))
-                prob.verify("forward", fn, who)
-                fns[key] = fn
-            # flushed: every output is exactly 0 (relu(0)); exact: about half are subnormal
-            left = np.count_nonzero(_as_numpy(fns["sub_us"]())) / exact_y.size
-            if mode and left > 0:
-                if who == "ours":
-                    raise AssertionError(f"{left:.1%} of the outputs were not flushed")
-                row["note"] = f"{left:.0%} of outputs not flushed"
-            for key, fn in fns.items():
-                row[key] = _common.measure(fn, **timing)
-            row["slowdown"] = row["sub_us"] / row["normal_us"]
-        except Exception as e:  # a wrong result or a failing call: report, keep going
-            row["note"] = f"FAIL {type(e).__name__}: {e}"
-            ok = False
-        finally:
-            if set_mode is not None:
-                set_mode(saved_ours if set_mode is pybackprop.set_flush_denormal else False)
-        rows.append(row)
-    return rows, ok
-
-
 def run_train(dtypes, threads, torch, timing, args):
     """Print the gelu/silu training-step table (bench/_dense_gelu.py); False if wrong."""
-    return _dense_gelu.run_train(Problem, dtypes, threads, torch, timing, args.runs,
-                                 args.out)
-
-
-def run_subnormal(dtypes, threads, torch, timing):
-    """Print the subnormal-input table; returns False if a result was wrong or failed."""
-    _common.set_threads(threads, torch)
-    rows, all_ok = [], True
-    for dt in dtypes:
-        r, ok = subnormal_rows(dt, threads, torch, timing)
-        rows += r
-        all_ok = all_ok and ok
-    print(f"Subnormal inputs: forward {SUBNORMAL_ACT}, x scaled by "
-          f"{SUBNORMAL_SCALE['float32']:g} (f32) / {SUBNORMAL_SCALE['float64']:g} (f64) into "
-          f"the subnormal range; slowdown = subnormal time / normal time")
-    _common.print_table(rows, SUBNORMAL_COLUMNS)
-    print("  flush: pybackprop.set_flush_denormal(True) (FTZ/DAZ in every thread of our "
-          "kernels, restored after) / torch.set_flush_denormal(True) (the calling thread's "
-          "MXCSR only); flushed results verified against the reference on x = 0 (all 0).")
-    return all_ok
+    return _dense_gelu.run_train(_dense_problem.Problem, dtypes, threads, torch, timing,
+                                 args.runs, args.out)
 
 
 def build_parser():
@@ -636,7 +350,7 @@ def main(argv=None):
     epilogue = args.epilogue or (not args.quick and args.shapes is None)
     train = args.train or (not args.quick and args.shapes is None)
     if args.epilogue:
-        ok = run_epilogue(dtypes, max(thread_counts), timing)
+        ok = _dense_tables.run_epilogue(dtypes, max(thread_counts), timing)
         _common.set_threads(default_threads, torch)
         return 0 if ok else 1
     if args.train:
@@ -644,7 +358,7 @@ def main(argv=None):
         _common.set_threads(default_threads, torch)
         return 0 if ok else 1
     if args.subnormal:
-        ok = run_subnormal(dtypes, max(thread_counts), torch, timing)
+        ok = _dense_tables.run_subnormal(dtypes, max(thread_counts), torch, timing)
         _common.set_threads(default_threads, torch)
         return 0 if ok else 1
 
@@ -657,7 +371,8 @@ def main(argv=None):
             cases += extra
         for dt in dtypes:
             for act, shape in cases:
-                problem = Problem(dt, shape, act, args.negative_slope, buffers=args.out)
+                problem = _dense_problem.Problem(dt, shape, act, args.negative_slope,
+                                                 buffers=args.out)
                 for op in ops:
                     row, ok = run_case(problem, op, threads, torch, timing, numpy_unmatched,
                                        args.runs, pinned)
@@ -689,10 +404,10 @@ def main(argv=None):
               f"same code) (>= 0.95: within 5 %); a row more than 5 % behind is timed again, "
               f"the two in turn (note: rechecked).")
     if args.markdown:
-        _write_markdown(args.markdown, rows, shown_args, torch)
+        _dense_markdown.write_section(args.markdown, rows, shown_args, torch)
     if epilogue:
         print()
-        all_ok = run_epilogue(dtypes, max(thread_counts), timing) and all_ok
+        all_ok = _dense_tables.run_epilogue(dtypes, max(thread_counts), timing) and all_ok
         _common.set_threads(default_threads, torch)
     if train:
         print()
@@ -700,7 +415,7 @@ def main(argv=None):
         _common.set_threads(default_threads, torch)
     if subnormal:
         print()
-        all_ok = run_subnormal(dtypes, max(thread_counts), torch, timing) and all_ok
+        all_ok = _dense_tables.run_subnormal(dtypes, max(thread_counts), torch, timing) and all_ok
         _common.set_threads(default_threads, torch)
     if any(isinstance(r.get("vs_numpy"), str) and r["vs_numpy"].endswith("*")
            for r in rows):
@@ -725,65 +440,6 @@ def _parse_pinned(text):
     if bad:
         raise ValueError(f"--pinned: {bad} not among this CPU's configurations {runnable}")
     return names
-
-
-def _num(v):
-    """A ratio cell ("1.23", "1.23*") as a float; None for a missing one."""
-    try:
-        return float(str(v).rstrip("*"))
-    except ValueError:
-        return None
-
-
-def _summary_markdown(rows):
-    """The main table in brief: one line per operation and shape at the largest thread
-    count, float32 and float64 side by side, then the worst ratios over every row."""
-    top = max(r["threads"] for r in rows)
-    cells = {}
-    for r in rows:
-        if r["threads"] == top:
-            name = r["op"] if r["act"] == "relu" else f"{r['op']} {r['act']}"
-            cells.setdefault((name, r["shape"]), {})[r["dtype"]] = r
-    dts = sorted({r["dtype"] for r in rows})
-    head = ["op", "B x K x N"] + [f"{d} {c}" for d in dts
-                                  for c in ("us", "% peak", "x numpy", "x torch")]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "--:|" * (len(head) - 2)]
-    for (name, shape), by_dt in cells.items():
-        out = [name, shape]
-        for d in dts:
-            r = by_dt.get(d)
-            out += (["-"] * 4 if r is None else
-                    [_common.fmt_us(r["ours_us"]), f"{r['peak_pct']:.0f}",
-                     str(r.get("vs_numpy") or "-"), str(r.get("vs_torch") or "-")])
-        lines.append("| " + " | ".join(out) + " |")
-
-    def worst(key):
-        vals = [v for v in (_num(r.get(key)) for r in rows) if v is not None]
-        return f"{min(vals):.2f}" if vals else "-"
-    thr = sorted({r["threads"] for r in rows})
-    lines += ["", f"{top} thread(s) above. Worst over all {len(rows)} rows ({', '.join(map(str, thr))}"
-              f" thread(s), {', '.join(dts)}): x numpy {worst('vs_numpy')}, x torch "
-              f"{worst('vs_torch')}, automatic configuration / best pinned "
-              f"{worst('auto_vs_best')}."]
-    return "\n".join(lines)
-
-
-def _write_markdown(path, rows, shown_args, torch):
-    """A summary of the main table as markdown, in PATH's section for this CPU model and
-    configuration (the whole table: the bench's output, ``--save``)."""
-    import datetime
-    info = pybackprop.cpu_info()
-    model = _common.cpu_model()
-    cpu = pybackprop.get_cpu()
-    key = "bench-dense " + "".join(ch if ch.isalnum() else "-" for ch in f"{model} {cpu}")
-    head = (f"**{model}** (cpuid {info['vendor']} family {info['family']:#x} model "
-            f"{info['model']:#x}), configuration `{cpu}` (kernels: "
-            + ", ".join(f"{k} {v}" for k, v in info["kernels"].items())
-            + f"), {datetime.date.today().isoformat()}, numpy {np.__version__}, "
-            + (f"torch {torch.__version__}" if torch is not None else "no torch")
-            + f"; `python -m pybackprop bench dense {shown_args}`")
-    _common.write_markdown_section(path, key, head + "\n\n" + _summary_markdown(rows))
-    print(f"  markdown table written to {path} (section {key!r})")
 
 
 def _blas_default_threads():

@@ -3,7 +3,8 @@ ratios), and the gelu/silu rows run in tiny configurations (structure, not speed
 import numpy as np
 import pytest
 
-from pybackprop._bench import _common, _dense_gelu, bench_dense
+from pybackprop._bench import (_common, _dense_gelu, _dense_markdown, _dense_problem,
+                               _dense_tables, bench_dense)
 
 
 def _row(op, dtype, threads, shape, us, vs_numpy, vs_torch, auto, act="relu"):
@@ -16,7 +17,7 @@ def test_summary_pivots_the_top_thread_count_and_reports_the_worst_row():
             _row("forward", "f32", 2, "8x8x8", 4.0, "1.50", "3.00", "0.97"),
             _row("forward", "f64", 2, "8x8x8", 6.0, "1.20*", None, "1.02"),
             _row("forward", "f32", 2, "8x8x8", 9.0, "1.10", "1.30", "0.99", act="tanh")]
-    text = bench_dense._summary_markdown(rows)
+    text = _dense_markdown.summary(rows)
     lines = text.splitlines()
     assert lines[0].startswith("| op | B x K x N | f32 us |") and "f64 x torch" in lines[0]
     assert lines[2] == "| forward | 8x8x8 | 4.00 | 50 | 1.50 | 3.00 | 6.00 | 50 | 1.20* | - |"
@@ -34,8 +35,8 @@ def fast(monkeypatch):
     """measure() calls the function once and reports 1 ms; tiny shapes for the epilogue and
     training-step tables, two epilogue rounds."""
     monkeypatch.setattr(_common, "measure", lambda fn, **kw: (fn(), 1e-3)[1])
-    monkeypatch.setattr(bench_dense, "EPILOGUE_ROUNDS", 2)
-    monkeypatch.setattr(bench_dense, "EPILOGUE", [((8, 16, 24), ("gelu", "silu+z"), 5),
+    monkeypatch.setattr(_dense_tables, "EPILOGUE_ROUNDS", 2)
+    monkeypatch.setattr(_dense_tables, "EPILOGUE", [((8, 16, 24), ("gelu", "silu+z"), 5),
                                                   ((4, 8, 8), ("gelu_tanh",), 10)])
     monkeypatch.setattr(_dense_gelu, "TRAIN_SHAPES", [(8, 16, 24), (3, 5, 7)])
 
@@ -44,7 +45,7 @@ def fast(monkeypatch):
 @pytest.mark.parametrize("buffers", [False, True])
 def test_preact_problems_verify_ours_numpy_and_torch(act, buffers):
     """Backward from z (y unused); the forward's preact= buffer is checked when asked."""
-    p = bench_dense.Problem(np.float32, (5, 12, 7), act, 0.01, buffers=buffers)
+    p = _dense_problem.Problem(np.float32, (5, 12, 7), act, 0.01, buffers=buffers)
     assert p.saved()[0] is None and p.saved()[1]["preact"] is p.z
     for op in bench_dense.OPS:
         p.verify(op, p.ours(op), "ours")
@@ -60,7 +61,7 @@ def test_preact_problems_verify_ours_numpy_and_torch(act, buffers):
 
 
 def test_epilogue_rows_report_the_cost_over_relu_and_the_target(fast, capsys):
-    assert bench_dense.run_epilogue([np.dtype(np.float32)], 1, _common.TIMING_QUICK)
+    assert _dense_tables.run_epilogue([np.dtype(np.float32)], 1, _common.TIMING_QUICK)
     rows = _common.PRINTED[-1][1]
     assert [(r["shape"], r["act"]) for r in rows] == [
         ("8x16x24", "relu"), ("8x16x24", "gelu"), ("8x16x24", "silu+z"),
@@ -73,7 +74,7 @@ def test_epilogue_rows_report_the_cost_over_relu_and_the_target(fast, capsys):
 def test_train_rows_against_torch(fast, capsys):
     torch = _common.import_torch()
     for buffers in (False, True):
-        assert _dense_gelu.run_train(bench_dense.Problem, [np.dtype(np.float64)], 1, torch,
+        assert _dense_gelu.run_train(_dense_problem.Problem, [np.dtype(np.float64)], 1, torch,
                                      _common.TIMING_QUICK, buffers=buffers)
         rows = _common.PRINTED[-1][1]
         assert [(r["act"], r["shape"]) for r in rows] == [
@@ -91,7 +92,7 @@ def test_a_wrong_step_is_a_failed_train_row(fast, monkeypatch):
         step = right(p)
         return lambda: tuple(a * 2 for a in step())
     monkeypatch.setattr(_dense_gelu, "ours_step", wrong)
-    assert not _dense_gelu.run_train(bench_dense.Problem, [np.dtype(np.float32)], 1, None,
+    assert not _dense_gelu.run_train(_dense_problem.Problem, [np.dtype(np.float32)], 1, None,
                                      _common.TIMING_QUICK)
     assert all(r["note"].startswith("FAIL AssertionError") for r in _common.PRINTED[-1][1])
 
