@@ -248,6 +248,18 @@ def test_mode_on_leaves_no_thread_flushing(flush, threads):
             _assert_subnormals_survive(dt)
 
 
+@needs_flush
+def test_workers_born_in_flush_mode_do_not_keep_it():
+    """In a fresh process, the first kernel runs with the mode on and two threads (its team is
+    created then: a thread starts with its creator's MXCSR); with the mode off again, no
+    thread of the team holds FTZ or DAZ."""
+    code = ("import numpy as np, pybackprop as pb; from pybackprop._core import lib; "
+            "pb.set_num_threads(2); assert pb.set_flush_denormal(True); "
+            "x = np.ones((64, 64)); pb.dense_forward(x, x, activation='relu'); "
+            "assert pb.set_flush_denormal(False); print(lib.pb_probe_ftz_daz())")
+    assert _subprocess(code, None) == ["0"]
+
+
 def test_every_parallel_region_opens_an_fp_scope():
     """In the C sources (csrc/**/*.c, *.inc; probe.c measures the machine and is exempt), every
     `omp parallel` pragma is followed by a block whose first statement is PB_FP_SCOPE, and

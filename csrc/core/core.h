@@ -40,6 +40,13 @@ static inline int pb_team_size(void) { /* threads of the current team (1 outside
  * number then does nothing (all threads of a team see the same answer) and its caller runs
  * the work on one thread: shares left to absent threads would never be computed. */
 static inline int pb_team_is(int nt) { return pb_team_size() == nt; }
+static inline int pb_omp_level(void) { /* nested regions around us, active or not */
+#if PB_OMP
+    return omp_get_level();
+#else
+    return 0;
+#endif
+}
 static inline int pb_in_parallel(void) {
 #if PB_OMP
     return omp_in_parallel();
@@ -65,7 +72,11 @@ static inline int pb_in_parallel(void) {
  * of the team; a `parallel for` is written `parallel { PB_FP_SCOPE; for nowait }`). A nested
  * scope -- a kernel calling a kernel, the master thread inside its own region -- finds the
  * bits as the mode wants them and writes nothing; so does, with the mode off, every thread
- * whose MXCSR nobody changed (one read of MXCSR per scope). Where MXCSR does not govern the
+ * whose MXCSR nobody changed (one read of MXCSR per scope). A thread starts with its
+ * creator's MXCSR: before a scope outside any region turns the bits on, pb_fp_team_ready
+ * has the calling thread's OpenMP team created (an empty region of the thread count), so
+ * that no worker is born inside a kernel with the bits on -- it would find them as wanted,
+ * restore nothing, and keep flushing after the mode is off. Where MXCSR does not govern the
  * arithmetic (non-x86 builds, x87 maths) there is no mode: pb_set_flush_denormal(1) reports
  * it unsupported. */
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2_MATH__)
@@ -74,10 +85,12 @@ static inline int pb_in_parallel(void) {
 #define PB_MXCSR_FTZ_DAZ 0x8040u    /* bit 15 flush-to-zero, bit 6 denormals-are-zero */
 #define PB_MXCSR_FLAGS 0x003Fu      /* the sticky exception flags */
 #define PB_FP_UNTOUCHED 0xFFFFFFFFu /* never a saved MXCSR (its bits 16-31 are reserved 0) */
+void pb_fp_team_ready(void); /* core/runtime.c */
 static inline unsigned pb_fp_enter(void) {
     const unsigned want = pb_get_flush_denormal() ? PB_MXCSR_FTZ_DAZ : 0u;
     const unsigned old = _mm_getcsr();
     if ((old & PB_MXCSR_FTZ_DAZ) == want) return PB_FP_UNTOUCHED;
+    if (want != 0u && pb_omp_level() == 0) pb_fp_team_ready();
     _mm_setcsr((old & ~PB_MXCSR_FTZ_DAZ) | want);
     return old;
 }

@@ -126,6 +126,21 @@ int pb_get_flush_denormal(void) {
     return atomic_load_explicit(&g_flush, memory_order_relaxed);
 }
 
+/* The calling thread's OpenMP team, as many threads as a kernel's region may ask for, created
+ * while this thread's MXCSR is still the caller's (PB_FP_SCOPE, core/core.h); a team that
+ * exists already is reused, so this is one empty region per kernel with the mode on. */
+#if PB_HAVE_MXCSR
+void pb_fp_team_ready(void) {
+#if PB_OMP
+    const int nt = pb_get_num_threads();
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        PB_FP_SCOPE;
+    }
+#endif
+}
+#endif
+
 int pb_set_flush_denormal(int mode) {
     if (mode && !pb_flush_supported()) return 0;
     atomic_store(&g_flush, mode ? 1 : 0);
