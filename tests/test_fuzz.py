@@ -1,4 +1,6 @@
-"""Fuzzing of every public kernel function with hypothesis.
+"""Fuzzing of the dense kernels (dense_forward, dense_backward, activation,
+activation_backward) and of the argument checks of every public kernel function with
+hypothesis.
 
 Each example draws shapes (0 and 1 included), a dtype, a value regime (normal, denormal,
 NaN/Inf, huge), a memory layout per input (C, Fortran, strided, negative stride, misaligned
@@ -9,147 +11,34 @@ shape, option or overlap) naming the argument, with every output buffer and ever
 argument left bit for bit untouched.
 
 The number of examples comes from the hypothesis profile in conftest.py ("default" for CI,
-PYBACKPROP_HYPOTHESIS_PROFILE=thorough for long runs). Oracles:
+PYBACKPROP_HYPOTHESIS_PROFILE=thorough for long runs). The tolerances follow the error model
+in _fuzz_cases.py. Oracles:
   - dense: x @ w.T + b in long double (64-bit mantissa on x86-64), checked where it can be
     judged exactly: NaN exactly where the exact result is NaN, the exact infinity (through
-    the activation) where it is infinite, and the GEMM error bound below elsewhere, as long
+    the activation) where it is infinite, and the GEMM error bound elsewhere, as long
     as no partial sum can overflow the tested dtype (huge inputs: only those elements).
-  - elementwise kernels, losses, spectral norm, optimizers: pybackprop.reference in the
-    tested dtype (the specification), NaN and Inf positions equal.
+  - activation, activation_backward: pybackprop.reference in the tested dtype (the
+    specification), NaN and Inf positions equal.
 """
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 import pybackprop
 from pybackprop import optim, reference
 
 from conftest import ARCHS  # the CPU configurations under test
-DTYPES = (np.float32, np.float64)
+from _fuzz_cases import (DIM, DTYPES, ELEM_C, FUZZ, GEMM_C, LAYOUTS, MODES, SEED, SHAPES,
+                         TINY_C, _eps, _is_array, assert_close, call_dtype, layout,
+                         sentinel_like, values, with_arch)
+
 KINDS = pybackprop.ACTIVATIONS
 # the backward oracles here take the output y; the kinds differentiated from z have their
 # layouts and special values in test_dense_preact.py and their ulp table in
 # test_activation_ulp.py
 Y_KINDS = tuple(k for k in KINDS if k not in pybackprop.PREACT_ACTIVATIONS)
-LAYOUTS = ("c", "f", "strided", "negative", "misaligned", "list")
-MODES = ("normal", "denormal", "special", "huge")
-DIM = st.one_of(st.integers(0, 4), st.sampled_from([7, 9, 17, 33]))
-SEED = st.integers(0, 2**32 - 1)
 # Bad values put in place of one argument.
 BAD = ("none", "str", "object", "complex", "float16", "3d", "scalar", "mixed", "shape")
-
-# ---- error model (every tolerance of this module) ----------------------------------------
-# A sum of n terms in any order, with or without FMA: |fl(s) - s| <= gamma_n sum|terms|,
-# gamma_n <= 1.01 n u (Higham, Lemma 3.1), u = eps / 2; the long double oracle adds nothing
-# measurable. GEMM_C = 1.01 per addend in eps (covers ours; the oracle's is ~2^-11 of it).
-# Elementwise functions (exp, log1p, tanh in C and numpy): <= 4 eps each side: ELEM_C = 8.
-# Underflow: each product or elementary function may lose up to one smallest subnormal:
-# absolute floor TINY_C * (n + 1) * smallest_subnormal, plus TINY_C * tiny for results at
-# the underflow threshold (sigmoid(-100) in float32 is subnormal).
-# Losses: ours adds terms in order inside fixed blocks (in double: for float64 inputs a
-# recursive sum, gamma_n <= GEMM_C n eps), the reference pairwise (less): GEMM_C (n + 1) eps
-# relative to the sum of the (non-negative) terms, plus ELEM_C eps for each term's own
-# exp/log1p rounding.
-GEMM_C = 1.01
-ELEM_C = 8.0
-TINY_C = 8.0
-
-FUZZ = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def _eps(dtype):
-    return float(np.finfo(dtype).eps)
-
-
-def values(rng, shape, dtype, mode):
-    """Random values of ``dtype`` in one of the regimes of MODES."""
-    fi = np.finfo(dtype)
-    a = rng.standard_normal(shape).astype(dtype)
-    if a.size == 0:
-        return a
-    pick = rng.random(shape)
-    if mode == "denormal":
-        den = (rng.standard_normal(shape) * float(fi.tiny) / 7).astype(dtype)
-        a = np.where(pick < 0.4, den, a)
-        a = np.where(pick > 0.9, dtype(0) * np.sign(a), a)   # +0 and -0
-    elif mode == "special":
-        spec = np.array([np.nan, np.inf, -np.inf], dtype)[rng.integers(0, 3, shape)]
-        a = np.where(pick < 0.15, spec, a)
-    elif mode == "huge":
-        huge = (np.sign(a) * float(fi.max) * rng.uniform(0.25, 1, shape)).astype(dtype)
-        a = np.where(pick < 0.3, huge, a)
-    return a.astype(dtype)
-
-
-def layout(a, kind, rng=None):
-    """The values of ``a`` in the memory layout ``kind`` (equal elementwise)."""
-    if kind == "c":
-        return np.array(a, order="C")
-    if kind == "f":
-        return np.array(a, order="F")
-    if kind == "strided":
-        big = np.zeros(a.shape + (2,), a.dtype)
-        big[..., 0] = a
-        return big[..., 0]
-    if kind == "negative":
-        flip = np.array(a[(slice(None, None, -1),) * a.ndim], order="C")
-        return flip[(slice(None, None, -1),) * a.ndim]
-    if kind == "misaligned":
-        buf = np.zeros(a.nbytes + a.itemsize + 3, np.uint8)
-        off = 1 + 2 * int(rng.integers(0, 2)) if rng is not None else 1
-        view = buf[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
-        view[...] = a
-        assert not view.flags.aligned or a.size == 0
-        return view
-    if kind == "list":
-        # a nested list cannot hold a shape such as (0, 3); those stay arrays
-        return a.tolist() if np.array(a.tolist()).shape == a.shape else a
-    raise AssertionError(kind)
-
-
-def _is_array(a):
-    return isinstance(a, np.ndarray)
-
-
-def call_dtype(dtype, *inputs):
-    """The dtype a call computes in: that of its arrays, float64 when all are lists."""
-    typed = any(isinstance(a, (np.ndarray, np.generic)) for a in inputs)
-    return np.dtype(dtype) if typed else np.dtype(np.float64)
-
-
-def assert_same_specials(ours, ref, what):
-    """NaN exactly where ref is NaN, the same infinity where ref is infinite."""
-    ours, ref = np.asarray(ours), np.asarray(ref)
-    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref), err_msg=what + ": NaN")
-    inf = np.isinf(ref)
-    np.testing.assert_array_equal(ours[inf], ref[inf], err_msg=what + ": Inf")
-    np.testing.assert_array_equal(np.isinf(ours), inf, err_msg=what + ": Inf positions")
-
-
-def assert_close(ours, ref, rtol, atol, what):
-    """Specials as ref, finite elements within rtol * |ref| + atol (atol may be an array)."""
-    assert_same_specials(ours, ref, what)
-    fin = np.isfinite(np.asarray(ref, np.float64))
-    o, r = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    atol = np.broadcast_to(atol, r.shape)
-    err = np.abs(o[fin] - r[fin])
-    lim = rtol * np.abs(r[fin]) + atol[fin]
-    assert (err <= lim).all(), (what, float(np.max(err - lim, initial=0)))
-
-
-def sentinel_like(shape, dtype):
-    """An output buffer filled with a recognisable value, to show it is never written."""
-    return np.full(shape, -1234.5, dtype)
-
-
-def with_arch(name, fn):
-    """fn() in CPU configuration ``name``, then the previous one again."""
-    saved = pybackprop.get_cpu()
-    pybackprop.set_cpu(name)
-    try:
-        return fn()
-    finally:
-        pybackprop.set_cpu(saved)
 
 
 # ---- dense: forward and backward against a long double oracle -----------------------------
@@ -314,9 +203,7 @@ def test_dense_backward_fuzz(B, K, N, dtype, mode, kind, slope, layouts, need_dx
     check_dense_backward(got, dy, x, w, y, kind, slope, dt, need_dx, init)
 
 
-# ---- elementwise kernels and losses against the reference in the dtype ---------------------
-
-SHAPES = st.lists(DIM, min_size=0, max_size=3).map(tuple)
+# ---- activations against the reference in the dtype -------------------------------------
 
 
 @FUZZ
@@ -369,248 +256,6 @@ def test_activation_backward_fuzz(shape, dtype, mode, kind, slope, ld, ly, out, 
     assert_close(dz, ref, ELEM_C * _eps(dt),
                  ELEM_C * _eps(dt) * np.where(np.isfinite(G), G, 0).astype(np.float64)
                  + TINY_C * float(fi.tiny), "activation_backward")
-
-
-@FUZZ
-@given(shape=SHAPES, dtype=st.sampled_from(DTYPES), mode=st.sampled_from(MODES),
-       la=st.sampled_from(LAYOUTS), lb=st.sampled_from(LAYOUTS),
-       reduction=st.sampled_from(["mean", "sum"]), fn=st.sampled_from(["mse", "bce"]),
-       given_=st.booleans(), arch=st.sampled_from(ARCHS), seed=SEED)
-def test_elementwise_losses_fuzz(shape, dtype, mode, la, lb, reduction, fn, given_, arch,
-                                 seed):
-    """mse_loss and binary_cross_entropy_with_logits match the reference."""
-    rng = np.random.default_rng(seed)
-    a = values(rng, shape, dtype, mode)
-    b = values(rng, shape, dtype, "normal" if fn == "bce" else mode)
-    if fn == "bce":
-        b = rng.uniform(0, 1, shape).astype(dtype) if mode != "special" else b
-    ai, bi = layout(a, la, rng), layout(b, lb, rng)
-    dt = call_dtype(dtype, ai, bi)
-    ours_fn = {"mse": pybackprop.mse_loss,
-               "bce": pybackprop.binary_cross_entropy_with_logits}[fn]
-    ref_fn = {"mse": reference.mse_loss, "bce": reference.binary_cross_entropy_with_logits}[fn]
-    kw = {"out": sentinel_like(shape, dt)} if given_ else {}
-    loss, grad = with_arch(arch, lambda: ours_fn(ai, bi, reduction=reduction, **kw))
-    with np.errstate(all="ignore"):
-        rloss, rgrad = ref_fn(np.asarray(a, dt), np.asarray(b, dt), reduction=reduction)
-    assert np.asarray(loss).dtype == dt and grad.dtype == dt and grad.shape == shape
-    if given_:
-        assert grad is kw["out"]
-    eps, fi = _eps(dt), np.finfo(dt)
-    n = int(np.prod(shape))
-    if mode != "huge":
-        # huge inputs: the loss may overflow in one order of summation and not the other
-        # summation (GEMM_C n) plus each term's exp/log1p rounding (ELEM_C), relative
-        # to the loss (the terms are >= 0)
-        assert_close(loss, rloss, (GEMM_C * (n + 1) + ELEM_C) * eps,
-                     TINY_C * float(fi.tiny), fn + " loss")
-    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    D = max(n, 1) if reduction == "mean" else 1
-    # the gradient's terms: 2 (p - t) / D or (sigmoid(z) - t) / D, rounding relative to them
-    mag = (2 * (np.abs(a64) + np.abs(b64)) if fn == "mse" else 1 + np.abs(b64)) / D
-    keep = ~(mag * D > float(fi.max) / 8)   # 2 (p - t) / D may overflow in one order only
-    with np.errstate(all="ignore"):
-        assert_close(grad[keep], rgrad[keep], ELEM_C * eps,
-                     ELEM_C * eps * np.nan_to_num(mag[keep]) + TINY_C * float(fi.tiny),
-                     fn + " grad")
-
-
-@FUZZ
-@given(B=DIM, C=st.integers(1, 12), dtype=st.sampled_from(DTYPES),
-       mode=st.sampled_from(MODES), target=st.sampled_from(["index", "rows", "list"]),
-       lx=st.sampled_from(LAYOUTS), reduction=st.sampled_from(["mean", "sum"]),
-       one_d=st.booleans(), arch=st.sampled_from(ARCHS), seed=SEED)
-def test_softmax_cross_entropy_fuzz(B, C, dtype, mode, target, lx, reduction, one_d, arch,
-                                    seed):
-    """softmax_cross_entropy matches the reference for index labels and target rows."""
-    rng = np.random.default_rng(seed)
-    shape = (C,) if one_d else (B, C)
-    x = values(rng, shape, dtype, mode)
-    labels = rng.integers(0, C, shape[:-1])
-    if target == "rows":
-        labels = np.eye(C, dtype=dtype)[labels]
-    elif target == "list":
-        labels = labels.tolist()
-    xi = layout(x, lx, rng)
-    dt = call_dtype(dtype, xi, labels if target == "rows" else None)
-    loss, d = with_arch(arch, lambda: pybackprop.softmax_cross_entropy(
-        xi, labels, reduction=reduction))
-    with np.errstate(all="ignore"):
-        rloss, rd = reference.softmax_cross_entropy(np.asarray(x, dt), labels,
-                                                    reduction=reduction)
-    eps, fi = _eps(dt), np.finfo(dt)
-    rows = 1 if one_d else B
-    if mode != "huge":
-        # the loss sums |x| - sized terms: relative to the sum of |row maxima| and log C
-        mag = float(np.sum(np.abs(np.nan_to_num(np.asarray(x, np.float64))))) + rows * np.log(C + 1)
-        D = rows if reduction == "mean" else 1
-        assert_close(loss, rloss, 0, (ELEM_C + GEMM_C * (C * rows + 1)) * eps
-                     * mag / max(D, 1) + TINY_C * float(fi.tiny), "softmax CE loss")
-    assert_close(d, rd, ELEM_C * eps * C, TINY_C * float(fi.tiny) + ELEM_C * eps * C,
-                 "softmax CE grad")
-
-
-@FUZZ
-@given(shape=SHAPES, dtype=st.sampled_from(DTYPES), mode=st.sampled_from(MODES),
-       layouts=st.lists(st.sampled_from(LAYOUTS), min_size=3, max_size=3),
-       given_=st.booleans(), ties=st.booleans(), arch=st.sampled_from(ARCHS), seed=SEED)
-def test_maximum_fuzz(shape, dtype, mode, layouts, given_, ties, arch, seed):
-    """maximum_forward / maximum_backward equal the reference exactly (ties to a)."""
-    rng = np.random.default_rng(seed)
-    a, b, dz = (values(rng, shape, dtype, mode) for _ in range(3))
-    if ties:
-        b = np.where(rng.random(shape) < 0.5, a, b)
-    ai, bi, dzi = (layout(v, l, rng) for v, l in zip((a, b, dz), layouts))
-    dt = call_dtype(dtype, ai, bi)
-    kw = {"out": sentinel_like(shape, dt)} if given_ else {}
-    z = with_arch(arch, lambda: pybackprop.maximum_forward(ai, bi, **kw))
-    np.testing.assert_array_equal(z, reference.maximum_forward(np.asarray(a, dt),
-                                                               np.asarray(b, dt)))
-    dtb = call_dtype(dtype, dzi, ai, bi)
-    kw = {"da": sentinel_like(shape, dtb), "db": sentinel_like(shape, dtb)} if given_ else {}
-    da, db = with_arch(arch, lambda: pybackprop.maximum_backward(dzi, ai, bi, **kw))
-    rda, rdb = reference.maximum_backward(*(np.asarray(v, dtb) for v in (dz, a, b)))
-    np.testing.assert_array_equal(da, rda)
-    np.testing.assert_array_equal(db, rdb)
-
-
-# ---- spectral norm ------------------------------------------------------------------------
-
-@FUZZ
-@given(N=DIM, K=DIM, dtype=st.sampled_from(DTYPES),
-       mode=st.sampled_from(["normal", "denormal", "special"]), lw=st.sampled_from(LAYOUTS),
-       n_iters=st.integers(0, 3), arch=st.sampled_from(ARCHS), seed=SEED)
-def test_power_iteration_fuzz(N, K, dtype, mode, lw, n_iters, arch, seed):
-    """power_iteration matches the reference (NaN in w: NaN out), u, v updated in place."""
-    rng = np.random.default_rng(seed)
-    w = values(rng, (N, K), dtype, mode)
-    u = rng.standard_normal(N).astype(dtype)
-    v = rng.standard_normal(K).astype(dtype)
-    ru, rv = u.astype(np.float64), v.astype(np.float64)
-    wi = layout(w, lw, rng)
-    if not _is_array(wi):
-        wi = np.asarray(wi, dtype)  # a list follows u, v: the same dtype
-    sigma = with_arch(arch, lambda: pybackprop.power_iteration(wi, u, v, n_iters=n_iters))
-    with np.errstate(all="ignore"):
-        rs = reference.power_iteration(w.astype(np.float64), ru, rv, n_iters=n_iters)
-    assert np.asarray(sigma).dtype == dtype
-    eps = _eps(dtype)
-    mag = float(np.sum(np.abs(np.nan_to_num(w.astype(np.float64))))) + 1
-    tol = 64 * (N + K + 4) * (n_iters + 1) * eps
-    if np.isnan(rs):
-        assert np.isnan(sigma)
-    else:
-        assert_close(sigma, rs, tol, tol * mag, "sigma")
-        assert_close(u, ru, tol, tol, "u")
-        assert_close(v, rv, tol, tol, "v")
-
-
-@FUZZ
-@given(N=DIM, K=DIM, dtype=st.sampled_from(DTYPES), mode=st.sampled_from(MODES),
-       layouts=st.lists(st.sampled_from(LAYOUTS), min_size=4, max_size=4),
-       sigma=st.sampled_from([1.0, 3.5, 1e-30, 0.0, -2.0, float("inf"), float("nan")]),
-       out=st.sampled_from(["none", "given", "inplace"]), arch=st.sampled_from(ARCHS),
-       seed=SEED)
-def test_spectral_normalize_and_backward_fuzz(N, K, dtype, mode, layouts, sigma, out, arch,
-                                              seed):
-    """spectral_normalize is exact division; spectral_norm_backward matches the reference."""
-    rng = np.random.default_rng(seed)
-    w, g = values(rng, (N, K), dtype, mode), values(rng, (N, K), dtype, mode)
-    u, v = rng.standard_normal(N).astype(dtype), rng.standard_normal(K).astype(dtype)
-    wi = layout(w, "c" if out == "inplace" else layouts[0], rng)
-    dt = call_dtype(dtype, wi)
-    kw = {"inplace": {"out": wi}, "given": {"out": sentinel_like((N, K), dt)},
-          "none": {}}[out] if _is_array(wi) else {}
-    with np.errstate(all="ignore"):
-        ref = np.asarray(w, dt) / dt.type(sigma)
-    o = with_arch(arch, lambda: pybackprop.spectral_normalize(wi, sigma, **kw))
-    np.testing.assert_array_equal(o, ref)
-    gi, ui, vi = (layout(a, l, rng) for a, l in zip((g, u, v), layouts[1:]))
-    wi = layout(w, layouts[0], rng)
-    dt = call_dtype(dtype, gi, wi, ui, vi)
-    dw = with_arch(arch, lambda: pybackprop.spectral_norm_backward(gi, wi, ui, vi, sigma))
-    with np.errstate(all="ignore"):
-        rdw = reference.spectral_norm_backward(*(np.asarray(a, np.float64)
-                                                 for a in (g, w, u, v)), sigma)
-    assert dw.shape == (N, K) and dw.dtype == dt
-    if mode in ("normal", "denormal") and np.isfinite(sigma) and abs(sigma) >= 1:
-        eps = _eps(dt)
-        mag = (np.abs(g.astype(np.float64)) + np.sum(np.abs(g.astype(np.float64) * w))
-               * np.abs(np.outer(u, v))) / abs(sigma)
-        assert_close(dw, rdw, 0, 8 * (N * K + 4) * eps * mag + TINY_C * float(
-            np.finfo(dt).tiny), "spectral_norm_backward")
-    elif mode == "special":
-        # a NaN or Inf anywhere in g or w reaches every element through <g, w / sigma>
-        if not (np.isfinite(g).all() and np.isfinite(w).all()) and N * K:
-            assert not np.isfinite(dw).all()
-
-
-@FUZZ
-@given(N=DIM, K=DIM, dtype=st.sampled_from(DTYPES), mode=st.sampled_from(MODES),
-       lw=st.sampled_from(LAYOUTS), n_squarings=st.integers(0, 6), arch=st.sampled_from(ARCHS),
-       seed=SEED)
-def test_sigma_upper_bound_fuzz(N, K, dtype, mode, lw, n_squarings, arch, seed):
-    """sigma_upper_bound >= the exact sigma (SVD in float64); NaN -> NaN, Inf -> inf."""
-    rng = np.random.default_rng(seed)
-    w = values(rng, (N, K), dtype, mode)
-    up = with_arch(arch, lambda: pybackprop.sigma_upper_bound(layout(w, lw, rng),
-                                                              n_squarings=n_squarings))
-    assert isinstance(up, float)
-    w64 = w.astype(np.float64)
-    if np.isnan(w64).any():
-        assert np.isnan(up)
-    elif np.isinf(w64).any():
-        assert up == np.inf
-    elif w.size == 0:
-        assert up == 0.0
-    elif np.isfinite(np.linalg.norm(w64)):
-        exact = float(np.linalg.norm(w64, 2))
-        assert up >= exact * (1 - 1e-12), (up, exact)   # SVD's own rounding: ~1e-15
-        assert np.isfinite(up) or not np.isfinite(exact)
-
-
-# ---- optimizers: bitwise equal to the reference ------------------------------------------
-
-@FUZZ
-@given(shape=SHAPES, dtype=st.sampled_from(DTYPES), mode=st.sampled_from(MODES),
-       kind=st.sampled_from(["adam", "adamw", "amsgrad", "adamax"]), lg=st.sampled_from(LAYOUTS),
-       step=st.integers(1, 3), wd=st.sampled_from([0.0, 0.1]), maximize=st.booleans(),
-       eps=st.sampled_from([0.0, 1e-8]), n=st.integers(1, 3), arch=st.sampled_from(ARCHS),
-       seed=SEED)
-def test_optimizer_steps_fuzz(shape, dtype, mode, kind, lg, step, wd, maximize, eps, n, arch,
-                              seed):
-    """adam_step / adamax_step (single arrays and lists) equal the reference bit for bit."""
-    rng = np.random.default_rng(seed)
-    shapes = [shape] + [tuple(rng.integers(0, 9, rng.integers(0, 3))) for _ in range(n - 1)]
-    p = [values(rng, s, dtype, mode) for s in shapes]
-    g = [values(rng, s, dtype, mode) for s in shapes]
-    m = [values(rng, s, dtype, "normal") for s in shapes]
-    s2 = [np.array(np.abs(values(rng, s, dtype, "normal"))) for s in shapes]
-    vmax = [np.array(np.abs(values(rng, s, dtype, "normal"))) for s in shapes]
-    gi = [layout(a, lg, rng) for a in g]
-    copies = [[a.copy() for a in arrs] for arrs in (p, m, s2, vmax)]
-    single = n == 1
-
-    def pick(lst):
-        return lst[0] if single else lst
-
-    def run(fn_lib, P, M, S, V, G):
-        if kind == "adamax":
-            fn_lib.adamax_step(pick(P), pick(G), pick(M), pick(S), step=step, weight_decay=wd,
-                               maximize=maximize, eps=eps)
-        else:
-            fn_lib.adam_step(pick(P), pick(G), pick(M), pick(S), step=step, weight_decay=wd,
-                             maximize=maximize, eps=eps,
-                             decoupled_weight_decay=kind == "adamw",
-                             amsgrad=kind == "amsgrad",
-                             v_max=pick(V) if kind == "amsgrad" else None)
-
-    with_arch(arch, lambda: run(optim, p, m, s2, vmax, gi))
-    with np.errstate(all="ignore"):
-        run(reference, *copies, [np.asarray(a, dtype) for a in g])
-    for ours, ref in zip((p, m, s2, vmax), copies):
-        for o, r in zip(ours, ref):
-            np.testing.assert_array_equal(o, r)
 
 
 # ---- bad input: the documented exception, naming the argument, nothing written -------------
