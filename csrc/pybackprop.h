@@ -148,8 +148,10 @@ int pb_gemm_f64(double *c, ptrdiff_t ldc, const double *a, ptrdiff_t rsa, ptrdif
  * kernel's rule, blk[9] of the A^T B kernel's (0 where there is none); blk[10] the most
  * bytes of B for the transposed-tile path's row split; blk[11] the A^T B path's aliasing
  * stride; blk[12] the largest k of the products the packed path would take that run on the
- * configuration's small-k kernels (family 5 or 6 of pb_cpu_kernels; 0: none). PB_ERR_ARCH
- * if the name is unknown. */
+ * configuration's small-k kernels (family 5 or 6 of pb_cpu_kernels; 0: none); blk[13] the
+ * most threads at work with which the A^T B path copies (0: any), blk[14] the fewest bytes
+ * of B it copies. PB_ERR_ARCH if the name is
+ * unknown. */
 int pb_gemm_blocks(ptrdiff_t *blk, const char *arch, int elem_bytes);
 /* *path = the path pb_gemm_f32/f64 takes for this problem (the dense forward makes the same
  * choice) in the active configuration and thread count, and *family the kernel family of

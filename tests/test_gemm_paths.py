@@ -271,19 +271,22 @@ def test_inplace_a_path(arch, dtype, threads):
     assert packed_shapes >= 3, packed_shapes
 
 
-def atb_shapes(blk):
+def atb_shapes(blk, dtype):
     """(m, k, n) that the A^T B rule (pb_use_atb_: m <= 64, or n <= 16 with m <= 256) sends
     to that kernel where there is one: row groups of 2 to 8 rows (m = 2, 3, 5, 8, 9, 16, 17,
     24, 33, 64, 100: balanced groups of at most 8 on AVX-512, 4 on AVX2), every kind of last
     column group (n = 1, 15, 16, 17, 47, 48, 49, 130, 300: full tiles of 3 vectors and 1, 2 or
     3 masked ones), k from 1 across the 32-row blocks (31, 32, 33, 300) and one and two KC
     panels (the partial sums carried between blocks, C added once per panel); rows of B
-    4 KiB and 8 KiB apart (n = 1024: the blocks of B that AVX2 copies to a padded stride
-    first, pb_atb_ldq_, whole and as each thread's half)."""
+    4 KiB and 8 KiB apart (n = 1024: the blocks of B that a configuration may copy to a
+    padded stride first, pb_atb_ldq_, whole and as each thread's half), also with B as
+    large as the configuration's least copied size (``atb_copy_min``)."""
     kc = blk["kc"]
+    k_copied = -(-blk["atb_copy_min"] // (1024 * np.dtype(dtype).itemsize))
     return [(2, 1, 100), (5, 31, 17), (8, 32, 48), (9, 33, 49), (16, 300, 47), (17, 65, 1),
             (24, kc + 1, 130), (33, 2 * kc + 33, 64), (64, 100, 300), (100, 70, 16),
-            (3, 40, 15), (16, 300, 300), (16, 70, 1024), (9, kc + 1, 1024)]
+            (3, 40, 15), (16, 300, 300), (16, 70, 1024), (9, kc + 1, 1024),
+            (3, max(k_copied, 1), 1024)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -297,7 +300,7 @@ def test_atb_path(arch, dtype, threads):
     at lines of C). The reference path packs every layout (the same bits too)."""
     blk = _gemm.blocks(arch, dtype)
     rng = np.random.default_rng(8)
-    for m, k, n in atb_shapes(blk):
+    for m, k, n in atb_shapes(blk, dtype):
         a = rng.standard_normal((k, m)).astype(dtype).T  # strides (1, m): A^T row-major
         b = rng.standard_normal((k, n)).astype(dtype)
         b_packed = np.empty((2 * k, 2 * n), dtype)[::2, ::2]  # no unit stride: packed

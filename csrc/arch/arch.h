@@ -17,7 +17,10 @@ typedef struct {
     int tw, tj; /* transposed-tile kernel: A^T panel width, rows of B per tile */
     int tm;     /* ... and the largest m its rule (pb_use_tt_) takes */
     int atb_copy; /* A^T B path: copy blocks of B whose row stride (bytes) is a multiple of
-                   * this, which alias in L1 (0: never; pb_atb_ldq_ in gemm_driver.inc) */
+                   * this, which alias in L1 (0: never; pb_atb_ldq_ in gemm/driver_atb.inc), */
+    int atb_copy_nt; /* ... with at most this many threads at work: the GEMM's times the
+                      * region's it is called from, as dw's beside dx's (0: any), */
+    double atb_copy_min; /* ... and B (k rows of its stride) at least this many bytes */
     /* Path crossovers (gemm_driver.inc): the largest m of the dot-product kernel's rule
      * (pb_use_dot_; taller A: pb_use_dot_tall_) and of the A^T B kernel's (pb_use_atb_), and
      * the most bytes of B for which two threads split the transposed-tile path by rows

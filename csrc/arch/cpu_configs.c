@@ -34,6 +34,11 @@ typedef struct {
     /* Crossovers where they differ from the family's ISA table's (0: the table's): the
      * transposed-tile rule's largest m (float32, float64). */
     int tm_f32, tm_f64;
+    /* The A^T B path's copy of B blocks whose rows alias in L1 where it differs from the
+     * tables' (0: theirs), both dtypes: blk.atb_copy (the stride in bytes), .atb_copy_nt (the
+     * most threads at work with which it copies), .atb_copy_min (the fewest bytes of B). */
+    int atb_copy, atb_copy_nt;
+    double atb_copy_min;
     /* The ISA whose table runs the tall rule's products (pb_gemm_table_), per dtype (NULL:
      * the family's own). */
     const char *isa_tall_f32, *isa_tall_f64;
@@ -60,9 +65,11 @@ static const pb_cpu_cfg_t pb_cpu_configs[] = {
     {"zen4", "AMD Zen 4/5 with AVX-512 (512-bit instructions on 256-bit units): AVX-512 "
              "kernels; float32's transposed-tile path up to 128 rows, its tall products "
              "(few outputs, large batch) and float64's packed products of depth <= 256 on "
-             "the AVX2 kernels",
+             "the AVX2 kernels; dw's rows of x 4 KiB apart copied first on one thread, "
+             "from 8 MiB of x",
      "avx512", "avx512", "avx512", "zen3", .model_blocks = 0, .tm_f32 = 128,
-     .isa_tall_f32 = "avx2", .isa_small_k_f64 = "avx2", .small_k_f64 = 256},
+     .isa_tall_f32 = "avx2", .isa_small_k_f64 = "avx2", .small_k_f64 = 256,
+     .atb_copy = 4096, .atb_copy_nt = 1, .atb_copy_min = 8388608.0},
     {"skylakex", "AVX-512 kernels: Intel server cores from Skylake-X to Sapphire Rapids",
      "avx512", "avx512", "avx512", "haswell", .model_blocks = 0},
 #endif
@@ -169,6 +176,10 @@ static void build(void) {
         }
         if (c->tm_f32 > 0) t->blk_f32.tm = c->tm_f32;
         if (c->tm_f64 > 0) t->blk_f64.tm = c->tm_f64;
+        if (c->atb_copy > 0) t->blk_f32.atb_copy = t->blk_f64.atb_copy = c->atb_copy;
+        if (c->atb_copy_nt > 0) t->blk_f32.atb_copy_nt = t->blk_f64.atb_copy_nt = c->atb_copy_nt;
+        if (c->atb_copy_min > 0)
+            t->blk_f32.atb_copy_min = t->blk_f64.atb_copy_min = c->atb_copy_min;
         t->tall_f32 = c->isa_tall_f32 != NULL ? isa_table(c->isa_tall_f32) : NULL;
         t->tall_f64 = c->isa_tall_f64 != NULL ? isa_table(c->isa_tall_f64) : NULL;
         g_isa[i][3] = c->isa_tall_f32 != NULL ? c->isa_tall_f32 : f32;
@@ -286,9 +297,10 @@ int pb_gemm_blocks(ptrdiff_t *blk, const char *name, int elem_bytes) {
     const pb_blocks_t *b = elem_bytes == 4 ? &t->blk_f32 : &t->blk_f64;
     const int has_dot = elem_bytes == 4 ? t->dot_f32 != NULL : t->dot_f64 != NULL;
     const int has_atb = elem_bytes == 4 ? t->atb_f32 != NULL : t->atb_f64 != NULL;
-    const ptrdiff_t v[13] = {b->mr, b->nr, b->mc, b->kc, b->nc, b->tw, b->tj, b->tm,
-                             has_dot ? b->dot_m : 0, has_atb ? b->atb_m : 0,
-                             (ptrdiff_t)b->tt_msplit, b->atb_copy, b->small_k};
+    const ptrdiff_t v[15] = {
+        b->mr, b->nr, b->mc, b->kc, b->nc, b->tw, b->tj, b->tm, has_dot ? b->dot_m : 0,
+        has_atb ? b->atb_m : 0, (ptrdiff_t)b->tt_msplit, b->atb_copy, b->small_k,
+        b->atb_copy_nt, (ptrdiff_t)b->atb_copy_min};
     memcpy(blk, v, sizeof v);
     return PB_OK;
 }
