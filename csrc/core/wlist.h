@@ -8,7 +8,7 @@
 
 /* ---- work lists: static shares, and stealing at the end ----------------------------------
  * A static split waits for its slowest thread, and on a shared host one core often runs slower
- * than the other for a while (docs/gemm.md, "Measurements behind the crossovers", work lists).
+ * than the other for a while (docs/crossovers.md, work lists).
  * So a region that splits independent units of work gives each thread a list -- its static
  * share, in the order it would run it -- which it takes from the front; once its own is empty,
  * a thread takes from the back of the others' lists. A unit is taken exactly once (one

@@ -18,7 +18,7 @@ int pb_gemm_split(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int mr, int nr, int b_t
      * between cores (every core reads all of it), an N split keeps each B slice core-local but
      * packs A in every thread. So when B's packing is the costly transposing one (b_trans: the
      * forward's weight) and A is the smaller operand (m < n), take the fewest M splits within
-     * 15 % of the best balance (docs/gemm.md, "Measurements behind the crossovers",
+     * 15 % of the best balance (docs/crossovers.md,
      * pb_gemm_split), else the most M splits among the best. */
 #define PB_SPLIT_W(t) ((double)((n_mr + (t)-1) / (t)) * (double)((n_nr + nt / (t)-1) / (nt / (t))))
     double best = -1.0;

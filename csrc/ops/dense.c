@@ -33,14 +33,14 @@
 #endif
 /* From this many flops per gradient GEMM on, dw and dx are computed concurrently, one GEMM per
  * thread, instead of one after the other with both threads each (no barriers between K panels,
- * no shared packing) (docs/gemm.md, "Measurements behind the crossovers",
+ * no shared packing) (docs/crossovers.md,
  * PB_BWD_TASKS_MIN_FLOPS). Below the bound the parallel region (~1-2 us) costs more than it
  * saves, and both run on the calling thread. */
 #ifndef PB_BWD_TASKS_MIN_FLOPS
 #define PB_BWD_TASKS_MIN_FLOPS 3.0e5
 #endif
 /* ... but from K = 2048 on (the n of both GEMMs: each task's B panel is KC x 2048), splitting
- * each GEMM over both threads wins (docs/gemm.md, "Measurements behind the crossovers",
+ * each GEMM over both threads wins (docs/crossovers.md,
  * PB_BWD_TASKS_MAX_K). */
 #ifndef PB_BWD_TASKS_MAX_K
 #define PB_BWD_TASKS_MAX_K 2048
@@ -51,7 +51,7 @@
  * micro-kernel's rows mostly padding; dx = dz w has k = N), and the dx thread would wait idle
  * for it. There dw is cut into column chunks of PB_BWD_DW_CHUNK that both threads take from a
  * shared counter, the dx thread once dx is done. Each chunk packs its own A (N x B, small for
- * such N). Chunks of 128 columns (docs/gemm.md, "Measurements behind the crossovers",
+ * such N). Chunks of 128 columns (docs/crossovers.md,
  * PB_BWD_DW_CHUNK). */
 #ifndef PB_BWD_DW_CHUNK
 #define PB_BWD_DW_CHUNK 128
@@ -343,7 +343,7 @@ static int dw_chunked(ptrdiff_t K, ptrdiff_t N) {
          * From PB_BWD_TASKS_MIN_FLOPS on, the two GEMMs run side by side, one thread each   \
          * (each GEMM is then single-threaded, which gives the same bits as any split); but  \
          * not when B == 1 makes dw a large outer product: its streaming stores want both    \
-         * cores' store bandwidth (docs/gemm.md, "Measurements behind the crossovers"). */ \
+         * cores' store bandwidth (docs/crossovers.md). */ \
         const double flops = 2.0 * (double)B * (double)N * (double)K;                      \
         const int tasks = dw != NULL && dx != NULL && pb_threads() > 1 && !pb_in_parallel() && \
                           flops >= PB_BWD_TASKS_MIN_FLOPS && K < PB_BWD_TASKS_MAX_K &&       \

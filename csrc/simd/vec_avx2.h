@@ -10,7 +10,7 @@
 
 /* Stores of lanes [0, n) of v, for the masks VMASK(n) (every lane mask of the SIMD kernels is
  * one): plain 256/128/64/32-bit stores instead of vmaskmovps/pd, whose store form is slow on
- * AMD whatever the mask (docs/gemm.md, "Measurements behind the crossovers"). Lanes past n are
+ * AMD whatever the mask (docs/crossovers.md). Lanes past n are
  * never touched, as with the masked store. */
 static inline __attribute__((target(PB_TARGET_AVX2), always_inline)) void
 pb_store_lanes_f32_avx2(float *p, __m256 v, int n) {
