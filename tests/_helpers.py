@@ -1,5 +1,6 @@
 """Assertions and helpers shared by the test modules (imported as ``from _helpers import ...``)."""
 import numpy as np
+import pytest
 
 
 def assert_within(ours, expected, bound, what):
@@ -40,3 +41,12 @@ def at_offset(a, offset):
     out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
     out[...] = a
     return out
+
+
+def assert_masked_refused(call):
+    """``call(m)`` with ``m`` a numpy.ma.MaskedArray of shape (2, 3), one entry masked,
+    raises TypeError naming MaskedArray and leaves ``m``'s data as it was."""
+    m = np.ma.masked_array(np.ones((2, 3)), mask=[[0, 1, 0], [0, 0, 0]])
+    with pytest.raises(TypeError, match="MaskedArray"):
+        call(m)
+    assert np.array_equal(m.data, np.ones((2, 3)))
