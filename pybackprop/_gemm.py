@@ -55,9 +55,10 @@ def blocks(cpu, dtype):
     ``dot_m`` and of the A^T B kernel's ``atb_m`` (each 0 where the configuration has no
     such kernel), the most bytes of B of the transposed-tile row split ``tt_msplit``, the
     A^T B path's aliasing stride ``atb_copy``, the most threads at work with which it copies
-    ``atb_copy_nt`` (0: any) and the fewest bytes of B it copies ``atb_copy_min``, and the largest depth ``small_k`` of the
-    products the packed path would take that run on the configuration's small-k kernels
-    (``cpu_info()["kernels"]["float32 small k"]``, ``"float64 small k"``; 0: none)."""
+    ``atb_copy_nt`` (0: any) and the fewest bytes of B it copies ``atb_copy_min``, and the
+    largest depth ``small_k`` of the products the packed path would take that run on the
+    configuration's small-k kernels (``cpu_info()["kernels"]["float32 small k"]``,
+    ``"float64 small k"``; 0: none)."""
     blk = ffi.new("ptrdiff_t[15]")
     check_status(lib.pb_gemm_blocks(blk, ffi.NULL if cpu is None else cpu.encode(),
                                     np.dtype(dtype).itemsize))
