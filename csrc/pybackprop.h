@@ -62,7 +62,8 @@ const char *pb_cpu_reason(void);         /* why the load-time choice was made */
  * kernels; 3 and 4: the float32 and float64 GEMM's tall products, few columns on a large
  * batch, where a configuration runs them on another ISA's kernels; 5 and 6: the float32 and
  * float64 GEMM's shallow products, those it would pack with k <= pb_gemm_blocks' blk[12],
- * likewise) in configuration `name`
+ * likewise; 7 and 8: the other products they would pack with a row-major B, likewise) in
+ * configuration `name`
  * (NULL: the active one); NULL if either is unknown. */
 const char *pb_cpu_kernels(const char *name, int family);
 /* What cpuid says: vendor[13] (NUL-terminated, "" without cpuid), fms[4] = family, model,

@@ -88,7 +88,7 @@ def set_cpu(name):
 
 # The kernel families of pb_cpu_kernels, by index: cpu_info()["kernels"]'s keys.
 FAMILIES = ("float32 gemm", "float64 gemm", "vector", "float32 tall", "float64 tall",
-            "float32 small k", "float64 small k")
+            "float32 small k", "float64 small k", "float32 row-major B", "float64 row-major B")
 
 
 def _kernels(name):

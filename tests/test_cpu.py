@@ -63,7 +63,8 @@ def test_configurations_and_what_runs_here():
     assert {"generic", "derived"} <= set(pybackprop.available_cpus())
     assert info["configurations"]["generic"]["kernels"] == dict.fromkeys(
         ("float32 gemm", "float64 gemm", "vector", "float32 tall", "float64 tall",
-         "float32 small k", "float64 small k"), "ref")
+         "float32 small k", "float64 small k", "float32 row-major B", "float64 row-major B"),
+        "ref")
     assert set(info["configurations"]["derived"]["kernels"].values()) == {archs[-1]}
 
 

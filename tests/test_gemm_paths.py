@@ -178,15 +178,16 @@ def test_small_k_products(arch, dtype, threads):
     """A configuration that runs its shallow products on another ISA's kernels (cpu_info's
     "<dtype> small k" family) runs every product its own table would pack with k <=
     blocks()["small_k"] on them, A row-major or transposed (dw's layout), and deeper ones on
-    its own: the family and path pb_gemm_path reports, and results within the error bound,
-    the same bits on 1 and 2 threads. Without such a rule every product names the GEMM's
-    own family."""
+    its own (or its row-major-B family's, B being row-major here): the family and path
+    pb_gemm_path reports, and results within the error bound, the same bits on 1 and 2
+    threads. Without such a rule every product names the GEMM's own family."""
     name = np.dtype(dtype).name
     small_k = _gemm.blocks(None, dtype)["small_k"]
     kernels = pybackprop.cpu_info()["kernels"]
     own = f"{name} gemm"
     if small_k == 0:
         assert kernels[f"{name} small k"] == kernels[own]
+    rowb_rule = kernels[f"{name} row-major B"] != kernels[own]  # test_row_major_b_products
     rng = np.random.default_rng(11)
     for m, k, n in small_k_shapes(max(small_k, 16)):
         for deeper in (0, 1):
@@ -195,10 +196,12 @@ def test_small_k_products(arch, dtype, threads):
             for a in (rng.standard_normal((m, kk)).astype(dtype),
                       rng.standard_normal((kk, m)).astype(dtype).T):
                 p, fam = _gemm.path(a, b, family=True)
-                if p != "packed" or small_k == 0 or kk > small_k:
-                    assert fam == own, (m, kk, n, p, fam)
-                else:
+                if p == "packed" and small_k and kk <= small_k:
                     assert fam == f"{name} small k", (m, kk, n)
+                elif p == "packed" and rowb_rule:  # B is row-major here
+                    assert fam == f"{name} row-major B", (m, kk, n)
+                else:
+                    assert fam == own, (m, kk, n, p, fam)
                 got = {}
                 for nt in (1, 2):
                     threads(nt)
@@ -206,6 +209,48 @@ def test_small_k_products(arch, dtype, threads):
                     got[nt] = _gemm.gemm(np.full((m, n), np.nan, dtype), a, b)
                     check(got[nt], np.zeros((m, n), dtype), a, b, 0)
                 assert np.array_equal(got[1], got[2]), (m, kk, n)
+
+
+def row_major_b_shapes(small_k):
+    """(m, k, n) deeper than small_k, as a backward's products have them: dx = dz @ w (A and
+    B row-major) and dw = dz^T x (A transposed); one and several row tiles and NR column
+    panels, one and two KC panels."""
+    d = max(small_k, 16)
+    return [(300, d + 1, 520), (129, d + 64, 257), (257, 2 * d + 600, 200), (97, d + 3, 2)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_major_b_products(arch, dtype, threads):
+    """A configuration that runs the products it would pack with a row-major B on another
+    ISA's kernels (cpu_info's "<dtype> row-major B" family) runs every such product that is
+    not shallow (small k) on them, and those with a column-major B (the forward's w^T) on
+    its own: the family and path pb_gemm_path reports, and results within the error bound,
+    the same bits on 1 and 2 threads. Without such a rule every product names the GEMM's
+    own family."""
+    name = np.dtype(dtype).name
+    small_k = _gemm.blocks(None, dtype)["small_k"]
+    kernels = pybackprop.cpu_info()["kernels"]
+    own, rowb = f"{name} gemm", f"{name} row-major B"
+    has_rule = kernels[rowb] != kernels[own]  # a rule names another ISA's kernels
+    rng = np.random.default_rng(12)
+    for m, k, n in row_major_b_shapes(small_k):
+        b_row = rng.standard_normal((k, n)).astype(dtype)
+        b_col = np.asfortranarray(b_row)
+        for a in (rng.standard_normal((m, k)).astype(dtype),
+                  rng.standard_normal((k, m)).astype(dtype).T):
+            for b in (b_row, b_col):
+                p, fam = _gemm.path(a, b, family=True)
+                if p != "packed" or b is b_col or not has_rule:
+                    assert fam == own, (m, k, n, p, fam)
+                else:
+                    assert fam == rowb, (m, k, n, fam)
+                got = {}
+                for nt in (1, 2):
+                    threads(nt)
+                    assert _gemm.path(a, b) == p
+                    got[nt] = _gemm.gemm(np.full((m, n), np.nan, dtype), a, b)
+                    check(got[nt], np.zeros((m, n), dtype), a, b, 0)
+                assert np.array_equal(got[1], got[2]), (m, k, n)
 
 
 def inplace_a_shapes(blk):

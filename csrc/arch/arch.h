@@ -74,6 +74,10 @@ typedef struct pb_arch_s {
      * products: a backward's dx with few outputs, dw on a small batch), per dtype; NULL: this
      * table. */
     const struct pb_arch_s *small_k_f32, *small_k_f64;
+    /* The table that runs the products this one would pack whose B is row-major (the
+     * backward's dx = dz @ w and dw = dz^T x; the forward's B, w^T, is column-major) and that
+     * are not shallow, per dtype; NULL: this table. */
+    const struct pb_arch_s *rowb_f32, *rowb_f64;
 } pb_arch_t;
 
 /* The active table (arch/cpu_configs.c). A public kernel reads it once, at its start, and

@@ -46,6 +46,9 @@ typedef struct {
      * (pb_gemm_table_), per dtype (NULL: the family's own). */
     const char *isa_small_k_f32, *isa_small_k_f64;
     int small_k_f32, small_k_f64;
+    /* The ISA whose table runs the other products the family's table would pack with a
+     * row-major B (pb_gemm_table_), per dtype (NULL: the family's own). */
+    const char *isa_rowb_f32, *isa_rowb_f64;
 } pb_cpu_cfg_t;
 
 /* Haswell's caches (32 KiB 8-way L1d, 256 KiB 8-way L2, 8 MiB 16-way L3: a 4-core
@@ -64,11 +67,12 @@ static const pb_cpu_cfg_t pb_cpu_configs[] = {
      "avx2", "avx2", "avx2", "haswell", .model_blocks = 0},
     {"zen4", "AMD Zen 4/5 with AVX-512 (512-bit instructions on 256-bit units): AVX-512 "
              "kernels; float32's transposed-tile path up to 128 rows, its tall products "
-             "(few outputs, large batch) and float64's packed products of depth <= 256 on "
-             "the AVX2 kernels; dw's rows of x 4 KiB apart copied first on one thread, "
-             "from 8 MiB of x",
+             "(few outputs, large batch) and float64's packed products of depth <= 256 or "
+             "with a row-major B (the backward's) on the AVX2 kernels; dw's rows of x 4 KiB "
+             "apart copied first on one thread, from 8 MiB of x",
      "avx512", "avx512", "avx512", "zen3", .model_blocks = 0, .tm_f32 = 128,
      .isa_tall_f32 = "avx2", .isa_small_k_f64 = "avx2", .small_k_f64 = 256,
+     .isa_rowb_f64 = "avx2",
      .atb_copy = 4096, .atb_copy_nt = 1, .atb_copy_min = 8388608.0},
     {"skylakex", "AVX-512 kernels: Intel server cores from Skylake-X to Sapphire Rapids",
      "avx512", "avx512", "avx512", "haswell", .model_blocks = 0},
@@ -124,9 +128,9 @@ static const pb_arch_t *isa_table(const char *isa) {
 /* ---- the built tables: one per configuration, filled once --------------------------------- */
 static pb_arch_t g_tables[PB_NCFG];
 static int g_runs[PB_NCFG];
-static const char *g_isa[PB_NCFG][7]; /* the families' ISAs: float32, float64, vector; the
-                                       * float32 and float64 tall products', and small-k
-                                       * products' */
+static const char *g_isa[PB_NCFG][9]; /* the families' ISAs: float32, float64, vector; the
+                                       * float32 and float64 tall products', small-k
+                                       * products' and row-major B products' */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 /* Family f32 of table t from table s: the GEMM, its kernels, dense's activations. */
@@ -159,7 +163,9 @@ static void build(void) {
                     (c->isa_tall_f32 == NULL || pb_arch_supported(c->isa_tall_f32)) &&
                     (c->isa_tall_f64 == NULL || pb_arch_supported(c->isa_tall_f64)) &&
                     (c->isa_small_k_f32 == NULL || pb_arch_supported(c->isa_small_k_f32)) &&
-                    (c->isa_small_k_f64 == NULL || pb_arch_supported(c->isa_small_k_f64));
+                    (c->isa_small_k_f64 == NULL || pb_arch_supported(c->isa_small_k_f64)) &&
+                    (c->isa_rowb_f32 == NULL || pb_arch_supported(c->isa_rowb_f32)) &&
+                    (c->isa_rowb_f64 == NULL || pb_arch_supported(c->isa_rowb_f64));
         pb_arch_t *t = &g_tables[i];
         *t = *isa_table(vec);
         PB_TAKE_FAMILY(t, isa_table(f32), f32);
@@ -190,6 +196,10 @@ static void build(void) {
         t->blk_f64.small_k = t->small_k_f64 != NULL ? c->small_k_f64 : 0;
         g_isa[i][5] = c->isa_small_k_f32 != NULL ? c->isa_small_k_f32 : f32;
         g_isa[i][6] = c->isa_small_k_f64 != NULL ? c->isa_small_k_f64 : f64;
+        t->rowb_f32 = c->isa_rowb_f32 != NULL ? isa_table(c->isa_rowb_f32) : NULL;
+        t->rowb_f64 = c->isa_rowb_f64 != NULL ? isa_table(c->isa_rowb_f64) : NULL;
+        g_isa[i][7] = c->isa_rowb_f32 != NULL ? c->isa_rowb_f32 : f32;
+        g_isa[i][8] = c->isa_rowb_f64 != NULL ? c->isa_rowb_f64 : f64;
     }
 }
 
@@ -284,7 +294,7 @@ int pb_set_arch(const char *name) {
 
 const char *pb_cpu_kernels(const char *name, int family) {
     const int i = name == NULL ? cfg_index(pb_get_cpu()) : cfg_index(name);
-    if (i < 0 || family < 0 || family > 6) return NULL;
+    if (i < 0 || family < 0 || family > 8) return NULL;
     (void)pthread_once(&g_once, build);
     return g_isa[i][family];
 }
