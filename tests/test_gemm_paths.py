@@ -166,6 +166,18 @@ def test_tall_dot_path(arch, dtype, threads):
         assert np.array_equal(y, np.maximum(results[0][0] + bias, 0)), (m, k, n)
 
 
+def same_bits_on_1_and_2_threads(a, b, path, threads):
+    """a @ b takes `path` on 1 and 2 threads, within the error bound, with the same bits."""
+    m, n = a.shape[0], b.shape[1]
+    got = {}
+    for nt in (1, 2):
+        threads(nt)
+        assert _gemm.path(a, b) == path
+        got[nt] = _gemm.gemm(np.full((m, n), np.nan, a.dtype), a, b)
+        check(got[nt], np.zeros((m, n), a.dtype), a, b, 0)
+    assert np.array_equal(got[1], got[2]), (m, a.shape[1], n)
+
+
 def small_k_shapes(small_k):
     """(m, k, n) with k <= small_k, as a backward's products have them: dx = dz @ w with few
     outputs (k = N) and dw = dz^T x on a small batch (k = B); one and several row tiles and
@@ -202,13 +214,7 @@ def test_small_k_products(arch, dtype, threads):
                     assert fam == f"{name} row-major B", (m, kk, n)
                 else:
                     assert fam == own, (m, kk, n, p, fam)
-                got = {}
-                for nt in (1, 2):
-                    threads(nt)
-                    assert _gemm.path(a, b) == p
-                    got[nt] = _gemm.gemm(np.full((m, n), np.nan, dtype), a, b)
-                    check(got[nt], np.zeros((m, n), dtype), a, b, 0)
-                assert np.array_equal(got[1], got[2]), (m, kk, n)
+                same_bits_on_1_and_2_threads(a, b, p, threads)
 
 
 def row_major_b_shapes(small_k):
@@ -243,13 +249,7 @@ def test_row_major_b_products(arch, dtype, threads):
                     assert fam == rowb, (m, k, n, fam)
                 else:  # its own family (or another rule's, as the tall one's)
                     assert fam != rowb, (m, k, n, p, fam)
-                got = {}
-                for nt in (1, 2):
-                    threads(nt)
-                    assert _gemm.path(a, b) == p
-                    got[nt] = _gemm.gemm(np.full((m, n), np.nan, dtype), a, b)
-                    check(got[nt], np.zeros((m, n), dtype), a, b, 0)
-                assert np.array_equal(got[1], got[2]), (m, k, n)
+                same_bits_on_1_and_2_threads(a, b, p, threads)
 
 
 def inplace_a_shapes(blk):
