@@ -12,41 +12,11 @@ import numpy as np
 import pytest
 
 import pybackprop
-from pybackprop import optim
-from pybackprop._core import lib
+
+from _kernel_cases import assert_subnormals_survive, kernel_set
 
 N_THREADS = 8       # Python threads calling kernels concurrently
 ROUNDS = 3          # calls of the whole kernel set per thread
-
-
-def _kernel_set(seed, dtype):
-    """Every kernel on data drawn from ``seed``: returns a list of result arrays."""
-    rng = np.random.default_rng(seed)
-    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
-    x, w, b = r(37, 29), r(23, 29), r(23)
-    out = []
-    y = pybackprop.dense_forward(x, w, b, activation="tanh")
-    out.append(y)
-    out += [a for a in pybackprop.dense_backward(r(37, 23), x, w, y, activation="tanh")]
-    out.append(pybackprop.activation(r(1000), "softplus"))
-    out.append(pybackprop.activation_backward(r(1000), r(1000), "sigmoid"))
-    for fn, args in ((pybackprop.mse_loss, (r(500), r(500))),
-                     (pybackprop.binary_cross_entropy_with_logits, (r(500), r(500))),
-                     (pybackprop.softmax_cross_entropy, (r(40, 11), rng.integers(0, 11, 40)))):
-        loss, g = fn(*args)
-        out += [np.array(loss), g]
-    out.append(pybackprop.maximum_forward(x, x.T.copy().T[::-1]))
-    out += list(pybackprop.maximum_backward(x, x, x[::-1]))
-    u, v = r(23), r(29)
-    out += [np.array(pybackprop.power_iteration(w, u, v, n_iters=3)), u, v]
-    out.append(pybackprop.spectral_normalize(w, 2.5))
-    out.append(pybackprop.spectral_norm_backward(r(23, 29), w, u, v, 2.5))
-    out.append(np.array(pybackprop.sigma_upper_bound(w)))
-    p, g, m, s = r(301), r(301), np.zeros(301, dtype), np.zeros(301, dtype)
-    optim.adam_step(p, g, m, s, step=1)
-    optim.adamax_step(p, g, m, s, step=2)
-    out += [p, m, s]
-    return out
 
 
 def _run_threads(fn, n):
@@ -78,8 +48,8 @@ def _equal(a, b):
 def test_threads_calling_every_kernel_equal_serial(arch):
     """N_THREADS threads x ROUNDS calls of every kernel == the same calls made serially."""
     for dtype in (np.float32, np.float64):
-        serial = [_kernel_set(i, dtype) for i in range(N_THREADS)]
-        got = _run_threads(lambda i: [_kernel_set(i, dtype) for _ in range(ROUNDS)],
+        serial = [kernel_set(i, dtype) for i in range(N_THREADS)]
+        got = _run_threads(lambda i: [kernel_set(i, dtype) for _ in range(ROUNDS)],
                            N_THREADS)
         for i, rounds in enumerate(got):
             for res in rounds:
@@ -131,7 +101,7 @@ def test_set_num_threads_from_many_threads_is_safe(arch):
     """Threads changing the thread count while others compute: results stay bitwise equal."""
     saved = pybackprop.get_num_threads()
     try:
-        ref = [_kernel_set(i, np.float32) for i in range(4)]
+        ref = [kernel_set(i, np.float32) for i in range(4)]
 
         def body(i):
             if i % 2:   # setters
@@ -140,7 +110,7 @@ def test_set_num_threads_from_many_threads_is_safe(arch):
                     assert pybackprop.get_num_threads() >= 1
                 pybackprop.set_num_threads(None)
                 return None
-            return [_kernel_set(j, np.float32) for j in range(4)]
+            return [kernel_set(j, np.float32) for j in range(4)]
 
         for res in _run_threads(body, 8):
             if res is not None:
@@ -150,25 +120,6 @@ def test_set_num_threads_from_many_threads_is_safe(arch):
         pybackprop.set_num_threads(saved)
 
 
-def _assert_subnormals_survive(dt):
-    """Neither this thread nor an OpenMP team of the current thread count holds FTZ or DAZ
-    between kernels (read from MXCSR by pb_probe_ftz_daz, in a region that leaves them as
-    they are: the kernels' own regions clear them with the flush mode off), and subnormal
-    arithmetic is exact in this thread (numpy) and in a kernel run with the current thread
-    count: a GEMM by 1 (2 x 4096 x 64 flops, split across threads) and an elementwise
-    product (65536 elements, split too)."""
-    assert lib.pb_probe_ftz_daz() == 0, "FTZ/DAZ left set in MXCSR"
-    tiny = np.finfo(dt).smallest_subnormal
-    sub = np.full(4096, tiny * 3, dt)
-    assert (sub * dt(1) == sub).all() and sub[0] != 0     # this thread
-    y = pybackprop.dense_forward(sub.reshape(-1, 1), np.ones((64, 1), dt),
-                                 activation="identity")
-    np.testing.assert_array_equal(y, np.repeat(sub.reshape(-1, 1), 64, axis=1))
-    quarter = pybackprop.activation_backward(np.full(65536, tiny * 4, dt),
-                                             np.full(65536, 0.5, dt), "sigmoid")
-    np.testing.assert_array_equal(quarter, np.full(65536, tiny, dt))  # 4 tiny * 0.25
-
-
 def test_no_flush_to_zero_behind_the_users_back(threads):
     """After every kernel ran (1 and 2 threads), subnormals still survive arithmetic in the
     calling thread (numpy) and in the kernels' threads (a GEMM by 1 and an elementwise
@@ -176,8 +127,8 @@ def test_no_flush_to_zero_behind_the_users_back(threads):
     for n in (1, 2):
         threads(n)
         for dt in (np.float32, np.float64):
-            _kernel_set(0, dt)
-            _assert_subnormals_survive(dt)
+            kernel_set(0, dt)
+            assert_subnormals_survive(dt)
 
 
 _SHORT_TEAM = """

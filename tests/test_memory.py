@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from test_concurrency import _kernel_set
+from _kernel_cases import kernel_set
 
 CALLS = 150                 # rounds of every kernel after the warm-up
 RSS_SLACK = 8 * 2**20       # bytes the resident set may grow by (allocator noise)
@@ -26,11 +26,11 @@ def test_rss_stays_bounded():
     """CALLS rounds of every kernel (both dtypes) grow RSS by less than RSS_SLACK."""
     for i in range(20):
         for dt in (np.float32, np.float64):
-            _kernel_set(i, dt)
+            kernel_set(i, dt)
     before = _rss()
     for i in range(CALLS):
         for dt in (np.float32, np.float64):
-            _kernel_set(i, dt)
+            kernel_set(i, dt)
     grown = _rss() - before
     assert grown < RSS_SLACK, f"RSS grew by {grown / 2**20:.1f} MiB over {CALLS} rounds"
 
@@ -82,12 +82,12 @@ def test_many_calls_for_leak_sanitizer():
     import pybackprop
     saved = pybackprop.get_num_threads()
     try:
-        first = {dt: _kernel_set(0, dt) for dt in (np.float32, np.float64)}
+        first = {dt: kernel_set(0, dt) for dt in (np.float32, np.float64)}
         for n in (1, 2):
             pybackprop.set_num_threads(n)
             for _ in range(20):
                 for dt in (np.float32, np.float64):
-                    for a, b in zip(_kernel_set(0, dt), first[dt]):
+                    for a, b in zip(kernel_set(0, dt), first[dt]):
                         np.testing.assert_array_equal(a, b)
     finally:
         pybackprop.set_num_threads(saved)

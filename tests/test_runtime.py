@@ -25,7 +25,7 @@ import pybackprop
 from pybackprop import optim
 from pybackprop._core import lib
 from pybackprop._gemm import gemm
-from test_concurrency import _assert_subnormals_survive, _kernel_set
+from _kernel_cases import assert_subnormals_survive, kernel_set
 from _helpers import assert_bitwise
 from _runtime_cases import DTYPES, X86, _fi, needs_flush
 
@@ -238,14 +238,14 @@ def test_mode_on_leaves_no_thread_flushing(flush, threads):
         threads(n)
         for dt in DTYPES:
             assert flush(True)
-            _kernel_set(0, dt)
+            kernel_set(0, dt)
             S = dt(8 * _fi(dt).smallest_subnormal)
             for _, run, _, _ in FLUSH_CASES.values():
                 run(dt, S)
             sub = np.full(16, S, dt)
             assert (sub * dt(1) == sub).all()        # this thread, mode still on
             assert flush(False)
-            _assert_subnormals_survive(dt)
+            assert_subnormals_survive(dt)
 
 
 @needs_flush
